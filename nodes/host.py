@@ -1,0 +1,197 @@
+"""The only module that touches ComfyUI. Outside ComfyUI (tests, the headless runner) it falls back to plain
+equivalents: tqdm progress, a cooperative interrupt flag, cuda-if-available, model folders under
+``$GEODREAM_MODELS_DIR`` (default ``./models``) and output under ``$GEODREAM_OUTPUT_DIR`` (default ``./output``)."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger("GeoDream")
+
+MODEL_EXTENSIONS = {".safetensors", ".ckpt", ".pth", ".pt", ".bin"}
+# Model folders of our own, registered with ComfyUI beside its standard ones.
+PACK_MODEL_FOLDERS = ("geodream",)
+
+
+def _comfy():
+    """ComfyUI's modules when running inside it, else None."""
+    try:
+        import comfy.model_management as mm
+        import comfy.utils as cu
+        import folder_paths
+    except ImportError:
+        return None
+    return mm, cu, folder_paths
+
+
+def in_comfyui() -> bool:
+    return _comfy() is not None
+
+
+class Interrupted(Exception):
+    """Raised at a safe point when the user (or the runner) asked to stop."""
+
+
+_interrupt = threading.Event()
+
+
+def request_interrupt() -> None:
+    _interrupt.set()
+
+
+def clear_interrupt() -> None:
+    _interrupt.clear()
+
+
+def check_interrupt() -> None:
+    comfy = _comfy()
+    if comfy is not None:
+        comfy[0].throw_exception_if_processing_interrupted()
+    if _interrupt.is_set():
+        _interrupt.clear()
+        raise Interrupted("interrupted by request")
+
+
+def device() -> torch.device:
+    override = os.environ.get("GEODREAM_DEVICE")
+    if override:
+        return torch.device(override)
+    comfy = _comfy()
+    if comfy is not None:
+        return comfy[0].get_torch_device()
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def offload_device() -> torch.device:
+    comfy = _comfy()
+    return comfy[0].unet_offload_device() if comfy is not None else torch.device("cpu")
+
+
+def soft_empty_cache() -> None:
+    comfy = _comfy()
+    if comfy is not None:
+        comfy[0].soft_empty_cache()
+    elif torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class Progress:
+    """A progress bar over ``total`` steps: ComfyUI's in the editor, tqdm elsewhere. ``preview`` is a PIL image."""
+
+    def __init__(self, total: int, desc: str = "GeoDream"):
+        self.total, self.value = total, 0
+        comfy = _comfy()
+        if comfy is not None:
+            self._bar, self._tqdm = comfy[1].ProgressBar(total), None
+        else:
+            from tqdm.auto import tqdm
+
+            self._bar, self._tqdm = None, tqdm(total=total, desc=desc, leave=False)
+
+    def update(self, value: int | None = None, preview=None) -> None:
+        step = self.value + 1 if value is None else value
+        if self._bar is not None:
+            self._bar.update_absolute(step, self.total, None if preview is None else ("PNG", preview, None))
+        else:
+            self._tqdm.update(step - self.value)
+        self.value = step
+
+    def close(self) -> None:
+        if self._tqdm is not None:
+            self._tqdm.close()
+
+
+def send_preview(event: str, data: dict) -> None:
+    """Send a message to the editor (our web extension listens for ``geodream.*`` events)."""
+    try:
+        from server import PromptServer
+    except ImportError:
+        log.debug("preview %s (no editor attached)", event)
+        return
+    PromptServer.instance.send_sync(event, data)
+
+
+# --- folders -----------------------------------------------------------------------------------------------------
+def _fallback_models_dir() -> Path:
+    return Path(os.environ.get("GEODREAM_MODELS_DIR", "models")).resolve()
+
+
+def register_model_folders() -> None:
+    """Make ComfyUI list files in models/geodream/ (called once when the pack loads)."""
+    comfy = _comfy()
+    if comfy is None:
+        return
+    folder_paths = comfy[2]
+    for name in PACK_MODEL_FOLDERS:
+        if name not in folder_paths.folder_names_and_paths:
+            path = os.path.join(folder_paths.models_dir, name)
+            folder_paths.folder_names_and_paths[name] = ([path], MODEL_EXTENSIONS)
+
+
+def model_folders(folder: str) -> list[Path]:
+    """Every directory searched for models of a kind ("geodream", "diffusers", "checkpoints", "clip")."""
+    comfy = _comfy()
+    if comfy is not None:
+        try:
+            return [Path(p) for p in comfy[2].get_folder_paths(folder)]
+        except KeyError:
+            return [Path(comfy[2].models_dir) / folder]
+    return [_fallback_models_dir() / folder]
+
+
+def list_models(folder: str, directories: bool = False) -> list[str]:
+    """Names of model files (or, with ``directories``, of model folders such as diffusers folders) of a kind."""
+    names = set()
+    for root in model_folders(folder):
+        if not root.is_dir():
+            continue
+        for entry in root.iterdir():
+            if directories and entry.is_dir():
+                names.add(entry.name)
+            elif not directories and entry.is_file() and entry.suffix.lower() in MODEL_EXTENSIONS:
+                names.add(entry.name)
+    return sorted(names)
+
+
+def find_model(folder: str, name: str) -> Path:
+    """The full path of a model file or folder, or an error saying where it was looked for."""
+    roots = model_folders(folder)
+    for root in roots:
+        candidate = root / name
+        if candidate.exists():
+            return candidate
+    where = ", ".join(str(r) for r in roots)
+    raise FileNotFoundError(f"GeoDream: model '{name}' was not found in {where}. "
+                            f"Put the file (or folder) there, under models/{folder}/ of your ComfyUI install.")
+
+
+def output_dir() -> Path:
+    comfy = _comfy()
+    if comfy is not None:
+        return Path(comfy[2].get_output_directory())
+    return Path(os.environ.get("GEODREAM_OUTPUT_DIR", "output")).resolve()
+
+
+def input_dir() -> Path:
+    comfy = _comfy()
+    if comfy is not None:
+        return Path(comfy[2].get_input_directory())
+    return Path(os.environ.get("GEODREAM_INPUT_DIR", "input")).resolve()
+
+
+def next_output_path(filename_prefix: str, extension: str) -> Path:
+    """``<output>/<prefix>_00001_.<ext>`` with the counter one past the highest existing, as ComfyUI names files."""
+    base = output_dir()
+    target = (base / filename_prefix).resolve()
+    if base.resolve() not in target.parents and target != base.resolve():
+        raise ValueError(f"GeoDream: filename_prefix '{filename_prefix}' points outside the output folder.")
+    folder, stem = target.parent, target.name
+    folder.mkdir(parents=True, exist_ok=True)
+    pattern = re.compile(rf"^{re.escape(stem)}_(\d+)_\.")
+    counters = [int(m.group(1)) for p in folder.iterdir() if (m := pattern.match(p.name))]
+    return folder / f"{stem}_{max(counters, default=0) + 1:05d}_.{extension.lstrip('.')}"

@@ -1,0 +1,120 @@
+"""Camera convention: checked against hand-computed projections, the published rig tables and sampler ranges."""
+import math
+
+import pytest
+import torch
+
+from geodream_pack.geodream_ops import cameras as C
+
+
+def test_azimuth_zero_sits_on_plus_x_and_looks_at_origin():
+    cam = C.Cameras.from_spherical(0.0, 0.0, 2.0, 60.0)
+    assert torch.allclose(cam.position, torch.tensor([[2.0, 0.0, 0.0]]), atol=1e-6)
+    # OpenGL camera: looks along -Z of its own frame, i.e. -X of the world here; +Y of the camera is world up.
+    assert torch.allclose(cam.c2w[0, :3, 2], torch.tensor([1.0, 0.0, 0.0]), atol=1e-6)
+    assert torch.allclose(cam.c2w[0, :3, 1], torch.tensor([0.0, 0.0, 1.0]), atol=1e-6)
+    assert torch.allclose(cam.c2w[0, :3, 0], torch.tensor([0.0, 1.0, 0.0]), atol=1e-6)
+
+
+def test_projection_of_known_points_by_hand():
+    H, W, fovy, d = 256, 320, 60.0, 2.0
+    cam = C.Cameras.from_spherical(0.0, 0.0, d, fovy)
+    f = 0.5 * H / math.tan(math.radians(fovy) / 2)
+    # A camera on +X looking along -X has world +Y on its right and world +Z up; the origin lands on the centre.
+    points = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.5, 0.0], [0.0, 0.0, 0.5], [0.5, 0.2, -0.3]])
+    uv, depth = cam.project(points, H, W)
+    expected = []
+    for x, y, z in points.tolist():
+        dist = d - x
+        expected.append((W / 2 + f * y / dist, H / 2 - f * z / dist))
+    assert torch.allclose(uv[0], torch.tensor(expected), atol=1e-3)
+    assert torch.allclose(depth[0], d - points[:, 0], atol=1e-6)
+
+
+def test_projection_matches_rays():
+    """A point along a pixel's ray projects back onto that pixel's centre, for arbitrary cameras."""
+    cams = C.Cameras.from_spherical([20.0, -35.0, 80.0], [10.0, 200.0, 290.0], [1.5, 2.5, 3.0], [40.0, 49.1, 70.0])
+    H, W = 24, 32
+    origins, dirs = cams.rays(H, W)
+    pts = origins + 1.3 * dirs  # [N, H, W, 3]
+    uv, depth = cams.project(pts.reshape(3, -1, 3), H, W)
+    jj, ii = torch.meshgrid(torch.arange(W) + 0.5, torch.arange(H) + 0.5, indexing="xy")
+    centres = torch.stack([jj, ii], -1).reshape(1, -1, 2).expand(3, -1, -1)
+    assert torch.allclose(uv, centres, atol=1e-3)
+    assert (depth > 0).all()
+
+
+def test_centre_ray_points_at_origin():
+    cams = C.Cameras.from_spherical([20.0, -10.0], [30.0, 250.0], [1.2, 4.0], [30.0, 50.0])
+    origins, dirs = cams.rays(64, 64)
+    # Between the four central pixels the ray is exactly the optical axis; the mean of the four is that axis.
+    centre = dirs[:, 31:33, 31:33].mean(dim=(1, 2))
+    to_origin = torch.nn.functional.normalize(-cams.position, dim=-1)
+    assert torch.allclose(torch.nn.functional.normalize(centre, dim=-1), to_origin, atol=1e-6)
+    assert torch.allclose(dirs.norm(dim=-1), torch.ones(2, 64, 64), atol=1e-5)
+
+
+def test_spherical_round_trip_and_intrinsics():
+    cams = C.Cameras.from_spherical([20.0, -10.0, 45.0], [30.0, 150.0, 330.0], 2.0, 30.0)
+    assert torch.allclose(cams.elevation_deg, torch.tensor([20.0, -10.0, 45.0]), atol=1e-4)
+    assert torch.allclose(cams.azimuth_deg, torch.tensor([30.0, 150.0, 330.0]), atol=1e-4)
+    K = cams.intrinsics(320, 320)
+    assert torch.allclose(K[0, 0, 0], torch.tensor(160 / math.tan(math.radians(15))), atol=1e-3)
+    assert K[0, 0, 2] == 160 and K[0, 1, 2] == 160
+
+
+def test_zero123plus_rigs_match_published_tables():
+    v12 = C.zero123plus_rig("v1.2", input_elevation=33.0, input_azimuth=0.0)
+    assert torch.allclose(v12.azimuth_deg, torch.tensor([30.0, 90, 150, 210, 270, 330]), atol=1e-4)
+    assert torch.allclose(v12.elevation_deg, torch.tensor([20.0, -10, 20, -10, 20, -10]), atol=1e-4)
+    assert torch.allclose(v12.fovy_deg, torch.full((6,), 30.0))
+    v11 = C.zero123plus_rig("v1.1", input_elevation=15.0)
+    assert torch.allclose(v11.elevation_deg, torch.tensor([45.0, -5, 45, -5, 45, -5]), atol=1e-4)
+    # 280 px focal on 256 px, as the release's pose table.
+    assert math.isclose(float(v11.intrinsics(256, 256)[0, 0, 0]), 280.0, rel_tol=1e-5)
+    with pytest.raises(ValueError, match="v1.1"):
+        C.zero123plus_rig("v2")
+
+
+def test_mvdream_rig():
+    rig = C.mvdream_rig()
+    assert torch.allclose(rig.azimuth_deg, torch.tensor([0.0, 90, 180, 270]), atol=1e-4)
+    assert torch.allclose(rig.elevation_deg, torch.full((4,), 15.0), atol=1e-4)
+    assert torch.allclose(rig.distance, torch.full((4,), 1.2), atol=1e-5)
+
+
+def test_same_framing_across_rigs():
+    """Every rig sees the same half-width at the origin, so one [-1, 1] volume fits all of them."""
+    def half_width(cam):
+        return cam.distance * torch.tan(torch.deg2rad(cam.fovy_deg) / 2)
+
+    reference = half_width(C.mvdream_rig())[0]
+    for rig in (C.zero123plus_rig("v1.1"), C.zero123plus_rig("v1.2")):
+        assert torch.allclose(half_width(rig), reference.expand(6), atol=1e-5)
+
+
+def test_sampler_ranges_hold():
+    sampler = C.CameraSampler()
+    cams = sampler.sample(2000, torch.Generator().manual_seed(0))
+    assert cams.distance.min() >= 1.0 - 1e-5 and cams.distance.max() <= 1.5 + 1e-5
+    assert cams.fovy_deg.min() >= 40 and cams.fovy_deg.max() <= 60
+    assert cams.elevation_deg.min() >= -10 - 1e-3 and cams.elevation_deg.max() <= 60 + 1e-3
+    azimuth = (cams.azimuth_deg + 180) % 360 - 180
+    assert azimuth.min() < -170 and azimuth.max() > 170  # covers the whole circle
+    # Uniform on the sphere band: sin(elevation) is uniform, so its mean is the band's midpoint.
+    sin_mid = (math.sin(math.radians(-10)) + math.sin(math.radians(60))) / 2
+    assert abs(torch.sin(torch.deg2rad(cams.elevation_deg)).mean() - sin_mid) < 0.03
+    again = sampler.sample(2000, torch.Generator().manual_seed(0))
+    assert torch.equal(cams.c2w, again.c2w)
+
+
+def test_view_direction_prompts():
+    names = C.view_direction(torch.tensor([0.0, 170.0, -100.0, 90.0, 20.0]), torch.tensor([0.0, 0.0, 10.0, 0.0, 75.0]))
+    assert names == ["front", "back", "side", "side", "overhead"]
+
+
+def test_dict_round_trip():
+    rig = C.zero123plus_rig("v1.2")
+    back = C.Cameras.from_dict(rig.to_dict())
+    assert torch.allclose(back.c2w, rig.c2w) and torch.equal(back.fovy_deg, rig.fovy_deg) and back.name == rig.name
+    assert len(rig[[0, 2]]) == 2 and len(rig[1]) == 1

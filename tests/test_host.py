@@ -1,0 +1,55 @@
+"""The host module's fallbacks outside ComfyUI: folders, output naming, interrupt, atomic writes."""
+import pytest
+
+from geodream_pack.geodream_ops.atomic import atomic_write
+from geodream_pack.nodes import host
+
+
+def test_find_model_names_file_and_folder(pack_dirs):
+    (pack_dirs["models"] / "geodream").mkdir()
+    (pack_dirs["models"] / "geodream" / "prior.pth").write_bytes(b"x")
+    assert host.find_model("geodream", "prior.pth") == pack_dirs["models"] / "geodream" / "prior.pth"
+    assert host.list_models("geodream") == ["prior.pth"]
+    with pytest.raises(FileNotFoundError, match=r"'missing.pth' was not found in .*geodream.*models/geodream/"):
+        host.find_model("geodream", "missing.pth")
+
+
+def test_output_counter_and_containment(pack_dirs):
+    first = host.next_output_path("GeoDream/mesh", "glb")
+    assert first == pack_dirs["output"] / "GeoDream" / "mesh_00001_.glb"
+    first.write_bytes(b"1")
+    (first.parent / "mesh_00007_.obj").write_bytes(b"7")
+    assert host.next_output_path("GeoDream/mesh", "glb").name == "mesh_00008_.glb"
+    with pytest.raises(ValueError, match="outside the output folder"):
+        host.next_output_path("../../etc/x", "glb")
+
+
+def test_interrupt_is_raised_once():
+    host.request_interrupt()
+    with pytest.raises(host.Interrupted):
+        host.check_interrupt()
+    host.check_interrupt()  # the flag is consumed
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    tmp_path = tmp_path / "atomic"
+    tmp_path.mkdir()
+    target = tmp_path / "out.glb"
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("crash mid-write")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_write(target) as tmp:
+        assert tmp.suffix == ".glb"
+        tmp.write_bytes(b"whole")
+    assert target.read_bytes() == b"whole" and list(tmp_path.iterdir()) == [target]
+
+
+def test_progress_falls_back_to_tqdm():
+    bar = host.Progress(3)
+    for _ in range(3):
+        bar.update()
+    assert bar.value == 3
+    bar.close()
+    assert str(host.device()) == "cpu"  # GEODREAM_DEVICE is set by the fixture

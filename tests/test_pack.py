@@ -1,0 +1,84 @@
+"""The pack loads as ComfyUI loads it, and every node and example workflow is well-formed."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from headless import workflow
+from headless.pack import PACK_ROOT, load_pack
+from headless.run import node_classes
+
+pack = load_pack()
+WORKFLOWS = sorted((PACK_ROOT / "example_workflows").glob("*.json"))
+
+
+def test_exports():
+    assert pack.WEB_DIRECTORY == "./web"
+    assert (PACK_ROOT / "web").is_dir()
+    assert set(pack.NODE_CLASS_MAPPINGS) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
+    assert {"GeoDreamCameraRig", "GeoDreamCustomCameras", "GeoDreamSaveCameras"} <= set(pack.NODE_CLASS_MAPPINGS)
+
+
+def test_import_by_path_in_a_clean_interpreter():
+    """As ComfyUI does it, with nothing of ours on sys.path and no optional CUDA package importable."""
+    code = (
+        "import importlib.util, sys\n"
+        "for name in ('tinycudann', 'nvdiffrast', 'spconv'): sys.modules[name] = None\n"
+        f"spec = importlib.util.spec_from_file_location('SomeFolderName', r'{PACK_ROOT / '__init__.py'}',"
+        f" submodule_search_locations=[r'{PACK_ROOT}'])\n"
+        "m = importlib.util.module_from_spec(spec); sys.modules['SomeFolderName'] = m; spec.loader.exec_module(m)\n"
+        "print(len(m.NODE_CLASS_MAPPINGS))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.strip()) == len(pack.NODE_CLASS_MAPPINGS)
+
+
+def _check_spec(node_id, name, spec):
+    assert isinstance(spec, tuple) and spec, f"{node_id}.{name}: input spec must be a non-empty tuple"
+    kind = spec[0]
+    assert isinstance(kind, (str, list)), f"{node_id}.{name}: type must be a string or a list of choices"
+    if len(spec) > 1:
+        assert isinstance(spec[1], dict)
+        if isinstance(kind, str) and kind in ("INT", "FLOAT"):
+            opts = spec[1]
+            assert opts["min"] <= opts["default"] <= opts["max"], f"{node_id}.{name}: default outside min/max"
+
+
+@pytest.mark.parametrize("node_id", sorted(pack.NODE_CLASS_MAPPINGS))
+def test_node_is_well_formed(node_id):
+    cls = pack.NODE_CLASS_MAPPINGS[node_id]
+    assert node_id.startswith("GeoDream")
+    types = cls.INPUT_TYPES()
+    assert set(types) <= {"required", "optional", "hidden"}
+    for section in ("required", "optional"):
+        for name, spec in types.get(section, {}).items():
+            _check_spec(node_id, name, spec)
+            kind = spec[0]
+            if isinstance(kind, str) and kind not in workflow.WIDGET_TYPES:
+                assert kind.startswith("GEODREAM_") or kind in {"IMAGE", "MASK", "MESH", "*"}, kind
+    assert isinstance(cls.RETURN_TYPES, tuple)
+    for kind in cls.RETURN_TYPES:
+        assert kind.startswith("GEODREAM_") or kind in {"IMAGE", "MASK", "MESH", "FLOAT", "STRING", "INT"}, kind
+    if hasattr(cls, "RETURN_NAMES"):
+        assert len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES)
+    assert callable(getattr(cls, cls.FUNCTION))
+    assert cls.CATEGORY.startswith("GeoDream")
+    assert cls.RETURN_TYPES or getattr(cls, "OUTPUT_NODE", False), "a node with no outputs must be an output node"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_example_workflow_is_consistent(path):
+    ui = json.loads(path.read_text())
+    classes = node_classes()
+    for node in ui["nodes"]:
+        assert node["type"] in classes or node["type"] in workflow.FRONTEND_ONLY, f"unknown node {node['type']}"
+    assert workflow.link_type_errors(ui, classes) == []
+    api = workflow.ui_to_api(ui, classes)
+    for node_id, node in api.items():
+        types = classes[node["class_type"]].INPUT_TYPES()
+        declared = {**types.get("required", {}), **types.get("optional", {})}
+        assert set(node["inputs"]) <= set(declared), f"#{node_id} has inputs its class does not declare"
+        assert set(types.get("required", {})) <= set(node["inputs"]), f"#{node_id} lacks a required input"
