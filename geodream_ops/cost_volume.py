@@ -1,0 +1,33 @@
+"""The cost volume V of the 3D prior and the SDF it encodes with the geometry decoder: s(x) = f_g(E(x), V(x)).
+
+This record travels on the GEODREAM_COST_VOLUME edge. Building it (feature variance + sparse 3D CNN) lives in the
+prior's modules; refinement treats ``volume`` as a learnable tensor and keeps ``decoder`` frozen."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class CostVolume:
+    volume: torch.Tensor  # [1, C, D, H, W]; depth runs along world z, height along y, width along x
+    decoder: torch.nn.Module  # f_g: (points [P, 3] in the box, features [P, C]) -> (sdf [P], feature [P, F])
+    bbox: torch.Tensor  # [2, 3]: the box's min and max corners in the world frame of cameras.py
+
+    def normalized(self, points: torch.Tensor) -> torch.Tensor:
+        """World points to grid_sample's [-1, 1] coordinates of the box."""
+        lo, hi = self.bbox[0].to(points), self.bbox[1].to(points)
+        return (points - lo) / (hi - lo) * 2 - 1
+
+    def interpolate(self, points: torch.Tensor, volume: torch.Tensor | None = None) -> torch.Tensor:
+        """V(x): trilinear interpolation of the volume at world points [P, 3] -> [P, C] (zero outside the box)."""
+        volume = self.volume if volume is None else volume
+        grid = self.normalized(points).reshape(1, -1, 1, 1, 3).to(volume.dtype)
+        sampled = F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        return sampled.reshape(volume.shape[1], -1).t()
+
+    def sdf(self, points: torch.Tensor, volume: torch.Tensor | None = None):
+        """s(x) and the decoder's feature at world points [P, 3]; ``volume`` overrides V (e.g. a learnable copy)."""
+        return self.decoder(points, self.interpolate(points, volume))
