@@ -100,7 +100,7 @@ class GeoDreamUni3DScore:
                                        "tooltip": "Surface points fed to Uni3D; it was trained on 10,000."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip":
                     "Seed of the point sampling; the same seed gives the same score."}),
-                "up_axis": (UP_AXES, {"default": "auto", "tooltip":
+                "up_axis": (list(UP_AXES), {"default": "auto", "tooltip":
                     "Which axis is up in the mesh; Uni3D expects Y up. auto: Z for a GEODREAM_MESH (the pack's "
                     "frame), Y for a core MESH (glTF, as SaveGLB writes it)."}),
             },
