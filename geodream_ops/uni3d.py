@@ -159,7 +159,8 @@ def load_uni3d(path, device="cpu", dtype=torch.float32) -> Uni3D:
         raise ValueError(f"{Path(path).name} is not a Uni3D checkpoint (no point_encoder.cls_token); use one of "
                          "BAAI/Uni3D's modelzoo/uni3d-*/model.pt files")
     size = detect_size(state)
-    model = Uni3D(SIZES[size])
+    with torch.device(device):  # random initialisation of a billion parameters is much faster on a GPU
+        model = Uni3D(SIZES[size])
     model.load_state_dict(state, strict=True)
     log.info("GeoDream: Uni3D-%s loaded from %s", size, Path(path).name)
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)

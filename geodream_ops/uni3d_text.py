@@ -84,8 +84,9 @@ def load_text_encoder(path, model_name: str = CLIP_MODEL, device="cpu", dtype=to
     config = open_clip.get_model_config(model_name)
     if config is None:
         raise ValueError(f"open_clip does not know the model '{model_name}'; update open_clip_torch")
-    tower = _build_text_tower(config["embed_dim"], config["text_cfg"], quick_gelu=config.get("quick_gelu", False),
-                              cast_dtype=dtype if dtype != torch.float32 else None)
+    with torch.device(device):
+        tower = _build_text_tower(config["embed_dim"], config["text_cfg"], quick_gelu=config.get("quick_gelu", False),
+                                  cast_dtype=dtype if dtype != torch.float32 else None)
     weights = _read_text_weights(Path(path))
     if not weights:
         raise ValueError(f"{Path(path).name} holds no CLIP text tower; use the open_clip_pytorch_model.bin of "

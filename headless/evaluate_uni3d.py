@@ -63,18 +63,26 @@ def read_mesh(path: Path):
 
     TexturedMesh = load_pack().geodream_ops.mesh.TexturedMesh
     mesh = trimesh.load(path, force="mesh", process=False)
-    as_tensor = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))  # noqa: E731
     uvs = texture = colours = None
     visual = mesh.visual
     if visual.kind == "texture" and visual.uv is not None:
         material = visual.material
         image = getattr(material, "baseColorTexture", None) or getattr(material, "image", None)
         if image is not None:
-            uvs, texture = as_tensor(visual.uv), as_tensor(np.asarray(image.convert("RGB"))) / 255
+            uvs, texture = _floats(visual.uv), _floats(np.asarray(image.convert("RGB"))) / 255
     elif visual.kind == "vertex":
-        colours = as_tensor(visual.vertex_colors[:, :3]) / 255
-    return TexturedMesh(as_tensor(mesh.vertices), torch.as_tensor(np.asarray(mesh.faces), dtype=torch.long),
+        colours = _floats(visual.vertex_colors[:, :3]) / 255
+    return TexturedMesh(_floats(mesh.vertices), torch.as_tensor(np.asarray(mesh.faces), dtype=torch.long),
                         uvs=uvs, texture=texture, vertex_colors=colours)
+
+
+def _floats(array) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(array, dtype=np.float32))
+
+
+def _model_path(name: str) -> Path:
+    """A path as given, else a file name in models/geodream/."""
+    return Path(name) if Path(name).exists() else load_pack().nodes.host.find_model("geodream", name)
 
 
 def write_table(table, out: Path) -> list[Path]:
@@ -113,9 +121,10 @@ def evaluate(meshes_dir: Path, prompts_file: Path, out: Path, scorer, num_points
 def main(argv=None) -> int:
     pack = load_pack()
     host, ops = pack.nodes.host, pack.geodream_ops
-    parser = argparse.ArgumentParser(prog="python -m headless.evaluate_uni3d", description=__doc__.split("\n\n")[1])
+    parser = argparse.ArgumentParser(prog="python -m headless.evaluate_uni3d", description=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--meshes", required=True, type=Path, help="folder of mesh files")
-    parser.add_argument("--prompts", required=True, type=Path, help="prompt file (see above)")
+    parser.add_argument("--prompts", required=True, type=Path, help="prompt file, as described above")
     parser.add_argument("--out", required=True, type=Path, help="folder for uni3d_scores.csv and .md")
     parser.add_argument("--uni3d", required=True, help="Uni3D model.pt: a path, or a name in models/geodream/")
     parser.add_argument("--clip", default="open_clip_pytorch_model.bin",
@@ -126,11 +135,11 @@ def main(argv=None) -> int:
     parser.add_argument("--templates", choices=list(ops.uni3d_text.TEMPLATE_SETS), default="prompt as written")
     parser.add_argument("--z-up", action="store_true", help="meshes are in the pack's frame (Z up), not glTF's")
     args = parser.parse_args(argv)
-    resolve = lambda name: Path(name) if Path(name).exists() else host.find_model("geodream", name)  # noqa: E731
     try:
         device = host.device()
         dtype = torch.float16 if device.type == "cuda" else torch.float32
-        scorer = ops.uni3d_score.load_scorer(resolve(args.uni3d), resolve(args.clip), args.clip_model, device, dtype)
+        scorer = ops.uni3d_score.load_scorer(_model_path(args.uni3d), _model_path(args.clip), args.clip_model,
+                                             device, dtype)
         written = evaluate(args.meshes, args.prompts, args.out, scorer, args.num_points, args.seed,
                            args.templates, args.z_up)
     except (OSError, ValueError) as exc:  # a clear one-line error for the command line

@@ -46,7 +46,7 @@ class GeoDreamLoadUni3D:
             "clip_model": ("STRING", {"default": CLIP_MODEL, "tooltip":
                 "The open_clip architecture of that file. Uni3D was trained against EVA02-E-14-plus; keep it."}),
             "precision": (list(PRECISIONS), {"default": "auto", "tooltip":
-                "auto: fp16 on a GPU, fp32 on the CPU. fp16 halves memory; scores move by about 0.01."}),
+                "auto: fp16 on a GPU, fp32 on the CPU. fp16 halves memory; compare scores made at one precision."}),
         }}
 
     def load(self, uni3d_checkpoint, clip_checkpoint, clip_model, precision):
@@ -114,7 +114,8 @@ class GeoDreamUni3DScore:
         mesh, z_up = as_textured_mesh(mesh)
         if up_axis != "auto":
             z_up = up_axis == UP_AXES[1]
-        prompts = [prompt] + [p.strip() for p in distractor_prompts.splitlines() if p.strip() and p.strip() != prompt]
+        distractors = [line.strip() for line in distractor_prompts.splitlines()]
+        prompts = [prompt] + [p for p in dict.fromkeys(distractors) if p and p != prompt]
         progress = host.Progress(2, "Uni3D score")
         shape = uni3d.embed_mesh(mesh, num_points, seed, z_up)
         progress.update()

@@ -130,7 +130,8 @@ def test_batch_evaluation_writes_a_well_formed_table(twin_files, tmp_path):
         assert int(row["rank"]) == int((scores >= own).sum()) and row["of"] == "4"
         assert row["best_prompt"] == all_prompts[int(scores.argmax())]
     markdown = (out / "uni3d_scores.md").read_text(encoding="utf-8")
-    assert sum(line.startswith("| ") for line in markdown.splitlines()) == 1 + 3 and "R-precision@1" in markdown and "of 4 prompts over 3 meshes" in markdown
+    assert sum(line.startswith("| ") for line in markdown.splitlines()) == 1 + 3  # header and three meshes
+    assert "R-precision@1" in markdown and "of 4 prompts over 3 meshes" in markdown
 
 
 def test_batch_evaluation_names_meshes_without_prompt(twin_files, tmp_path, capsys):
