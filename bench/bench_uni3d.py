@@ -1,7 +1,7 @@
 """Uni3D score speed: farthest point sampling of 512 centres from 10,000 points, and points per second through the
 encoder (random weights of a released size; the speed does not depend on the values).
 
-    python bench/bench_uni3d.py [--size tiny] [--device cpu] [--batch 1] [--repeats 3]"""
+    python bench/bench_uni3d.py [--size tiny] [--device cpu] [--dtype fp32] [--batch 1] [--repeats 3] [--threads N]"""
 from __future__ import annotations
 
 import argparse
@@ -35,7 +35,10 @@ def main() -> None:
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     ops = load_pack().geodream_ops
     device = torch.device(args.device)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
