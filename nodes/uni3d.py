@@ -38,8 +38,9 @@ class GeoDreamLoadUni3D:
     def INPUT_TYPES(cls):
         return {"required": {
             "uni3d_checkpoint": (host.list_models("geodream"), {"tooltip":
-                "A Uni3D model.pt from huggingface.co/BAAI/Uni3D (modelzoo/uni3d-g, -l, -b, -s or -ti), in "
-                "models/geodream/. uni3d-g (giant, 1B parameters) is the one GeoDream reports; ~4 GB in fp32."}),
+                "A Uni3D model.pt from huggingface.co/BAAI/Uni3D (modelzoo/uni3d-g, -l or -b; tiny and small "
+                "files load too), renamed and put in models/geodream/. uni3d-g (giant, 1B parameters, ~4 GB in "
+                "fp32) is the one GeoDream reports."}),
             "clip_checkpoint": (_clip_files(), {"tooltip":
                 "open_clip_pytorch_model.bin of timm/eva02_enormous_patch14_plus_clip_224.laion2b_s9b_b144k, in "
                 "models/geodream/ or models/clip/. Only its text tower is read (~1.4 GB in fp16)."}),

@@ -126,3 +126,14 @@ def test_text_file_without_text_tower_is_refused(tmp_path):
     torch.save({"visual.proj": torch.zeros(2)}, tmp_path / "vision_only.bin")
     with pytest.raises(ValueError, match="holds no CLIP text tower"):
         load_text_encoder(tmp_path / "vision_only.bin", TWIN_CLIP)
+
+
+def test_deepspeed_file_with_python_objects_loads(twin, tmp_path, caplog):
+    """DeepSpeed pickles its config beside the weights, which the safe unpickler refuses; the loader falls back."""
+    import argparse
+
+    saved = torch.load(twin, weights_only=True)["module"]
+    torch.save({"module": saved, "args": argparse.Namespace(pc_model="eva02_tiny_patch14_224")}, tmp_path / "ds.pt")
+    model = uni3d.load_uni3d(tmp_path / "ds.pt")
+    assert torch.equal(model.point_encoder.cls_pos, saved["point_encoder.cls_pos"])
+    assert "full unpickling" in caplog.text
