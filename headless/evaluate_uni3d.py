@@ -1,0 +1,154 @@
+"""python -m headless.evaluate_uni3d --meshes DIR --prompts FILE --out DIR [--uni3d FILE --clip FILE]
+
+Uni3D score of a folder of meshes (.glb, .gltf, .obj, .ply, .off), and the R-precision-style table of GeoDream's
+paper: each mesh's own prompt ranked against every prompt of the list. Writes uni3d_scores.csv and uni3d_scores.md.
+
+The prompt file has one prompt per line. A mesh goes with the prompt whose words its file name spells
+("a_corgi_00001_.glb" -> "a corgi"), or a line "FILE_NAME<TAB>prompt" pairs them explicitly; prompts without a mesh
+stay in the list as distractors. Files are taken as Y up (glTF); --z-up for meshes in the pack's frame."""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .pack import load_pack
+
+MESH_SUFFIXES = {".glb", ".gltf", ".obj", ".ply", ".off"}
+COUNTER = re.compile(r"_\d+_?$")  # ComfyUI's file counter, "_00001_"
+
+
+def slug(text: str) -> str:
+    return "_".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def read_prompts(path: Path) -> tuple[list[str], dict[str, str]]:
+    """All prompts in file order, and the explicit mesh-file -> prompt pairs."""
+    prompts, pairs = [], {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        name, tab, prompt = line.partition("\t")
+        prompt = (prompt if tab else name).strip()
+        if prompt:
+            if tab:
+                pairs[name.strip()] = prompt
+            if prompt not in prompts:
+                prompts.append(prompt)
+    return prompts, pairs
+
+
+def match_prompts(meshes: list[Path], prompts: list[str], pairs: dict[str, str]) -> list[int]:
+    by_slug = {slug(p): i for i, p in enumerate(prompts)}
+    targets, unmatched = [], []
+    for mesh in meshes:
+        prompt = pairs.get(mesh.name, pairs.get(mesh.stem))
+        index = prompts.index(prompt) if prompt else by_slug.get(slug(COUNTER.sub("", mesh.stem)))
+        if index is None:
+            unmatched.append(mesh.name)
+        targets.append(index)
+    if unmatched:
+        raise ValueError(f"no prompt for {', '.join(unmatched)}: name the file after its prompt's words "
+                         "or add a line 'FILE_NAME<TAB>prompt' to the prompt file")
+    return targets
+
+
+def read_mesh(path: Path):
+    """A mesh file as a TexturedMesh, with its base-colour texture or vertex colours when it has them."""
+    import trimesh
+
+    TexturedMesh = load_pack().geodream_ops.mesh.TexturedMesh
+    mesh = trimesh.load(path, force="mesh", process=False)
+    uvs = texture = colours = None
+    visual = mesh.visual
+    if visual.kind == "texture" and visual.uv is not None:
+        material = visual.material
+        image = getattr(material, "baseColorTexture", None) or getattr(material, "image", None)
+        if image is not None:
+            uvs, texture = _floats(visual.uv), _floats(np.asarray(image.convert("RGB"))) / 255
+    elif visual.kind == "vertex":
+        colours = _floats(visual.vertex_colors[:, :3]) / 255
+    return TexturedMesh(_floats(mesh.vertices), torch.as_tensor(np.asarray(mesh.faces), dtype=torch.long),
+                        uvs=uvs, texture=texture, vertex_colors=colours)
+
+
+def _floats(array) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(array, dtype=np.float32))
+
+
+def _model_path(name: str) -> Path:
+    """A path as given, else a file name in models/geodream/."""
+    return Path(name) if Path(name).exists() else load_pack().nodes.host.find_model("geodream", name)
+
+
+def write_table(table, out: Path) -> list[Path]:
+    atomic_write = load_pack().geodream_ops.atomic.atomic_write
+    rows = table.rows()
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    written = []
+    for name, text in (("uni3d_scores.csv", buffer.getvalue()), ("uni3d_scores.md", table.markdown())):
+        with atomic_write(out / name) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+        written.append(out / name)
+    return written
+
+
+def evaluate(meshes_dir: Path, prompts_file: Path, out: Path, scorer, num_points: int, seed: int,
+             templates: str, z_up: bool, log=print) -> list[Path]:
+    ops = load_pack().geodream_ops
+    meshes = sorted(p for p in Path(meshes_dir).iterdir() if p.suffix.lower() in MESH_SUFFIXES)
+    if not meshes:
+        raise ValueError(f"no mesh files ({', '.join(sorted(MESH_SUFFIXES))}) in {meshes_dir}")
+    prompts, pairs = read_prompts(Path(prompts_file))
+    targets = match_prompts(meshes, prompts, pairs)
+    shapes = []
+    for step, path in enumerate(meshes, 1):
+        log(f"[{step}/{len(meshes)}] {path.name}")
+        shapes.append(scorer.embed_mesh(read_mesh(path), num_points, seed, z_up))
+    text = scorer.embed_prompts(prompts, ops.uni3d_text.TEMPLATE_SETS[templates])
+    table = ops.uni3d_score.RankingTable([p.name for p in meshes], prompts,
+                                         ops.uni3d_score.similarity(torch.cat(shapes), text), torch.tensor(targets))
+    return write_table(table, Path(out))
+
+
+def main(argv=None) -> int:
+    pack = load_pack()
+    host, ops = pack.nodes.host, pack.geodream_ops
+    parser = argparse.ArgumentParser(prog="python -m headless.evaluate_uni3d", description=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--meshes", required=True, type=Path, help="folder of mesh files")
+    parser.add_argument("--prompts", required=True, type=Path, help="prompt file, as described above")
+    parser.add_argument("--out", required=True, type=Path, help="folder for uni3d_scores.csv and .md")
+    parser.add_argument("--uni3d", required=True, help="Uni3D model.pt: a path, or a name in models/geodream/")
+    parser.add_argument("--clip", default="open_clip_pytorch_model.bin",
+                        help="EVA02-E-14-plus open_clip weights: a path, or a name in models/geodream/")
+    parser.add_argument("--clip-model", default=ops.uni3d_text.CLIP_MODEL, help="open_clip architecture name")
+    parser.add_argument("--num-points", type=int, default=ops.point_sampling.UNI3D_NUM_POINTS)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--templates", choices=list(ops.uni3d_text.TEMPLATE_SETS), default="prompt as written")
+    parser.add_argument("--z-up", action="store_true", help="meshes are in the pack's frame (Z up), not glTF's")
+    args = parser.parse_args(argv)
+    try:
+        device = host.device()
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+        scorer = ops.uni3d_score.load_scorer(_model_path(args.uni3d), _model_path(args.clip), args.clip_model,
+                                             device, dtype)
+        written = evaluate(args.meshes, args.prompts, args.out, scorer, args.num_points, args.seed,
+                           args.templates, args.z_up)
+    except (OSError, ValueError) as exc:  # a clear one-line error for the command line
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
