@@ -108,7 +108,7 @@ def build_cost_volume(model: PriorModel, views: torch.Tensor, cameras: Cameras,
     """V_p and f_g from N views and their cameras (pack frame). ``check`` is called between steps (interrupts)."""
     if views.shape[0] != len(cameras):
         raise ValueError(f"GeoDream: {views.shape[0]} views but {len(cameras)} cameras; give one camera per view.")
-    backend = select_backend(backend)
+    backend = select_backend(backend, model.device())
     log.info("GeoDream: building the cost volume (%d views, %d^3 grid) with the %s sparse backend",
              len(cameras), grid_size, backend)
     features = view_features(model, views, image_size)

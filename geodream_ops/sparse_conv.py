@@ -39,8 +39,9 @@ class SparseVolume:
         return grid.unsqueeze(0)
 
 
-def select_backend(preferred: str | None = None) -> str:
-    """'spconv' when it imports (unless GEODREAM_SPARSE_BACKEND or ``preferred`` says 'dense'), else 'dense'."""
+def select_backend(preferred: str | None = None, device=None) -> str:
+    """'spconv' when a build of it for ``device`` imports (unless GEODREAM_SPARSE_BACKEND or ``preferred`` says
+    'dense'), else 'dense'."""
     choice = preferred or os.environ.get("GEODREAM_SPARSE_BACKEND", "auto")
     if choice not in (*BACKENDS, "auto"):
         raise ValueError(f"GeoDream: unknown sparse backend {choice!r}; use one of {BACKENDS} or 'auto'.")
@@ -48,12 +49,16 @@ def select_backend(preferred: str | None = None) -> str:
         return "dense"
     try:
         import spconv.pytorch  # noqa: F401
+        from spconv.cppconstants import CPU_ONLY_BUILD
     except ImportError:
-        if choice == "spconv":
-            raise RuntimeError("GeoDream: the spconv backend was asked for but spconv is not installed "
-                               "(pip install spconv, or spconv-cu12x for CUDA).") from None
-        return "dense"
-    return "spconv"
+        problem = "spconv is not installed (pip install spconv, or spconv-cu12x for CUDA)"
+    else:
+        if not (CPU_ONLY_BUILD and torch.device(device or "cpu").type == "cuda"):
+            return "spconv"
+        problem = "the installed spconv is its CPU-only build (pip install spconv-cu12x for CUDA)"
+    if choice == "spconv":
+        raise RuntimeError(f"GeoDream: the spconv backend was asked for but {problem}.")
+    return "dense"
 
 
 def downsample_coords(coords: torch.Tensor) -> torch.Tensor:

@@ -63,8 +63,9 @@ class GeoDreamBuildCostVolume:
                              "Voxels per axis of the sparse 3D CNN. 96 is what the weights were trained at; other "
                              "values change the voxel size the CNN sees and only suit quick tests. Time ~ grid^3."}),
             "backend": (["auto", *BACKENDS], {"default": "auto", "tooltip":
-                        "Sparse convolution engine: spconv when installed (auto), or dense PyTorch convolutions; "
-                        "same numbers. Dense needs more memory (~1 GB at grid 96)."}),
+                        "Sparse convolution engine: spconv when a build for your device is installed (auto), or "
+                        "dense PyTorch convolutions; same numbers. At grid 96 on a 2-core CPU: dense ~20 s, spconv's "
+                        "CPU build ~40 s (it must run single-threaded), both under 2 GB."}),
         }}
 
     def build(self, prior, views, cameras, resolution, grid, backend):
@@ -101,8 +102,8 @@ class GeoDreamPriorToMesh:
         return {"required": {
             "cost_volume": (T.COST_VOLUME,),
             "resolution": ("INT", {"default": 128, "min": 16, "max": 512, "step": 1, "tooltip":
-                                   "Grid points per axis where s(x) is evaluated. 128: ~2M decoder queries, seconds "
-                                   "on a GPU, under a minute on a CPU; time grows with resolution^3."}),
+                                   "Grid points per axis where s(x) is evaluated. 128: 2M decoder queries, seconds "
+                                   "on a GPU, 1-2 minutes on a small CPU; time grows with resolution^3."}),
             "threshold": ("FLOAT", {"default": 0.0, "min": -1.0, "max": 1.0, "step": 0.005, "tooltip":
                                     "The SDF level to mesh; 0 is the surface. Positive values give a fatter shape."}),
         }}
