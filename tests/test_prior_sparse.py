@@ -83,3 +83,25 @@ def test_spconv_and_dense_agree_on_gradients():
             raise
         grads[backend] = weight.grad.clone()
     assert torch.allclose(grads["spconv"], grads["dense"], atol=1e-4, rtol=1e-4)
+
+
+def test_backend_choice():
+    assert select_backend("dense") == "dense"
+    with pytest.raises(ValueError, match="unknown sparse backend"):
+        select_backend("cuda")
+    if HAS_SPCONV:
+        from spconv.cppconstants import CPU_ONLY_BUILD
+
+        if CPU_ONLY_BUILD:  # a CPU-only build must not be picked for CUDA tensors
+            assert select_backend(None, "cuda") == "dense"
+            with pytest.raises(RuntimeError, match="CPU-only build"):
+                select_backend("spconv", "cuda")
+
+
+@needs_spconv
+def test_spconv_runs_are_repeatable():
+    """spconv 2.3.8's CPU kernels gave different results from run to run on several threads."""
+    x = _random_volume(n=20, channels=16, seed=6, margin=0)
+    weight = torch.randn(16, 3, 3, 3, 16)
+    runs = [sparse_conv(x, weight, "subm", x.coords, "spconv") for _ in range(4)]
+    assert all(torch.equal(r, runs[0]) for r in runs[1:])
