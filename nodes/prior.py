@@ -1,11 +1,11 @@
 """The 3D prior: load SparseNeuS lod0, build the cost volume from views + cameras, look at it as a mesh, save it."""
+import math
 from pathlib import Path
 
 import torch
 
-from ..geodream_ops import prior_checkpoint, release_frame
+from ..geodream_ops import marching_cubes, prior_checkpoint, release_frame
 from ..geodream_ops.cost_volume import CostVolume
-from ..geodream_ops.marching_cubes import extract_mesh
 from ..geodream_ops.prior import build_cost_volume, build_steps, cost_volume_from_release
 from ..geodream_ops.sparse_conv import BACKENDS
 from . import edge_types as T
@@ -109,13 +109,16 @@ class GeoDreamPriorToMesh:
         }}
 
     def mesh(self, cost_volume, resolution, threshold):
-        progress = host.Progress(1, "GeoDream prior mesh")
-        try:
-            mesh = extract_mesh(cost_volume, resolution, threshold, check=host.check_interrupt)
+        progress = host.Progress(math.ceil(resolution**3 / marching_cubes.CHUNK), "GeoDream prior mesh")
+
+        def step():
+            host.check_interrupt()
             progress.update()
+
+        try:
+            return (marching_cubes.extract_mesh(cost_volume, resolution, threshold, check=step),)
         finally:
             progress.close()
-        return (mesh,)
 
 
 class GeoDreamSaveCostVolume:

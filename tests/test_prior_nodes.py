@@ -91,3 +91,11 @@ def test_release_volume_imports_into_our_frame(prior, pack_dirs):
     expected = prior.decoder.forward_release(points, latent.view(16, -1).t())
     sdf, feature = volume.sdf(R.from_release(points))
     assert torch.allclose(sdf, expected[:, 0] * R.SCALE, atol=1e-5) and torch.allclose(feature, expected[:, 1:], atol=1e-5)
+
+
+def test_interrupt_stops_the_build(prior):
+    from geodream_pack.nodes import host
+
+    host.request_interrupt()
+    with pytest.raises(host.Interrupted):
+        _build(prior)
