@@ -8,6 +8,13 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .atomic import atomic_write
+from .geometry_decoder import GeometryDecoder
+
+FILE_FORMAT = "geodream-cost-volume/1"  # safetensors metadata tag of a saved cost volume
 
 
 @dataclass
@@ -31,3 +38,25 @@ class CostVolume:
     def sdf(self, points: torch.Tensor, volume: torch.Tensor | None = None):
         """s(x) and the decoder's feature at world points [P, 3]; ``volume`` overrides V (e.g. a learnable copy)."""
         return self.decoder(points, self.interpolate(points, volume))
+
+    def save(self, path) -> None:
+        """V, its box and f_g's weights in one .safetensors file, written atomically."""
+        if not isinstance(self.decoder, GeometryDecoder):
+            raise TypeError("GeoDream: only cost volumes with the prior's geometry decoder can be saved.")
+        tensors = {"volume": self.volume, "bbox": self.bbox}
+        tensors.update({f"decoder.{k}": v for k, v in self.decoder.state_dict().items()})
+        with atomic_write(path) as tmp:
+            save_file({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
+                      metadata={"format": FILE_FORMAT})
+
+    @classmethod
+    def load(cls, path, device="cpu") -> "CostVolume":
+        """A cost volume written by ``save``; its decoder comes back frozen."""
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            if (f.metadata() or {}).get("format") != FILE_FORMAT:
+                raise ValueError(f"GeoDream: {path} is not a cost volume saved by GeoDream (no '{FILE_FORMAT}' tag).")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        decoder = GeometryDecoder()
+        decoder.load_state_dict({k[len("decoder."):]: v for k, v in tensors.items() if k.startswith("decoder.")})
+        decoder.requires_grad_(False)
+        return cls(tensors["volume"].to(device), decoder.to(device), tensors["bbox"].to(device))

@@ -1,0 +1,62 @@
+"""f_g: the geometry decoder s(x) = f_g(E(x), V(x)) of SparseNeuS lod0 (its LatentSDFLayer), frozen in GeoDream.
+
+Layers, as in the released checkpoint (``sdf_network_lod0.sdf_layer.*``, weight-normalised linears):
+    lin0: E(x) (39) -> 128, softplus(beta=100)
+    lin1: [128, V(x) (16)] -> 128, softplus(beta=100)
+    lin2: [128, V(x) (16)] -> 128 = 1 SDF + 127 features
+E(x) = (x, sin(2^k x), cos(2^k x) for k = 0..5), 3 * 13 = 39 values, of the point in the release frame. The decoder
+takes points in the pack's frame and converts them (release_frame.py); its SDF is returned in the pack's length
+unit (the release's times release_frame.SCALE), so that |grad s| stays ~1 in our world."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import release_frame
+
+POSITION_FREQUENCIES = 6
+LATENT_CHANNELS = 16
+HIDDEN = 128
+
+
+def positional_encoding(x: torch.Tensor, frequencies: int = POSITION_FREQUENCIES) -> torch.Tensor:
+    """[P, 3] -> [P, 3 * (2 * frequencies + 1)], ordered x, sin(x), cos(x), sin(2x), cos(2x), ..."""
+    parts = [x]
+    for k in range(frequencies):
+        parts += [torch.sin(2.0**k * x), torch.cos(2.0**k * x)]
+    return torch.cat(parts, dim=-1)
+
+
+class WeightNormLinear(nn.Module):
+    """A linear layer stored as torch's (legacy) weight_norm stores it: weight = weight_g * weight_v / |weight_v|."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        layer = nn.Linear(in_features, out_features)
+        self.weight_v = nn.Parameter(layer.weight.detach().clone())
+        self.weight_g = nn.Parameter(layer.weight.detach().norm(dim=1, keepdim=True))
+        self.bias = nn.Parameter(layer.bias.detach().clone())
+
+    def forward(self, x):
+        return F.linear(x, self.weight_g * self.weight_v / self.weight_v.norm(dim=1, keepdim=True), self.bias)
+
+
+class GeometryDecoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        d_in = 3 * (2 * POSITION_FREQUENCIES + 1)
+        self.lin0 = WeightNormLinear(d_in, HIDDEN)
+        self.lin1 = WeightNormLinear(HIDDEN + LATENT_CHANNELS, HIDDEN)
+        self.lin2 = WeightNormLinear(HIDDEN + LATENT_CHANNELS, HIDDEN)
+
+    def forward_release(self, points: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        """The release's computation: points [P, 3] in its frame, V(x) [P, 16] -> [P, 128] (SDF first)."""
+        x = F.softplus(self.lin0(positional_encoding(points)), beta=100)
+        x = F.softplus(self.lin1(torch.cat([x, latent], dim=-1)), beta=100)
+        return self.lin2(torch.cat([x, latent], dim=-1))
+
+    def forward(self, points: torch.Tensor, features: torch.Tensor):
+        """CostVolume's decoder contract: points [P, 3] in our frame, V(x) [P, 16] -> (sdf [P], feature [P, 127])."""
+        out = self.forward_release(release_frame.to_release(points), features)
+        return out[:, 0] * release_frame.SCALE, out[:, 1:]

@@ -1,0 +1,60 @@
+"""Tiny twins of the released SparseNeuS lod0 checkpoint: our PriorModel with random weights, written the way
+One-2-3-45 saved ckpt_215000.pth (a dict of state dicts by network, torchsparse kernels [27, in, out])."""
+import torch
+
+from geodream_pack.geodream_ops.prior import PriorModel
+
+
+def random_prior(seed: int = 0) -> PriorModel:
+    """Random weights and plausible batch-norm statistics, so features neither vanish nor explode."""
+    generator = torch.Generator().manual_seed(seed)
+    model = PriorModel()
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name.endswith("num_batches_tracked"):
+                continue
+            if name.endswith("running_var"):
+                tensor.copy_(0.5 + torch.rand(tensor.shape, generator=generator))
+            elif name.endswith(("running_mean", "bias")):
+                tensor.copy_(0.1 * torch.randn(tensor.shape, generator=generator))
+            elif name.endswith("bn.weight") or ".net.1.weight" in name:
+                tensor.copy_(1.0 + 0.1 * torch.randn(tensor.shape, generator=generator))
+            else:
+                fan_in = tensor[0].numel()
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) / fan_in**0.5)
+    return model.eval()
+
+
+def torchsparse_kernel(weight: torch.Tensor) -> torch.Tensor:
+    """[out, kx, ky, kz, in] -> torchsparse 1.4's [27, in, out], offset by offset as get_kernel_offsets orders
+    them for odd kernels (x fastest, then y, then z)."""
+    kernel = torch.empty(27, weight.shape[-1], weight.shape[0])
+    k = 0
+    for dz in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                kernel[k] = weight[:, dx + 1, dy + 1, dz + 1, :].t()
+                k += 1
+    return kernel
+
+
+def release_checkpoint(model: PriorModel) -> dict:
+    sections = {"pyramid_feature_network": {}, "sdf_network_lod0": {}}
+    for name, tensor in model.state_dict().items():
+        section, _, rest = name.partition(".")
+        if rest.endswith(".net.0.weight"):
+            sections[section][rest[: -len("weight")] + "kernel"] = torchsparse_kernel(tensor)
+        else:
+            sections[section][rest] = tensor.clone()
+    # What else the release file holds and the prior does not use.
+    sections["rendering_network_lod0"] = {"lin0.weight": torch.zeros(4, 4)}
+    sections["variance_network_lod0"] = {"variance": torch.tensor(0.2)}
+    return {**sections, "iter_step": 215000, "val_step": 0}
+
+
+def write_prior_checkpoint(folder, seed: int = 0, name: str = "ckpt_215000.pth"):
+    model = random_prior(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    torch.save(release_checkpoint(model), path)
+    return path, model
