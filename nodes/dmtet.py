@@ -108,7 +108,7 @@ class GeoDreamDMTetFineTune:
         color_fn = tuner.texture if texture_steps else field.color
         mesh = bake_texture(vertices, faces, color_fn, texture_size, rasterizer=tuner.renderer.rasterizer)
         host.soft_empty_cache()
-        return mesh, tuner.preview(512)[None]
+        return mesh, tuner.preview(min(render_size, 512))[None]
 
 
 NODES = {"GeoDreamDMTetFineTune": (GeoDreamDMTetFineTune, "GeoDream DMTet Fine-Tune")}

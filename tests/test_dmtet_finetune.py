@@ -10,7 +10,7 @@ import trimesh
 from geodream_pack.geodream_ops.cameras import Cameras
 from geodream_pack.geodream_ops.dmtet import DMTetGeometry
 from geodream_pack.geodream_ops.mesh_finetune import (FineTuneConfig, MeshFineTuner, laplacian_smoothness,
-                                                      normal_consistency)
+                                                      mesh_edges, normal_consistency)
 from geodream_pack.geodream_ops.mesh_render import vertex_normals
 
 
@@ -36,7 +36,7 @@ def towards_red(images, cameras, step, total_steps):
 
 def _config(**overrides):
     base = dict(tet_resolution=12, geometry_steps=3, texture_steps=3, render_size=32, geometry_batch=2,
-                checkpoint_every=2)
+                texture_grids=(8, 16), checkpoint_every=2)
     return FineTuneConfig(**{**base, **overrides})
 
 
@@ -60,15 +60,16 @@ def test_initialisation_takes_the_field_sdf_at_the_threshold():
 def test_regularisers_match_closed_forms_on_an_octahedron():
     vertices = torch.tensor([[1.0, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]])
     faces = torch.tensor([[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]])
-    normals = vertex_normals(vertices, faces)
+    normals, edges = vertex_normals(vertices, faces), mesh_edges(faces, 6)
+    assert edges.shape == (12, 2) and (edges[:, 0] < edges[:, 1]).all()
     assert torch.allclose(normals, vertices, atol=1e-6)  # by symmetry
     # Neighbouring vertices are orthogonal unit vectors: 1 - cos = 1 on every edge.
-    assert normal_consistency(vertices, faces, normals).item() == pytest.approx(1.0)
+    assert normal_consistency(normals, edges).item() == pytest.approx(1.0)
     # Each vertex has four neighbours summing to 0: |4 v - 0| = 4.
-    assert laplacian_smoothness(vertices, faces).item() == pytest.approx(4.0)
+    assert laplacian_smoothness(vertices, edges).item() == pytest.approx(4.0)
     flat = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]])
     quad = torch.tensor([[0, 1, 3], [0, 3, 2]])
-    assert normal_consistency(flat, quad, vertex_normals(flat, quad)).item() == pytest.approx(0.0, abs=1e-7)
+    assert normal_consistency(vertex_normals(flat, quad), mesh_edges(quad, 4)).item() == pytest.approx(0.0, abs=1e-7)
 
 
 def test_geometry_and_texture_steps_change_mesh_and_texture_and_keep_them_valid():
@@ -151,7 +152,7 @@ def test_node_end_to_end_then_save_and_convert(pack_dirs, simple_guidance):
                 texture_steps=2, render_size=32, seed=1, preview_every=1, geometry_batch=1, texture_size=64)
     mesh, preview = node.run(**args)
     assert simple_guidance == ["sds", "vsd"]
-    assert preview.shape == (1, 512, 512, 3)
+    assert preview.shape == (1, 32, 32, 3)  # the render size, at most 512
     assert mesh.texture.shape == (64, 64, 3) and mesh.uvs.min() >= 0 and mesh.uvs.max() <= 1
     assert list((pack_dirs["output"] / "GeoDream" / "checkpoints").glob("dmtet-*.pt"))
     # Resuming a finished run does no further steps and gives the same mesh.
