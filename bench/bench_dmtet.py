@@ -7,6 +7,7 @@ without Stable Diffusion. Each case runs in a fresh process so that peak RSS bel
 """
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -92,9 +93,9 @@ def cases(device: str):
     return out
 
 
-def table(results, device_name) -> str:
+def table(results, device_name, load) -> str:
     lines = [HEADING, "",
-             f"Device: {device_name}. Sphere field (r = 0.5 in [-1, 1]^3); guidance is a stand-in loss, so these are "
+             f"Device: {device_name}, load average {load[0]:.1f} -> {load[1]:.1f} over the run. Sphere field (r = 0.5 in [-1, 1]^3); guidance is a stand-in loss, so these are "
              "the stage's own costs without Stable Diffusion. Peak memory: process peak RSS on CPU (includes the "
              "Python/torch baseline, ~300 MB), torch peak allocated on CUDA.", "",
              "| case | tet grid | render px | faces | s / step | peak MB | rasteriser |",
@@ -103,6 +104,10 @@ def table(results, device_name) -> str:
         what = "marching tets (extract)" if r["kind"] == "marching" else f"{r['kind']} pass, batch 1"
         lines.append(f"| {what} | {r['resolution']} | {r.get('size', '-')} | {r.get('faces', '-')} | "
                      f"{r['seconds']:.3f} | {r['peak_mb']:.0f} | {r.get('backend', '-')} |")
+    if not device_name.startswith("CPU"):
+        return "\n".join(lines) + "\n"
+    lines += ["", "CPU figures are upper bounds when the load average exceeds the core count. nvdiffrast needs CUDA: "
+              "run `python bench/bench_dmtet.py --device cuda --write` on a GPU for its timings."]
     return "\n".join(lines) + "\n"
 
 
@@ -127,7 +132,7 @@ def main():
     if args.case:
         print(json.dumps(run_case(json.loads(args.case))))
         return
-    results = []
+    results, load_before = [], os.getloadavg()[0]
     for case in cases(args.device):
         done = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)], capture_output=True, text=True)
         if done.returncode:
@@ -138,7 +143,7 @@ def main():
     import torch
 
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
-    text = table(results, name)
+    text = table(results, name, (load_before, os.getloadavg()[0]))
     print(text)
     if args.write:
         write_section(text)

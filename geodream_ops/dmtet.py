@@ -3,12 +3,15 @@ tetrahedral grid, both learnable, turned into a mesh by marching tetrahedra; ini
 SDF at the isosurface threshold (threestudio's TetrahedraSDFGrid with a deformable grid)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from .marching_tets import marching_tets
 from .tet_grid import TetGrid
 
+# Components with fewer faces than this fraction of the mesh are floaters (threestudio's outlier threshold).
+OUTLIER_FRACTION = 0.01
 # Field queries per chunk when initialising: bounds memory for large decoders at R = 256 (17M vertices).
 QUERY_CHUNK = 1 << 18
 
@@ -41,3 +44,23 @@ class DMTetGeometry(nn.Module):
         """(vertices [V, 3], faces [F, 3]) of the zero level set, differentiable in sdf and deformation."""
         tets = self.grid.cube_tets(self.grid.crossed_cubes(self.sdf))
         return marching_tets(self.deformed_vertices(), self.sdf, tets)
+
+
+def drop_small_components(vertices: torch.Tensor, faces: torch.Tensor, min_fraction: float = OUTLIER_FRACTION):
+    """The mesh without connected components holding fewer than ``min_fraction`` of its faces (the texture stage's
+    ``isosurface_remove_outliers``); unused vertices are dropped and faces reindexed."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    if faces.shape[0] == 0:
+        return vertices, faces
+    f = faces.cpu().numpy()
+    rows, cols = np.concatenate([f[:, 0], f[:, 1]]), np.concatenate([f[:, 1], f[:, 2]])
+    adjacency = coo_matrix((np.ones(rows.shape[0]), (rows, cols)), shape=(vertices.shape[0],) * 2)
+    _, label = connected_components(adjacency, directed=False)
+    face_label = torch.from_numpy(label[f[:, 0]]).to(faces.device)
+    sizes = torch.bincount(face_label)
+    keep = sizes[face_label] >= min_fraction * faces.shape[0]
+    faces = faces[keep]
+    used, faces = torch.unique(faces, return_inverse=True)
+    return vertices[used], faces

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .atomic import atomic_write
 from .cameras import CameraSampler, Cameras
-from .dmtet import DMTetGeometry
+from .dmtet import DMTetGeometry, drop_small_components
 from .mesh_render import EnvironmentBackground, MeshRenderer, vertex_normals
 from .texture_field import DenseTextureField
 
@@ -136,13 +136,14 @@ class MeshFineTuner:
         return float(loss.detach())
 
     def mesh(self):
-        """The current surface without gradients; computed once when the geometry is frozen."""
+        """The current surface without gradients; once the geometry is frozen, computed once and without floaters
+        (as the reference's texture stage removes them)."""
         if self.step < self.config.geometry_steps:
             with torch.no_grad():
                 return self.geometry.mesh()
         if self.frozen_mesh is None:
             with torch.no_grad():
-                self.frozen_mesh = self.geometry.mesh()
+                self.frozen_mesh = drop_small_components(*self.geometry.mesh())
         return self.frozen_mesh
 
     @torch.no_grad()

@@ -8,7 +8,7 @@ import torch
 import trimesh
 
 from geodream_pack.geodream_ops.cameras import Cameras
-from geodream_pack.geodream_ops.dmtet import DMTetGeometry
+from geodream_pack.geodream_ops.dmtet import DMTetGeometry, drop_small_components
 from geodream_pack.geodream_ops.mesh_finetune import (FineTuneConfig, MeshFineTuner, laplacian_smoothness,
                                                       mesh_edges, normal_consistency)
 from geodream_pack.geodream_ops.mesh_render import vertex_normals
@@ -55,6 +55,20 @@ def test_initialisation_takes_the_field_sdf_at_the_threshold():
     assert radii.min() > 0.6 - 0.05 and radii.max() < 0.6 + 0.01  # chords of a 0.6 sphere, within a cell
     with pytest.raises(ValueError, match="no zero crossing"):
         DMTetGeometry.from_field(SphereField(5.0), 8)
+
+
+def test_floaters_are_dropped_and_the_main_surface_kept_whole():
+    field = SphereField(0.6)
+    geometry = DMTetGeometry(24, field.bbox)
+    points = geometry.grid.vertices
+    # A big sphere plus a speck one cell across: the speck's few faces are under 1% of the mesh.
+    with torch.no_grad():
+        geometry.sdf.copy_(torch.minimum(field.sdf(points), (points - 0.85).norm(dim=-1) - 0.06))
+    vertices, faces = geometry.mesh()
+    kept_vertices, kept_faces = drop_small_components(vertices, faces)
+    big, _ = DMTetGeometry.from_field(field, 24).mesh()
+    assert kept_faces.shape[0] < faces.shape[0] and kept_vertices.shape == big.shape
+    assert (kept_vertices.norm(dim=-1) < 0.7).all() and _watertight(kept_vertices, kept_faces)
 
 
 def test_regularisers_match_closed_forms_on_an_octahedron():
