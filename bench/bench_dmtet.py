@@ -95,7 +95,8 @@ def cases(device: str):
 
 def table(results, device_name, load) -> str:
     lines = [HEADING, "",
-             f"Device: {device_name}, load average {load[0]:.1f} -> {load[1]:.1f} over the run. Sphere field (r = 0.5 in [-1, 1]^3); guidance is a stand-in loss, so these are "
+             f"Device: {device_name}, load average {load[0]:.1f} -> {load[1]:.1f} over the run. "
+             "Sphere field (r = 0.5 in [-1, 1]^3); guidance is a stand-in loss, so these are "
              "the stage's own costs without Stable Diffusion. Peak memory: process peak RSS on CPU (includes the "
              "Python/torch baseline, ~300 MB), torch peak allocated on CUDA.", "",
              "| case | tet grid | render px | faces | s / step | peak MB | rasteriser |",
@@ -142,7 +143,8 @@ def main():
         print(results[-1], flush=True)
     import torch
 
-    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
+    cuda = args.device.startswith("cuda")
+    name = torch.cuda.get_device_name() if cuda else f"CPU ({torch.get_num_threads()} threads)"
     text = table(results, name, (load_before, os.getloadavg()[0]))
     print(text)
     if args.write:

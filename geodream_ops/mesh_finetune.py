@@ -8,8 +8,9 @@ optimised with AdamW (encoding lr 2.5e-3, network 2.5e-4, background 5e-5) from 
 the reference, downsampled to 512 for the VAE).
 
 Guidance is one callable per pass, ``fn(images [B, 3, H, W] in 0..1, cameras, step, total_steps) -> scalar loss``;
-``step`` counts iterations within the pass. A ``callback(stage, step, total, preview)`` is called between iterations (the
-node reports progress and raises there to stop); if it raises, the state is checkpointed first, so a run resumes."""
+``step`` counts iterations within the pass. A ``callback(stage, step, total, preview)`` is called between
+iterations (the node reports progress and raises there to stop); if it raises, the state is checkpointed first, so
+a run resumes."""
 from __future__ import annotations
 
 import logging

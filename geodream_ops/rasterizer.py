@@ -132,7 +132,8 @@ def _visible_triangles(clip: torch.Tensor, faces: torch.Tensor, height: int, wid
         start = stop
         count = n_pix[tris]
         tri = torch.repeat_interleave(tris, count)
-        offset = torch.arange(tri.shape[0], device=device) - torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
+        first = torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
+        offset = torch.arange(tri.shape[0], device=device) - first
         row = row_lo[tri].long() + offset // n_cols[tri]
         col = col_lo[tri].long() + offset % n_cols[tri]
         px, py = _pixel_ndc(row, col, height, width)

@@ -31,7 +31,7 @@ class GeoDreamDMTetFineTune:
                    "the field's SDF at 0), fine-tunes its shape with SDS on rendered normal maps (plus normal-"
                    "consistency and Laplacian smoothing), then freezes the shape and trains a fresh texture with VSD, "
                    "and bakes it into a UV texture. The reference run (5,000 + 25,000 steps at 512/1024 px) takes "
-                   "hours on a 24+ GB GPU. Stops on cancel and resumes from its checkpoint.")
+                   "hours on a large GPU. Stops on cancel and resumes from its checkpoint.")
     CATEGORY = T.CATEGORY
     RETURN_TYPES = (T.MESH, "IMAGE")
     RETURN_NAMES = ("mesh", "preview")

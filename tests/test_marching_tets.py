@@ -62,14 +62,17 @@ def test_box_is_watertight_and_measures_right():
     assert mesh.volume == pytest.approx((2 * half) ** 3, rel=0.03)
 
 
+def as_triangle_set(vertices, faces):
+    """The surface as a set of triangles given by corner positions, whatever the vertex numbering."""
+    return {tuple(sorted(tuple(round(x, 5) for x in vertices[i].tolist()) for i in t)) for t in faces.tolist()}
+
+
 def test_only_crossed_cubes_are_visited():
     grid = TetGrid(8, BOX)
     sdf = grid.vertices.norm(dim=-1) - 0.5
     full = marching_tets(grid.vertices, sdf, grid.all_tets())
     sparse = marching_tets(grid.vertices, sdf, grid.cube_tets(grid.crossed_cubes(sdf)))
-    # Same surface (vertex order may differ): compare as sets of triangles.
-    as_set = lambda v, f: {tuple(sorted(tuple(round(x, 5) for x in v[i].tolist()) for i in t)) for t in f.tolist()}  # noqa: E731
-    assert as_set(*full) == as_set(*sparse)
+    assert as_triangle_set(*full) == as_triangle_set(*sparse)
 
 
 def test_single_tet_vertex_is_the_linear_zero_and_differentiable():
