@@ -98,6 +98,7 @@ def test_geometry_and_texture_steps_change_mesh_and_texture_and_keep_them_valid(
     vertices, faces = tuner.run()
     assert tuner.step == 6
     assert not torch.equal(tuner.geometry.sdf.detach(), start_sdf)
+    assert tuner.geometry.deformation.detach().abs().max() > 0
     assert vertices.shape != start_vertices.shape or not torch.allclose(vertices, start_vertices)
     assert _watertight(vertices, faces)
     colors_after = tuner.texture(points).detach()
@@ -169,7 +170,9 @@ def test_node_end_to_end_then_save_and_convert(pack_dirs, simple_guidance):
     assert preview.shape == (1, 32, 32, 3)  # the render size, at most 512
     assert mesh.texture.shape == (64, 64, 3) and mesh.uvs.min() >= 0 and mesh.uvs.max() <= 1
     assert list((pack_dirs["output"] / "GeoDream" / "checkpoints").glob("dmtet-*.pt"))
-    # Resuming a finished run does no further steps and gives the same mesh.
+    # The same seed from scratch gives the same mesh and texture; resuming a finished run gives it again.
+    fresh, _ = node.run(**args, resume=False)
+    assert torch.equal(fresh.vertices, mesh.vertices) and torch.equal(fresh.texture, mesh.texture)
     again, _ = node.run(**args)
     assert torch.equal(again.vertices, mesh.vertices)
 
@@ -188,3 +191,31 @@ def test_node_end_to_end_then_save_and_convert(pack_dirs, simple_guidance):
         node.run(**{**args, "prompt": "  "})
     with pytest.raises(ValueError, match="has no 'sdf'"):
         node.run(**{**args, "field": object()})
+
+
+def test_node_stops_on_interrupt_and_resumes_from_its_checkpoint(pack_dirs, simple_guidance, monkeypatch):
+    from geodream_pack.nodes import host
+    from geodream_pack.nodes.dmtet import GeoDreamDMTetFineTune
+
+    args = dict(field=SphereField(), guidance=object(), prompt="a red ball", tet_resolution=8, geometry_steps=2,
+                texture_steps=2, render_size=32, seed=5, preview_every=0, geometry_batch=1, texture_size=32)
+    reference, _ = GeoDreamDMTetFineTune().run(**args, resume=False)
+    for path in (pack_dirs["output"] / "GeoDream" / "checkpoints").iterdir():
+        path.unlink()
+
+    def interrupt_in_texture_pass(images, cameras, step, total_steps):
+        if step == 1 and not stopped:  # during the second texture step, once
+            stopped.append(True)
+            host.request_interrupt()
+        return towards_red(images, cameras, step, total_steps)
+
+    stopped = []
+    module = sys.modules["geodream_pack.geodream_ops.score_distillation"]
+    monkeypatch.setattr(module, "make_guidance_fn", lambda guidance, prompt, mode="vsd":
+                        interrupt_in_texture_pass if mode == "vsd" else towards_red)
+    with pytest.raises(host.Interrupted):
+        GeoDreamDMTetFineTune().run(**args)
+    (checkpoint,) = (pack_dirs["output"] / "GeoDream" / "checkpoints").iterdir()
+    assert torch.load(checkpoint, weights_only=True)["step"] == 4
+    resumed, _ = GeoDreamDMTetFineTune().run(**args)
+    assert torch.equal(resumed.vertices, reference.vertices) and torch.equal(resumed.texture, reference.texture)
