@@ -98,6 +98,8 @@ class MeshFineTuner:
             {"params": self.texture.network_parameters(), "lr": config.texture_network_lr},
             {"params": self.background.parameters(), "lr": config.background_lr}], betas=(0.9, 0.99), eps=1e-15)
         self.renderer = MeshRenderer(self.device)
+        log.info("GeoDream DMTet: %d-cube tet grid, texture field: dense multi-resolution grid %s (a stand-in for "
+                 "the reference's hash grid)", config.tet_resolution, config.texture_grids)
         self.generator = torch.Generator().manual_seed(seed)
         self.step = 0  # iterations done over both passes
         self.frozen_mesh = None
