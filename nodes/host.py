@@ -195,3 +195,27 @@ def next_output_path(filename_prefix: str, extension: str) -> Path:
     pattern = re.compile(rf"^{re.escape(stem)}_(\d+)_\.")
     counters = [int(m.group(1)) for p in folder.iterdir() if (m := pattern.match(p.name))]
     return folder / f"{stem}_{max(counters, default=0) + 1:05d}_.{extension.lstrip('.')}"
+
+
+# --- core 3D types ------------------------------------------------------------------------------------------------
+class StandInMesh:
+    """Outside ComfyUI: the attributes of ComfyUI's core MESH (vertices [B, N, 3], faces [B, M, 3], optional uvs
+    [B, N, 2] and texture [B, H, W, 3])."""
+
+    def __init__(self, vertices, faces, uvs=None, texture=None):
+        self.vertices, self.faces, self.uvs, self.texture = vertices, faces, uvs, texture
+
+
+def core_mesh(vertices: torch.Tensor, faces: torch.Tensor, uvs=None, texture=None):
+    """ComfyUI's core MESH (what SaveGLB and the 3D nodes take). Newer ComfyUI keeps it in comfy_api and accepts
+    uvs and a texture; older versions define it in comfy_extras/nodes_hunyuan3d.py with geometry only."""
+    if _comfy() is None:
+        return StandInMesh(vertices, faces, uvs, texture)
+    try:
+        from comfy_api.latest import Types
+
+        return Types.MESH(vertices, faces, uvs=uvs, texture=texture)
+    except (ImportError, AttributeError, TypeError):
+        from comfy_extras.nodes_hunyuan3d import MESH
+
+        return MESH(vertices, faces)

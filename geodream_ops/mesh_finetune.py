@@ -1,0 +1,215 @@
+"""GeoDream's mesh stage: DMTet geometry fine-tuning on normal maps, then texture fine-tuning on the frozen mesh.
+
+Geometry pass (reference: geodream-dmtet-geometry.yaml): the tet grid's SDF and offsets are optimised with Adam
+(lr 1e-3, betas 0.9/0.99) from score distillation on rendered world-space normal maps (SDS at CFG 100 in the
+reference, 512 px, batch 8) plus 1e4 x normal consistency and 1e4 x uniform-Laplacian smoothness.
+Texture pass (geodream-dmtet-texture.yaml): geometry frozen, a fresh texture field and an environment background are
+optimised with AdamW (encoding lr 2.5e-3, network 2.5e-4, background 5e-5) from VSD on colour renders (1024 px in
+the reference, downsampled to 512 for the VAE).
+
+Guidance is one callable per pass, ``fn(images [B, 3, H, W] in 0..1, cameras, step, total_steps) -> scalar loss``;
+``step`` counts iterations within the pass. A ``callback(stage, step, total, preview)`` is called between
+iterations (the node reports progress and raises there to stop); if it raises, the state is checkpointed first, so
+a run resumes."""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .atomic import atomic_write
+from .cameras import CameraSampler, Cameras
+from .dmtet import DMTetGeometry, drop_small_components
+from .mesh_render import EnvironmentBackground, MeshRenderer, vertex_normals
+from .texture_field import DenseTextureField
+
+log = logging.getLogger("GeoDream")
+
+GUIDANCE_SIZE = 512  # Stable Diffusion's VAE resolution: larger renders are downsampled to it
+PREVIEW_CAMERA = dict(elevation_deg=15.0, azimuth_deg=30.0, distance=1.125, fovy_deg=50.0)
+# Reference ranges converted to our frame (the release's negative elevations look from above).
+GEOMETRY_CAMERAS = CameraSampler(distance_range=(1.0, 1.25), fovy_range=(40.0, 60.0), elevation_range=(-10.0, 50.0))
+TEXTURE_CAMERAS = CameraSampler(distance_range=(1.0, 1.25), fovy_range=(40.0, 60.0), elevation_range=(-10.0, 60.0))
+
+
+@dataclass
+class FineTuneConfig:
+    tet_resolution: int = 256
+    geometry_steps: int = 5000
+    texture_steps: int = 25000
+    render_size: int = 1024  # texture pass; the geometry pass renders at min(render_size, 512)
+    geometry_batch: int = 8
+    texture_grids: tuple = (16, 32, 64, 128)  # resolutions of the dense texture field's levels
+    texture_batch: int = 1
+    isosurface_threshold: float = 0.0
+    lambda_normal_consistency: float = 1e4
+    lambda_laplacian: float = 1e4
+    geometry_lr: float = 1e-3
+    texture_encoding_lr: float = 2.5e-3
+    texture_network_lr: float = 2.5e-4
+    background_lr: float = 5e-5
+    checkpoint_every: int = 500
+
+    @property
+    def geometry_size(self) -> int:
+        return min(self.render_size, GUIDANCE_SIZE)
+
+
+def mesh_edges(faces: torch.Tensor, num_vertices: int) -> torch.Tensor:
+    """[E, 2] undirected edges (i < j), each once; a 1-D key sort is far cheaper than unique over rows."""
+    ends = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).sort(dim=1)[0]
+    keys = torch.unique(ends[:, 0] * num_vertices + ends[:, 1])
+    return torch.stack([keys // num_vertices, keys % num_vertices], dim=1)
+
+
+def normal_consistency(normals: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """Mean of 1 - cos between the vertex normals at the two ends of every edge (threestudio's definition)."""
+    return (1 - F.cosine_similarity(normals[edges[:, 0]], normals[edges[:, 1]], dim=-1)).mean()
+
+
+def laplacian_smoothness(vertices: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """Mean norm of the uniform Laplacian (degree * v_i - sum of neighbours), threestudio's ``laplacian()``."""
+    pairs = torch.cat([edges, edges.flip(1)])  # each directed neighbour pair once
+    degree = torch.bincount(pairs[:, 0], minlength=vertices.shape[0]).to(vertices.dtype)
+    neighbours = torch.zeros_like(vertices).index_add(0, pairs[:, 0], vertices[pairs[:, 1]])
+    return (degree[:, None] * vertices - neighbours).norm(dim=1).mean()
+
+
+def downsample_for_guidance(images: torch.Tensor) -> torch.Tensor:
+    if images.shape[-1] <= GUIDANCE_SIZE:
+        return images
+    return F.interpolate(images, (GUIDANCE_SIZE, GUIDANCE_SIZE), mode="bilinear", align_corners=False, antialias=True)
+
+
+class MeshFineTuner:
+    def __init__(self, field, geometry_guidance, texture_guidance, config: FineTuneConfig, seed: int, device):
+        self.config, self.device = config, torch.device(device)
+        self.geometry_guidance, self.texture_guidance = geometry_guidance, texture_guidance
+        self.geometry = DMTetGeometry.from_field(field, config.tet_resolution, config.isosurface_threshold, device)
+        self.texture = DenseTextureField(self.geometry.grid.bbox, config.texture_grids).to(device)
+        self.background = EnvironmentBackground().to(device)
+        self.geometry_optimizer = torch.optim.Adam(self.geometry.parameters(), lr=config.geometry_lr,
+                                                   betas=(0.9, 0.99), eps=1e-15)
+        self.texture_optimizer = torch.optim.AdamW([
+            {"params": self.texture.encoding_parameters(), "lr": config.texture_encoding_lr},
+            {"params": self.texture.network_parameters(), "lr": config.texture_network_lr},
+            {"params": self.background.parameters(), "lr": config.background_lr}], betas=(0.9, 0.99), eps=1e-15)
+        self.renderer = MeshRenderer(self.device)
+        log.info("GeoDream DMTet: %d-cube tet grid, texture field: dense multi-resolution grid %s (a stand-in for "
+                 "the reference's hash grid)", config.tet_resolution, config.texture_grids)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.step = 0  # iterations done over both passes
+        self.frozen_mesh = None
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.geometry_steps + self.config.texture_steps
+
+    # --- one iteration of each pass ----------------------------------------------------------------------------
+    def geometry_step(self) -> float:
+        c = self.config
+        vertices, faces = self.geometry.mesh()
+        if faces.shape[0] == 0:
+            raise RuntimeError("GeoDream: the DMTet surface vanished during geometry fine-tuning (every SDF value "
+                               "has one sign); lower the guidance strength or the number of geometry steps.")
+        cameras = GEOMETRY_CAMERAS.sample(c.geometry_batch, self.generator).to(self.device)
+        images = self.renderer.normals(vertices, faces, cameras, c.geometry_size)
+        loss = self.geometry_guidance(images, cameras, self.step, c.geometry_steps)
+        edges = mesh_edges(faces, vertices.shape[0])
+        loss = (loss + c.lambda_normal_consistency * normal_consistency(vertex_normals(vertices, faces), edges)
+                + c.lambda_laplacian * laplacian_smoothness(vertices, edges))
+        self.geometry_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.geometry_optimizer.step()
+        return float(loss.detach())
+
+    def texture_step(self) -> float:
+        c = self.config
+        vertices, faces = self.mesh()
+        cameras = TEXTURE_CAMERAS.sample(c.texture_batch, self.generator).to(self.device)
+        images = self.renderer.colors(vertices, faces, cameras, c.render_size, self.texture, self.background)
+        loss = self.texture_guidance(downsample_for_guidance(images), cameras, self.step - c.geometry_steps,
+                                     c.texture_steps)
+        self.texture_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.texture_optimizer.step()
+        return float(loss.detach())
+
+    def mesh(self):
+        """The current surface without gradients; once the geometry is frozen, computed once and without floaters
+        (as the reference's texture stage removes them)."""
+        if self.step < self.config.geometry_steps:
+            with torch.no_grad():
+                return self.geometry.mesh()
+        if self.frozen_mesh is None:
+            with torch.no_grad():
+                self.frozen_mesh = drop_small_components(*self.geometry.mesh())
+        return self.frozen_mesh
+
+    @torch.no_grad()
+    def preview(self, size: int = 256) -> torch.Tensor:
+        """[H, W, 3] in 0..1 from a fixed three-quarter view: normals while shaping, colours while texturing."""
+        camera = Cameras.from_spherical(**PREVIEW_CAMERA).to(self.device)
+        vertices, faces = self.mesh()
+        if self.step <= self.config.geometry_steps or self.config.texture_steps == 0:
+            image = self.renderer.normals(vertices, faces, camera, size)
+        else:
+            image = self.renderer.colors(vertices, faces, camera, size, self.texture, self.background)
+        return image[0].permute(1, 2, 0).clamp(0, 1).cpu()
+
+    # --- the run -----------------------------------------------------------------------------------------------
+    def run(self, callback=None, checkpoint: Path | None = None, preview_every: int = 0):
+        while self.step < self.total_steps:
+            stage = "geometry" if self.step < self.config.geometry_steps else "texture"
+            loss = self.geometry_step() if stage == "geometry" else self.texture_step()
+            self.step += 1
+            if self.step % 100 == 0 or self.step == self.total_steps:
+                log.info("GeoDream DMTet %s step %d/%d loss %.4g", stage, self.step, self.total_steps, loss)
+            show = preview_every > 0 and (self.step % preview_every == 0 or self.step == self.total_steps)
+            if checkpoint is not None and self.step % self.config.checkpoint_every == 0:
+                self.save(checkpoint)
+            if callback is not None:
+                try:
+                    callback(stage, self.step, self.total_steps, self.preview() if show else None)
+                except BaseException:
+                    if checkpoint is not None:
+                        self.save(checkpoint)
+                    raise
+        return self.mesh()
+
+    # --- checkpoints -------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"config": asdict(self.config), "step": self.step, "generator": self.generator.get_state(),
+                "geometry": self.geometry.state_dict(), "texture": self.texture.state_dict(),
+                "background": self.background.state_dict(),
+                "geometry_optimizer": self.geometry_optimizer.state_dict(),
+                "texture_optimizer": self.texture_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["config"] != asdict(self.config):
+            raise ValueError("GeoDream: the checkpoint was made with other DMTet settings; resume with the same "
+                             "settings or turn resume off to start over.")
+        self.step = state["step"]
+        self.generator.set_state(state["generator"])
+        self.geometry.load_state_dict(state["geometry"])
+        self.texture.load_state_dict(state["texture"])
+        self.background.load_state_dict(state["background"])
+        self.geometry_optimizer.load_state_dict(state["geometry_optimizer"])
+        self.texture_optimizer.load_state_dict(state["texture_optimizer"])
+        self.frozen_mesh = None
+
+    def save(self, path: Path) -> None:
+        with atomic_write(path) as tmp:
+            torch.save(self.state_dict(), tmp)
+
+    def resume(self, path: Path) -> bool:
+        """Load ``path`` if it exists; True if it did."""
+        path = Path(path)
+        if not path.is_file():
+            return False
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+        log.info("GeoDream DMTet: resumed from %s at step %d", path, self.step)
+        return True

@@ -1,0 +1,114 @@
+"""DMTet fine-tuning node: the refined field -> a tetrahedral mesh, shaped on normal maps (SDS), then textured (VSD)
+with the geometry frozen, and baked into a UV-textured GEODREAM_MESH."""
+import hashlib
+import json
+from dataclasses import asdict
+
+import torch
+
+from ..geodream_ops.images import to_pil
+from ..geodream_ops.mesh_finetune import FineTuneConfig, MeshFineTuner
+from ..geodream_ops.texture_bake import bake_texture
+from . import edge_types as T
+from . import host
+
+
+def _run_key(field, prompt: str, seed: int, config: FineTuneConfig, texture_size: int) -> str:
+    """Names the checkpoint after everything that shapes the run, the field's content included (its SDF and colour
+    at fixed points), so resuming never picks up another run's state."""
+    probe = torch.rand(256, 3, generator=torch.Generator().manual_seed(0))
+    bbox = torch.as_tensor(field.bbox, dtype=torch.float32).cpu()
+    with torch.no_grad():
+        points = (bbox[0] + (bbox[1] - bbox[0]) * probe).to(host.device())
+        values = torch.cat([field.sdf(points).reshape(-1), field.color(points).reshape(-1)]).float().cpu()
+    digest = hashlib.sha256(json.dumps([prompt, seed, asdict(config), texture_size]).encode())
+    digest.update(values.numpy().round(5).tobytes())
+    return digest.hexdigest()[:16]
+
+
+class GeoDreamDMTetFineTune:
+    DESCRIPTION = ("GeoDream stage 4: turns the refined field into a mesh with marching tetrahedra (DMTet, grid from "
+                   "the field's SDF at 0), fine-tunes its shape with SDS on rendered normal maps (plus normal-"
+                   "consistency and Laplacian smoothing), then freezes the shape and trains a fresh texture with VSD, "
+                   "and bakes it into a UV texture. The reference run (5,000 + 25,000 steps at 512/1024 px) takes "
+                   "hours on a large GPU. Stops on cancel and resumes from its checkpoint.")
+    CATEGORY = T.CATEGORY
+    RETURN_TYPES = (T.MESH, "IMAGE")
+    RETURN_NAMES = ("mesh", "preview")
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "field": (T.FIELD, {"tooltip": "The refined field from VSDRefineNeuS (its SDF gives the starting mesh)."}),
+            "guidance": (T.GUIDANCE, {"tooltip": "The Stable Diffusion guidance (SDS on normals for the shape, "
+                                                 "VSD with its LoRA for the texture)."}),
+            "prompt": ("STRING", {"multiline": True, "default": "",
+                                  "tooltip": "The text the object should match; the same prompt as refinement."}),
+            "tet_resolution": ("INT", {"default": 256, "min": 8, "max": 512, "step": 8, "tooltip":
+                                       "Cubes per axis of the tetrahedral grid (6 tetrahedra each): 128 or 256 (the "
+                                       "reference). 256 keeps ~1 GB of grid parameters and optimiser state."}),
+            "geometry_steps": ("INT", {"default": 5000, "min": 0, "max": 100000, "tooltip":
+                                       "Shape iterations (reference 5,000). 0 keeps the field's surface as is."}),
+            "texture_steps": ("INT", {"default": 25000, "min": 0, "max": 200000, "tooltip":
+                                      "Texture iterations (reference 25,000). 0 bakes the field's own colours."}),
+            "render_size": ("INT", {"default": 1024, "min": 64, "max": 2048, "step": 64, "tooltip":
+                                    "Texture-pass render size (reference 1024, downsampled to 512 for the VAE; "
+                                    "VRAM grows with its square). The shape pass renders at min(this, 512)."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
+                             "tooltip": "Seeds the cameras and the fresh texture field; same seed, same result."}),
+            "preview_every": ("INT", {"default": 500, "min": 0, "max": 100000, "tooltip":
+                                      "Show a render in the progress bar every this many steps (0: never)."}),
+        }, "optional": {
+            "resume": ("BOOLEAN", {"default": True, "tooltip":
+                                   "Continue from this run's checkpoint (same field, prompt, seed and settings) if "
+                                   "one exists in output/GeoDream/checkpoints; off starts over."}),
+            "geometry_batch": ("INT", {"default": 8, "min": 1, "max": 64, "tooltip":
+                                       "Views per shape step (reference 8); each is a 512 px VAE encode with "
+                                       "gradients: lower it if you run out of VRAM."}),
+            "texture_size": ("INT", {"default": 1024, "min": 64, "max": 8192, "step": 64,
+                                     "tooltip": "Side of the baked texture image, in pixels."}),
+        }}
+
+    def run(self, field, guidance, prompt, tet_resolution, geometry_steps, texture_steps, render_size, seed,
+            preview_every, resume=True, geometry_batch=8, texture_size=1024):
+        for name in ("sdf", "color", "bbox"):
+            if not hasattr(field, name):
+                raise ValueError(f"GeoDream: 'field' has no '{name}'; connect the field output of VSDRefineNeuS.")
+        if not prompt.strip() and geometry_steps + texture_steps > 0:
+            raise ValueError("GeoDream: the prompt is empty; give the text the object should match.")
+        from ..geodream_ops.score_distillation import make_guidance_fn
+
+        config = FineTuneConfig(tet_resolution=tet_resolution, geometry_steps=geometry_steps,
+                                texture_steps=texture_steps, render_size=render_size, geometry_batch=geometry_batch)
+        device = host.device()
+        torch.manual_seed(seed)
+        # The reference shapes with SDS on normals and textures with VSD.
+        geometry_fn = make_guidance_fn(guidance, prompt, mode="sds") if geometry_steps else None
+        texture_fn = make_guidance_fn(guidance, prompt, mode="vsd") if texture_steps else None
+        tuner = MeshFineTuner(field, geometry_fn, texture_fn, config, seed, device)
+        checkpoint = (host.output_dir() / "GeoDream" / "checkpoints" /
+                      f"dmtet-{_run_key(field, prompt, seed, config, texture_size)}.pt")
+        if resume:
+            tuner.resume(checkpoint)
+
+        progress = host.Progress(tuner.total_steps, "GeoDream DMTet")
+        progress.update(tuner.step)
+
+        def report(stage, step, total, preview):
+            progress.update(step, None if preview is None else to_pil(preview))
+            host.check_interrupt()
+
+        try:
+            vertices, faces = tuner.run(report, checkpoint, preview_every)
+        finally:
+            progress.close()
+        if tuner.step > 0 and tuner.step % config.checkpoint_every:
+            tuner.save(checkpoint)
+        color_fn = tuner.texture if texture_steps else field.color
+        mesh = bake_texture(vertices, faces, color_fn, texture_size, rasterizer=tuner.renderer.rasterizer)
+        host.soft_empty_cache()
+        return mesh, tuner.preview(min(render_size, 512))[None]
+
+
+NODES = {"GeoDreamDMTetFineTune": (GeoDreamDMTetFineTune, "GeoDream DMTet Fine-Tune")}

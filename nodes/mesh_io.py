@@ -1,0 +1,64 @@
+"""Mesh output nodes: save a GEODREAM_MESH as GLB / OBJ, or hand it to ComfyUI's own 3D nodes as a core MESH."""
+from ..geodream_ops.mesh_export import FORMATS, save_mesh, to_y_up
+from . import edge_types as T
+from . import host
+
+
+def _check_mesh(mesh):
+    if not hasattr(mesh, "faces") or mesh.faces.shape[0] == 0:
+        raise ValueError("GeoDream: the mesh is empty (no faces); check the DMTet node's field and settings.")
+
+
+class GeoDreamSaveMesh:
+    DESCRIPTION = ("Writes the textured mesh into the output folder (GLB: one file; OBJ: .obj + .mtl + .png texture), "
+                   "Y up as glTF and Blender expect. Returns the path relative to the output folder: wire it into "
+                   "core Preview3D's model_file to look at the result.")
+    CATEGORY = T.CATEGORY
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("model_file",)
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "mesh": (T.MESH, {"tooltip": "The textured mesh from DMTetFineTune."}),
+            "format": (list(FORMATS), {"default": "glb", "tooltip": "glb: one self-contained file (viewers, "
+                                       "game engines, Preview3D). obj: OBJ + MTL + PNG, for older tools."}),
+            "filename_prefix": ("STRING", {"default": "GeoDream/mesh", "tooltip":
+                                           "Path under the output folder; a counter is appended (mesh_00001_.glb)."}),
+        }}
+
+    def save(self, mesh, format, filename_prefix):
+        _check_mesh(mesh)
+        path = host.next_output_path(filename_prefix, format)
+        save_mesh(mesh, path, format)
+        subfolder = path.parent.relative_to(host.output_dir()).as_posix()
+        relative = path.relative_to(host.output_dir()).as_posix()
+        entry = {"filename": path.name, "subfolder": "" if subfolder == "." else subfolder, "type": "output"}
+        return {"ui": {"3d": [entry], "files": [entry]}, "result": (relative,)}
+
+
+class GeoDreamMeshToCoreMesh:
+    DESCRIPTION = ("Converts the textured mesh to ComfyUI's core MESH (Y up, as SaveGLB writes it), for the core "
+                   "SaveGLB and 3D nodes. ComfyUI versions whose MESH holds geometry only drop the texture.")
+    CATEGORY = T.CATEGORY
+    RETURN_TYPES = ("MESH",)
+    RETURN_NAMES = ("mesh",)
+    FUNCTION = "convert"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"mesh": (T.MESH, {"tooltip": "The textured mesh from DMTetFineTune."})}}
+
+    def convert(self, mesh):
+        _check_mesh(mesh)
+        uvs = None if mesh.uvs is None else mesh.uvs[None].float()
+        texture = None if mesh.texture is None else mesh.texture[None].float()
+        return (host.core_mesh(to_y_up(mesh.vertices)[None].float(), mesh.faces[None].long(), uvs, texture),)
+
+
+NODES = {
+    "GeoDreamSaveMesh": (GeoDreamSaveMesh, "GeoDream Save Mesh"),
+    "GeoDreamMeshToCoreMesh": (GeoDreamMeshToCoreMesh, "GeoDream Mesh to Core MESH"),
+}

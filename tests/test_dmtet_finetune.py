@@ -1,0 +1,221 @@
+"""DMTet initialisation from a field, the geometry regularisers against closed forms, a few geometry and texture
+steps with simple guidance, checkpoint/resume, and the node end to end on an analytic field."""
+import sys
+import types
+
+import pytest
+import torch
+import trimesh
+
+from geodream_pack.geodream_ops.cameras import Cameras
+from geodream_pack.geodream_ops.dmtet import DMTetGeometry, drop_small_components
+from geodream_pack.geodream_ops.mesh_finetune import (FineTuneConfig, MeshFineTuner, laplacian_smoothness,
+                                                      mesh_edges, normal_consistency)
+from geodream_pack.geodream_ops.mesh_render import vertex_normals
+
+
+class SphereField:
+    """A GEODREAM_FIELD with a closed form: a sphere SDF and a colour that varies with position."""
+
+    def __init__(self, radius=0.5):
+        self.radius, self.bbox = radius, torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+
+    def sdf(self, points):
+        return points.norm(dim=-1) - self.radius
+
+    def color(self, points):
+        return ((points / self.radius).clamp(-1, 1) + 1) / 2
+
+
+def towards_red(images, cameras, step, total_steps):
+    """A guidance stand-in: pulls every rendered pixel towards pure red."""
+    assert images.requires_grad and images.ndim == 4 and images.shape[1] == 3 and isinstance(cameras, Cameras)
+    assert 0 <= step < total_steps
+    return ((images - torch.tensor([1.0, 0.0, 0.0])[:, None, None]) ** 2).mean()
+
+
+def _config(**overrides):
+    base = dict(tet_resolution=12, geometry_steps=3, texture_steps=3, render_size=32, geometry_batch=2,
+                texture_grids=(8, 16), checkpoint_every=2)
+    return FineTuneConfig(**{**base, **overrides})
+
+
+def _watertight(vertices, faces):
+    mesh = trimesh.Trimesh(vertices.detach().numpy(), faces.numpy(), process=False)
+    return mesh.is_watertight and mesh.is_winding_consistent and mesh.volume > 0
+
+
+def test_initialisation_takes_the_field_sdf_at_the_threshold():
+    field = SphereField(0.5)
+    geometry = DMTetGeometry.from_field(field, 12, threshold=0.1)
+    assert torch.allclose(geometry.sdf, field.sdf(geometry.grid.vertices) - 0.1)
+    vertices, faces = geometry.mesh()
+    radii = vertices.norm(dim=-1)
+    assert _watertight(vertices, faces)
+    assert radii.min() > 0.6 - 0.05 and radii.max() < 0.6 + 0.01  # chords of a 0.6 sphere, within a cell
+    with pytest.raises(ValueError, match="no zero crossing"):
+        DMTetGeometry.from_field(SphereField(5.0), 8)
+
+
+def test_floaters_are_dropped_and_the_main_surface_kept_whole():
+    field = SphereField(0.6)
+    geometry = DMTetGeometry(24, field.bbox)
+    points = geometry.grid.vertices
+    # A big sphere plus a speck one cell across: the speck's few faces are under 1% of the mesh.
+    with torch.no_grad():
+        geometry.sdf.copy_(torch.minimum(field.sdf(points), (points - 0.85).norm(dim=-1) - 0.06))
+    vertices, faces = geometry.mesh()
+    kept_vertices, kept_faces = drop_small_components(vertices, faces)
+    big, _ = DMTetGeometry.from_field(field, 24).mesh()
+    assert kept_faces.shape[0] < faces.shape[0] and kept_vertices.shape == big.shape
+    assert (kept_vertices.norm(dim=-1) < 0.7).all() and _watertight(kept_vertices, kept_faces)
+
+
+def test_regularisers_match_closed_forms_on_an_octahedron():
+    vertices = torch.tensor([[1.0, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]])
+    faces = torch.tensor([[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]])
+    normals, edges = vertex_normals(vertices, faces), mesh_edges(faces, 6)
+    assert edges.shape == (12, 2) and (edges[:, 0] < edges[:, 1]).all()
+    assert torch.allclose(normals, vertices, atol=1e-6)  # by symmetry
+    # Neighbouring vertices are orthogonal unit vectors: 1 - cos = 1 on every edge.
+    assert normal_consistency(normals, edges).item() == pytest.approx(1.0)
+    # Each vertex has four neighbours summing to 0: |4 v - 0| = 4.
+    assert laplacian_smoothness(vertices, edges).item() == pytest.approx(4.0)
+    flat = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]])
+    quad = torch.tensor([[0, 1, 3], [0, 3, 2]])
+    assert normal_consistency(vertex_normals(flat, quad), mesh_edges(quad, 4)).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_geometry_and_texture_steps_change_mesh_and_texture_and_keep_them_valid():
+    torch.manual_seed(0)
+    tuner = MeshFineTuner(SphereField(), towards_red, towards_red, _config(), seed=0, device="cpu")
+    start_vertices, _ = tuner.mesh()
+    start_sdf = tuner.geometry.sdf.detach().clone()
+    red_before = tuner.preview(32)  # normals before any step
+    points = torch.rand(500, 3) - 0.5
+    colors_before = tuner.texture(points).detach()
+
+    vertices, faces = tuner.run()
+    assert tuner.step == 6
+    assert not torch.equal(tuner.geometry.sdf.detach(), start_sdf)
+    assert tuner.geometry.deformation.detach().abs().max() > 0
+    assert vertices.shape != start_vertices.shape or not torch.allclose(vertices, start_vertices)
+    assert _watertight(vertices, faces)
+    colors_after = tuner.texture(points).detach()
+    assert colors_after.min() >= 0 and colors_after.max() <= 1
+    # The texture moved towards the guidance's red.
+    assert colors_after[:, 0].mean() > colors_before[:, 0].mean()
+    assert colors_after[:, 1:].mean() < colors_before[:, 1:].mean()
+    assert red_before.shape == (32, 32, 3)
+
+
+def test_checkpoint_resume_reproduces_an_uninterrupted_run(tmp_path):
+    def fresh():
+        torch.manual_seed(0)
+        return MeshFineTuner(SphereField(), towards_red, towards_red, _config(), seed=3, device="cpu")
+
+    straight = fresh()
+    straight.run()
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_four(stage, step, total, preview):
+        if step == 4:
+            raise Stop
+
+    checkpoint = tmp_path / "dmtet.pt"
+    first = fresh()
+    with pytest.raises(Stop):
+        first.run(stop_at_four, checkpoint)
+    assert checkpoint.is_file() and not (tmp_path / ".partial-dmtet.pt").exists()
+    second = fresh()
+    assert second.resume(checkpoint) and second.step == 4
+    second.run()
+    for name, value in straight.texture.state_dict().items():
+        assert torch.equal(value, second.texture.state_dict()[name]), name
+    assert torch.equal(straight.geometry.sdf, second.geometry.sdf)
+    with pytest.raises(ValueError, match="other DMTet settings"):
+        MeshFineTuner(SphereField(), towards_red, towards_red, _config(texture_steps=5), 3, "cpu").resume(checkpoint)
+
+
+@pytest.fixture
+def simple_guidance(monkeypatch):
+    """The guidance module of the VSD stage, replaced by one that returns the stand-in for either mode."""
+    import geodream_pack.geodream_ops as ops
+
+    calls = []
+
+    def make_guidance_fn(guidance, prompt, mode="vsd"):
+        calls.append(mode)
+        return towards_red
+
+    module = types.ModuleType("geodream_pack.geodream_ops.score_distillation")
+    module.make_guidance_fn = make_guidance_fn
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setattr(ops, "score_distillation", module, raising=False)
+    return calls
+
+
+def test_node_end_to_end_then_save_and_convert(pack_dirs, simple_guidance):
+    from geodream_pack.nodes.dmtet import GeoDreamDMTetFineTune
+    from geodream_pack.nodes.host import StandInMesh
+    from geodream_pack.nodes.mesh_io import GeoDreamMeshToCoreMesh, GeoDreamSaveMesh
+
+    node = GeoDreamDMTetFineTune()
+    args = dict(field=SphereField(), guidance=object(), prompt="a red ball", tet_resolution=12, geometry_steps=2,
+                texture_steps=2, render_size=32, seed=1, preview_every=1, geometry_batch=1, texture_size=64)
+    mesh, preview = node.run(**args)
+    assert simple_guidance == ["sds", "vsd"]
+    assert preview.shape == (1, 32, 32, 3)  # the render size, at most 512
+    assert mesh.texture.shape == (64, 64, 3) and mesh.uvs.min() >= 0 and mesh.uvs.max() <= 1
+    assert list((pack_dirs["output"] / "GeoDream" / "checkpoints").glob("dmtet-*.pt"))
+    # The same seed from scratch gives the same mesh and texture; resuming a finished run gives it again.
+    fresh, _ = node.run(**args, resume=False)
+    assert torch.equal(fresh.vertices, mesh.vertices) and torch.equal(fresh.texture, mesh.texture)
+    again, _ = node.run(**args)
+    assert torch.equal(again.vertices, mesh.vertices)
+
+    result = GeoDreamSaveMesh().save(mesh, "glb", "GeoDream/ball")
+    (relative,) = result["result"]
+    assert relative == "GeoDream/ball_00001_.glb"
+    assert result["ui"]["3d"] == [{"filename": "ball_00001_.glb", "subfolder": "GeoDream", "type": "output"}]
+    loaded = trimesh.load(pack_dirs["output"] / relative, force="mesh", process=False)
+    assert loaded.faces.shape[0] == mesh.faces.shape[0]
+
+    (core,) = GeoDreamMeshToCoreMesh().convert(mesh)
+    assert isinstance(core, StandInMesh)
+    assert core.vertices.shape == (1, *mesh.vertices.shape) and core.faces.shape == (1, *mesh.faces.shape)
+
+    with pytest.raises(ValueError, match="prompt is empty"):
+        node.run(**{**args, "prompt": "  "})
+    with pytest.raises(ValueError, match="has no 'sdf'"):
+        node.run(**{**args, "field": object()})
+
+
+def test_node_stops_on_interrupt_and_resumes_from_its_checkpoint(pack_dirs, simple_guidance, monkeypatch):
+    from geodream_pack.nodes import host
+    from geodream_pack.nodes.dmtet import GeoDreamDMTetFineTune
+
+    args = dict(field=SphereField(), guidance=object(), prompt="a red ball", tet_resolution=8, geometry_steps=2,
+                texture_steps=2, render_size=32, seed=5, preview_every=0, geometry_batch=1, texture_size=32)
+    reference, _ = GeoDreamDMTetFineTune().run(**args, resume=False)
+    for path in (pack_dirs["output"] / "GeoDream" / "checkpoints").iterdir():
+        path.unlink()
+
+    def interrupt_in_texture_pass(images, cameras, step, total_steps):
+        if step == 1 and not stopped:  # during the second texture step, once
+            stopped.append(True)
+            host.request_interrupt()
+        return towards_red(images, cameras, step, total_steps)
+
+    stopped = []
+    module = sys.modules["geodream_pack.geodream_ops.score_distillation"]
+    monkeypatch.setattr(module, "make_guidance_fn", lambda guidance, prompt, mode="vsd":
+                        interrupt_in_texture_pass if mode == "vsd" else towards_red)
+    with pytest.raises(host.Interrupted):
+        GeoDreamDMTetFineTune().run(**args)
+    (checkpoint,) = (pack_dirs["output"] / "GeoDream" / "checkpoints").iterdir()
+    assert torch.load(checkpoint, weights_only=True)["step"] == 4
+    resumed, _ = GeoDreamDMTetFineTune().run(**args)
+    assert torch.equal(resumed.vertices, reference.vertices) and torch.equal(resumed.texture, reference.texture)
