@@ -127,7 +127,8 @@ class Preview3D:
                                            {"default": "", "multiline": False, "widgetType": "STRING",
                                             "tooltip": "3D model file or path string"})},
                 "optional": {"camera_info": ("LOAD3D_CAMERA", {"advanced": True}),
-                             "bg_image": ("IMAGE", {"advanced": True})}}
+                             "bg_image": ("IMAGE", {"advanced": True})},
+                "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
 
     def preview(self, model_file, camera_info=None, bg_image=None):
         # Stricter than core, which leaves a missing file to the viewer: headless there is no viewer to notice.

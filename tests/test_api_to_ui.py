@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+from PIL import Image
 
 from headless import api_to_ui as a2u
 from headless import workflow
@@ -54,8 +55,6 @@ API = {
 
 @pytest.fixture
 def input_image(pack_dirs):
-    from PIL import Image
-
     Image.new("RGB", (4, 4), (9, 9, 9)).save(pack_dirs["input"] / "cat.png")
 
 
@@ -136,3 +135,13 @@ def test_converted_workflow_runs_and_core_3d_stand_ins_write_the_mesh(input_imag
     glb.unlink()
     with pytest.raises(FileNotFoundError, match="tiny_00001_.glb' is not a file"):
         run_workflow(path, {"SaveGLB": {"filename_prefix": "3d/other"}}, log=lambda *_: None)
+
+
+def test_every_example_workflow_is_a_template_with_consistent_links():
+    """ComfyUI lists example_workflows/<name>.json as a template with <name>.jpg as its picture."""
+    paths = sorted((PACK_ROOT / "example_workflows").glob("*.json"))
+    assert paths
+    for path in paths:
+        with Image.open(path.with_suffix(".jpg")) as thumbnail:
+            assert thumbnail.format == "JPEG" and min(thumbnail.size) >= 128
+        assert workflow.link_type_errors(workflow.load(path), node_classes()) == [], path.name

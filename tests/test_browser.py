@@ -7,7 +7,6 @@ import http.server
 import io
 import math
 import os
-import shutil
 import threading
 
 import numpy as np
@@ -15,13 +14,9 @@ import pytest
 import trimesh
 from PIL import Image
 
+from tests.browser.support import CHROMIUM, launch, textured_box_glb
 from headless.pack import PACK_ROOT
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# --disable-gpu leaves WebGL to SwiftShader, which recent Chromium only enables for WebGL when asked.
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
 SIZE = 256
 FOVY_DEG, ELEVATION_DEG = 40.0, 15.0  # web/viewer.js: camera field of view and front-view elevation
 BOX_EXTENTS, BOX_CENTER = np.array([1.0, 0.6, 0.8]), np.array([0.3, 0.1, -0.2])
@@ -50,9 +45,7 @@ def page(tmp_path_factory):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True,
-            args=CHROMIUM_FLAGS, viewport={"width": 512, "height": 512}, device_scale_factor=1)
+        context = launch(pw, tmp_path_factory.mktemp("chromium-profile"))
         page = context.new_page()
         errors = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -67,21 +60,6 @@ def page(tmp_path_factory):
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
-
-
-def _textured_box_glb() -> bytes:
-    """A box whose every face carries the same solid-red texture, through UVs (the path our meshes take)."""
-    corners = trimesh.creation.box(extents=BOX_EXTENTS).vertices + BOX_CENTER
-    quads = [[0, 1, 3, 2], [4, 6, 7, 5], [0, 4, 5, 1], [2, 3, 7, 6], [0, 2, 6, 4], [1, 5, 7, 3]]
-    vertices = np.concatenate([corners[q] for q in quads])
-    faces = np.array([[i, i + 1, i + 2] for i in range(0, 24, 4)] + [[i, i + 2, i + 3] for i in range(0, 24, 4)])
-    uv = np.tile([[0, 0], [1, 0], [1, 1], [0, 1]], (6, 1)).astype(float)
-    texture = Image.new("RGB", (8, 8), (220, 30, 30))
-    material = trimesh.visual.material.PBRMaterial(baseColorTexture=texture, metallicFactor=0.0, roughnessFactor=1.0,
-                                                   doubleSided=True)
-    mesh = trimesh.Trimesh(vertices, faces, visual=trimesh.visual.TextureVisuals(uv=uv, material=material),
-                           process=False)
-    return mesh.export(file_type="glb")
 
 
 def _expected_screen_box():
@@ -118,7 +96,7 @@ def _pixels(page, selector_js):
 
 
 def test_viewer_draws_glb_where_it_projects(page):
-    body = _textured_box_glb()
+    body = textured_box_glb(BOX_EXTENTS, BOX_CENTER)
     page.route("**/box.glb", lambda route: route.fulfill(body=body, content_type="model/gltf-binary"))
     page.evaluate("""async () => {
         window.view = await window.geodream.showGLB(document.getElementById('view'), '/box.glb');

@@ -34,9 +34,10 @@ export async function showGLB(canvas, url, { background = BACKGROUND } = {}) {
   renderer.setPixelRatio(window.devicePixelRatio || 1);
   const scene = new THREE.Scene();
   scene.background = new THREE.Color(background);
-  scene.add(new THREE.HemisphereLight(0xffffff, 0x444444, 2.0));
-  const sun = new THREE.DirectionalLight(0xffffff, 1.5);
-  sun.position.set(1, 2, 3);
+  // A soft sky plus a key light from the upper right, so neighbouring faces differ in shade.
+  scene.add(new THREE.HemisphereLight(0xffffff, 0x404040, 1.2));
+  const sun = new THREE.DirectionalLight(0xffffff, 2.0);
+  sun.position.set(2, 3, 2);
   scene.add(sun);
   const camera = new THREE.PerspectiveCamera(40, 1, 0.01, 100);
   const controls = new OrbitControls(camera, canvas);
