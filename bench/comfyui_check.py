@@ -2,7 +2,8 @@
 127.0.0.1`): our nodes are listed, the headless core stand-ins declare the same inputs as the server's nodes, every
 example workflow queues and finishes, and the editor shows a workflow and our 3D viewer (screenshot).
 
-    python bench/comfyui_check.py --url http://127.0.0.1:8188 [--editor [--screenshot docs/editor.png]]
+    python bench/comfyui_check.py --url http://127.0.0.1:8188 [--editor [--screenshot docs/editor.png]
+                                  [--result-glb mesh.glb --result-screenshot docs/result.png]]
 """
 import argparse
 import io
@@ -17,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from headless import workflow  # noqa: E402
+from headless.api_to_ui import api_to_ui  # noqa: E402
 from headless.core_nodes import CORE_NODES  # noqa: E402
 from headless.run import node_classes  # noqa: E402
 
@@ -95,7 +97,18 @@ DEMO = """async (glb) => {
 }"""
 
 
-def editor(url, workflows, thumbnails, screenshot=None):
+def preview_in_core_viewer(page, url, glb: Path, screenshot: Path):
+    """Core Preview3D showing a GLB (e.g. a pipeline result) from the output folder, queued from the editor."""
+    name = upload(url, glb.name, glb.read_bytes(), "output")["name"]
+    ui = api_to_ui({"1": {"class_type": "Preview3D", "inputs": {"model_file": name}}}, node_classes())
+    page.evaluate("async (ui) => { await window.app.loadGraphData(ui); await window.app.queuePrompt(0, 1); }", ui)
+    page.wait_for_timeout(8000)
+    page.evaluate(FIT_VIEW)
+    page.wait_for_timeout(2000)
+    page.screenshot(path=str(screenshot))
+
+
+def editor(url, workflows, thumbnails, screenshot=None, result_glb=None, result_screenshot=None):
     """Loads each workflow in the editor and saves a thumbnail of its graph; then, with the first one, shows our
     viewer on its first GeoDream node (a box, as if the node had saved it) and a live preview sent through the
     editor's event channel, and saves that as ``screenshot``. Returns what the page reports and its errors."""
@@ -115,7 +128,7 @@ def editor(url, workflows, thumbnails, screenshot=None):
         context = launch(pw, profile, 1280, 720)
         page = context.new_page()
         errors = []
-        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+        page.on("console", lambda m: (m.type == "error" or "invalid workflow" in m.text.lower()) and errors.append(m.text))
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("response", lambda r: r.status >= 400 and errors.append(f"{r.status} {r.url}"))
         page.goto(url)
@@ -151,6 +164,8 @@ def editor(url, workflows, thumbnails, screenshot=None):
             }""", node_id)
             page.screenshot(path=str(screenshot))
             Image.open(screenshot).convert("RGB").quantize(128).save(screenshot, optimize=True)
+        if result_glb:
+            preview_in_core_viewer(page, url, result_glb, result_screenshot)
         context.close()
     return state, errors
 
@@ -161,6 +176,8 @@ def main():
     parser.add_argument("--editor", action="store_true",
                         help="also open the editor: write example_workflows/*.jpg thumbnails of the graphs")
     parser.add_argument("--screenshot", type=Path, help="with --editor: the README screenshot (PNG)")
+    parser.add_argument("--result-glb", type=Path, help="with --editor: a GLB to show in core Preview3D ...")
+    parser.add_argument("--result-screenshot", type=Path, default=Path("result.png"), help="... saved here")
     args = parser.parse_args()
     info = call(args.url, "/object_info")
     ours = sorted(k for k in node_classes() if k not in CORE_NODES)
@@ -182,11 +199,11 @@ def main():
     if args.editor:
         paths = sorted((ROOT / "example_workflows").glob("*.json"))
         state, errors = editor(args.url, [workflow.load(p) for p in paths], [p.with_suffix(".jpg") for p in paths],
-                               args.screenshot)
+                               args.screenshot, args.result_glb, args.result_screenshot)
         print(f"editor: thumbnails {[p.with_suffix('.jpg').name for p in paths]}; demo {state}")
-        ours = [line for line in errors if "geodream" in line.lower()]
+        ours = [line for line in errors if "geodream" in line.lower() or "invalid workflow" in line.lower()]
         print(f"  browser errors: {len(errors)} in all (the editor's own 404s for absent user files among them), "
-              f"{len(ours)} about GeoDream" + "".join(f"\n    {line}" for line in ours))
+              f"{len(ours)} about GeoDream or our workflows" + "".join(f"\n    {line}" for line in ours))
         ok &= not ours
         if args.screenshot:
             ok &= state["viewer"] and state["preview"] == "step 300 / 1000"

@@ -12,7 +12,10 @@ import json
 from .run import node_classes
 from .workflow import has_control_after_generate, is_widget, save, widget_names
 
-COLUMN_WIDTH, ROW_HEIGHT, NODE_WIDTH, SLOT_HEIGHT = 420, 260, 340, 24
+# Automatic layout: columns by link depth, nodes stacked; a node's size is estimated from its sockets and widgets.
+COLUMN_WIDTH, ROW_GAP, NODE_WIDTH, TITLE_HEIGHT, SLOT_HEIGHT = 440, 60, 320, 46, 24
+# Nodes whose editor widgets the estimate cannot see: their default size in the editor (frontend 1.35.9).
+EDITOR_SIZES = {"Preview3D": [400, 550]}
 NOTE_SIZE, NOTE_COLOR, NOTE_BGCOLOR = [400, 120], "#432", "#653"
 
 
@@ -72,14 +75,15 @@ def _check(api: dict, node_classes: dict) -> None:
                                      f"#{value[0]}, which has {len(outputs)} outputs")
 
 
-def api_to_ui(api: dict, node_classes: dict, positions: dict | None = None, notes=()) -> dict:
-    """UI workflow for ``api``. ``positions`` maps node ids to [x, y] (others are laid out in columns by link depth);
-    ``notes`` is a list of (text, [x, y]) shown as Note nodes. Widgets missing from ``api`` get their defaults."""
+def api_to_ui(api: dict, node_classes: dict, positions: dict | None = None, notes=(), sizes: dict | None = None) -> dict:
+    """UI workflow for ``api``. ``positions`` / ``sizes`` map node ids to [x, y] / [width, height] (others are laid
+    out in columns by link depth, and sized by estimate); ``notes`` is a list of (text, [x, y]) shown as Note nodes.
+    Widgets missing from ``api`` get their defaults."""
     _check(api, node_classes)
-    positions = positions or {}
+    positions, sizes = positions or {}, sizes or {}
     depths = _depths(api)
     order = sorted(api, key=lambda i: (depths[i], int(i)))
-    rows = {}
+    column_tops = {}
     nodes, links, outgoing = [], [], {}
 
     for node_id in sorted(api, key=int):
@@ -105,13 +109,14 @@ def api_to_ui(api: dict, node_classes: dict, positions: dict | None = None, note
             values.append(_default(spec) if value is None or _is_link(value) else value)
             if has_control_after_generate(name, spec):
                 values.append("fixed")  # examples reproduce: the editor must not re-roll the seed
+        estimate = [NODE_WIDTH, TITLE_HEIGHT + SLOT_HEIGHT * (max(len(inputs), len(cls.RETURN_TYPES)) + len(values))]
+        size = list(sizes.get(node_id, EDITOR_SIZES.get(node["class_type"], estimate)))
         column = depths[node_id]
-        row = rows[column] = rows.get(column, -1) + 1
-        slots = max(len(inputs), len(cls.RETURN_TYPES))
+        top = column_tops.get(column, 100)
+        column_tops[column] = top + size[1] + ROW_GAP
         nodes.append({
             "id": int(node_id), "type": node["class_type"],
-            "pos": list(positions.get(node_id, [100 + column * COLUMN_WIDTH, 100 + row * ROW_HEIGHT])),
-            "size": [NODE_WIDTH, 46 + SLOT_HEIGHT * (slots + len(values))],
+            "pos": list(positions.get(node_id, [100 + column * COLUMN_WIDTH, top])), "size": size,
             "flags": {}, "order": order.index(node_id), "mode": 0, "inputs": inputs, "outputs": [],
             "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": values,
         })

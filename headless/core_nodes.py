@@ -48,7 +48,11 @@ class SaveImage:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {"default": cls.PREFIX_DEFAULT})}}
+        return {"required": {"images": ("IMAGE", {"tooltip": "The images to save."}),
+                             "filename_prefix": ("STRING", {"default": cls.PREFIX_DEFAULT, "tooltip": (
+                                 "The prefix for the file to save. This may include formatting information such as "
+                                 "%date:yyyy-MM-dd% or %Empty Latent Image.width% to include values from nodes.")})},
+                "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
 
     def save(self, images, filename_prefix=PREFIX_DEFAULT):
         host, out = _host(), []
@@ -63,7 +67,7 @@ class SaveImage:
 class PreviewImage(SaveImage):
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"images": ("IMAGE",)}}
+        return {"required": {"images": ("IMAGE",)}, "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
 
     def save(self, images):
         return super().save(images, "preview/GeoDreamPreview")

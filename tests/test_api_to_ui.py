@@ -78,11 +78,15 @@ def test_round_trip_and_link_types(input_image):
 
 
 def test_automatic_layout_follows_links():
-    ui = a2u.api_to_ui(API, classes(), positions={"7": [5, 6]})
+    ui = a2u.api_to_ui(API, classes(), positions={"7": [5, 6]}, sizes={"6": [400, 90]})
     pos = {n["id"]: n["pos"] for n in ui["nodes"]}
-    assert pos[7] == [5, 6]
+    size = {n["id"]: n["size"] for n in ui["nodes"]}
+    assert pos[7] == [5, 6] and size[6] == [400, 90] and size[5] == a2u.EDITOR_SIZES["Preview3D"]
+    assert size[3][1] > size[2][1]  # TinyMesh has more sockets and widgets than LoadImage
     assert pos[1][0] < pos[3][0] < pos[4][0] and pos[2][0] < pos[3][0]
-    assert len({tuple(p) for p in pos.values()}) == len(pos)  # no two nodes on top of each other
+    boxes = [(pos[i][0], pos[i][1], pos[i][0] + size[i][0], pos[i][1] + size[i][1]) for i in pos if i != 7]
+    for a in boxes:  # no two laid-out nodes overlap
+        assert not any(b != a and a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3] for b in boxes)
     order = {n["id"]: n["order"] for n in ui["nodes"]}
     assert all(order[l[1]] < order[l[3]] for l in ui["links"])
 
@@ -93,8 +97,9 @@ def test_reproduces_the_camera_rig_example():
     api = workflow.ui_to_api(original, node_classes())
     notes = [(n["widgets_values"][0], n["pos"]) for n in original["nodes"] if n["type"] == "Note"]
     positions = {str(n["id"]): n["pos"] for n in original["nodes"] if n["type"] != "Note"}
-    rebuilt = a2u.api_to_ui(api, node_classes(), positions, notes)
-    keys = ("id", "type", "pos", "inputs", "outputs", "widgets_values", "mode")
+    sizes = {str(n["id"]): n["size"] for n in original["nodes"] if n["type"] != "Note"}
+    rebuilt = a2u.api_to_ui(api, node_classes(), positions, notes, sizes)
+    keys = ("id", "type", "pos", "size", "inputs", "outputs", "widgets_values", "mode")
     assert [{k: n[k] for k in keys} for n in rebuilt["nodes"]] == [{k: n[k] for k in keys} for n in original["nodes"]]
     assert rebuilt["links"] == original["links"]
 
