@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from .executor import _is_link
 from .run import node_classes
 from .workflow import has_control_after_generate, is_widget, save, widget_names
 
@@ -17,10 +18,6 @@ COLUMN_WIDTH, ROW_GAP, NODE_WIDTH, TITLE_HEIGHT, SLOT_HEIGHT = 440, 60, 320, 46,
 # Nodes whose editor widgets the estimate cannot see: their default size in the editor (frontend 1.35.9).
 EDITOR_SIZES = {"Preview3D": [400, 550]}
 NOTE_SIZE, NOTE_COLOR, NOTE_BGCOLOR = [400, 120], "#432", "#653"
-
-
-def _is_link(value) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
 
 
 def _type_name(kind) -> str:

@@ -73,9 +73,8 @@ class PreviewImage(SaveImage):
         return super().save(images, "preview/GeoDreamPreview")
 
 
-# Core's 3D nodes take either a value of their own type or a 3D file (comfy_api MultiType inputs); the type string
-# the editor sees is the comma-joined list, and a widget's kind is named by "widgetType".
-FILE_3D_TYPES = ("FILE_3D_GLB", "FILE_3D_GLTF", "FILE_3D_FBX", "FILE_3D_OBJ", "FILE_3D_STL", "FILE_3D_USDZ", "FILE_3D")
+# Core's 3D nodes take either a value of their own type or a 3D file (comfy_api MultiType inputs): the editor sees
+# the comma-joined type list (in each node's own order), and a widget's kind is named by "widgetType".
 
 
 class SaveGLB:
@@ -127,7 +126,9 @@ class Preview3D:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"model_file": (",".join(("STRING",) + FILE_3D_TYPES),
+        model_or_file = ",".join(("STRING", "FILE_3D_GLB", "FILE_3D_GLTF", "FILE_3D_FBX", "FILE_3D_OBJ", "FILE_3D_STL",
+                                  "FILE_3D_USDZ", "FILE_3D"))
+        return {"required": {"model_file": (model_or_file,
                                            {"default": "", "multiline": False, "widgetType": "STRING",
                                             "tooltip": "3D model file or path string"})},
                 "optional": {"camera_info": ("LOAD3D_CAMERA", {"advanced": True}),

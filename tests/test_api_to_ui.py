@@ -150,3 +150,16 @@ def test_every_example_workflow_is_a_template_with_consistent_links():
         with Image.open(path.with_suffix(".jpg")) as thumbnail:
             assert thumbnail.format == "JPEG" and min(thumbnail.size) >= 128
         assert workflow.link_type_errors(workflow.load(path), node_classes()) == [], path.name
+
+
+def test_save_glb_stand_in_writes_vertex_colours_per_batch_item(pack_dirs):
+    box = trimesh.creation.box()
+    colors = torch.rand(2, len(box.vertices), 4, generator=torch.Generator().manual_seed(0))
+    mesh = SimpleNamespace(vertices=torch.tensor(box.vertices)[None].repeat(2, 1, 1) * torch.tensor([[[1.0]], [[2.0]]]),
+                           faces=torch.tensor(box.faces)[None].repeat(2, 1, 1), vertex_colors=colors)
+    ui = node_classes()["SaveGLB"]().save(mesh, "3d/c")["ui"]["3d"]
+    assert [f["filename"] for f in ui] == ["c_00001_.glb", "c_00002_.glb"] and ui[0]["subfolder"] == "3d"
+    for i, entry in enumerate(ui):
+        loaded = trimesh.load(pack_dirs["output"] / "3d" / entry["filename"], force="mesh", process=False)
+        np.testing.assert_allclose(loaded.vertices, box.vertices * (i + 1), atol=1e-6)
+        np.testing.assert_allclose(loaded.visual.vertex_colors / 255, colors[i].numpy(), atol=1 / 255)
