@@ -2,7 +2,11 @@
 workflows run headlessly without a ComfyUI checkout. Inside ComfyUI the real nodes run instead."""
 from __future__ import annotations
 
+import importlib
+
+import numpy as np
 import torch
+import trimesh
 from PIL import Image
 
 from .pack import load_pack
@@ -13,7 +17,8 @@ def _host():
 
 
 def _images():
-    return load_pack().geodream_ops.images
+    # A submodule the pack itself may not have imported yet.
+    return importlib.import_module(f"{load_pack().__name__}.geodream_ops.images")
 
 
 class LoadImage:
@@ -43,7 +48,11 @@ class SaveImage:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {"default": cls.PREFIX_DEFAULT})}}
+        return {"required": {"images": ("IMAGE", {"tooltip": "The images to save."}),
+                             "filename_prefix": ("STRING", {"default": cls.PREFIX_DEFAULT, "tooltip": (
+                                 "The prefix for the file to save. This may include formatting information such as "
+                                 "%date:yyyy-MM-dd% or %Empty Latent Image.width% to include values from nodes.")})},
+                "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
 
     def save(self, images, filename_prefix=PREFIX_DEFAULT):
         host, out = _host(), []
@@ -58,10 +67,80 @@ class SaveImage:
 class PreviewImage(SaveImage):
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"images": ("IMAGE",)}}
+        return {"required": {"images": ("IMAGE",)}, "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
 
     def save(self, images):
         return super().save(images, "preview/GeoDreamPreview")
 
 
-CORE_NODES = {"LoadImage": LoadImage, "SaveImage": SaveImage, "PreviewImage": PreviewImage}
+# Core's 3D nodes take either a value of their own type or a 3D file (comfy_api MultiType inputs): the editor sees
+# the comma-joined type list (in each node's own order), and a widget's kind is named by "widgetType".
+
+
+class SaveGLB:
+    """Core "Save 3D Model": a core MESH (batched vertices [B,N,3], faces [B,M,3]; optional per-vertex uvs,
+    vertex_colors and a texture [B,H,W,3]) saved as one GLB per batch item under the output folder."""
+    RETURN_TYPES = ()
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+    CATEGORY = "3d"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        mesh_or_file = ",".join(("MESH", "FILE_3D_GLB", "FILE_3D_GLTF", "FILE_3D_OBJ", "FILE_3D_FBX", "FILE_3D_STL",
+                                 "FILE_3D_USDZ", "FILE_3D"))
+        return {"required": {"mesh": (mesh_or_file, {"tooltip": "Mesh or 3D file to save"}),
+                             "filename_prefix": ("STRING", {"default": "3d/ComfyUI", "multiline": False})},
+                "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
+
+    def save(self, mesh, filename_prefix):
+        host, out = _host(), []
+        for i in range(mesh.vertices.shape[0]):
+            path = host.next_output_path(filename_prefix, "glb")
+            path.write_bytes(_glb(mesh, i))
+            out.append({"filename": path.name, "subfolder": str(path.parent.relative_to(host.output_dir())),
+                        "type": "output"})
+        return {"ui": {"3d": out}}
+
+
+def _glb(mesh, i) -> bytes:
+    def numpy(name):
+        value = getattr(mesh, name, None)
+        return None if value is None else value[i].cpu().numpy()
+
+    uvs, colors, texture = numpy("uvs"), numpy("vertex_colors"), numpy("texture")
+    if uvs is not None and texture is not None:
+        image = Image.fromarray((np.clip(texture, 0, 1) * 255).astype(np.uint8))
+        visual = trimesh.visual.TextureVisuals(uv=uvs, image=image)
+    else:
+        visual = trimesh.visual.ColorVisuals(vertex_colors=colors) if colors is not None else None
+    return trimesh.Trimesh(numpy("vertices"), numpy("faces"), visual=visual, process=False).export(file_type="glb")
+
+
+class Preview3D:
+    """Core "Preview 3D & Animation": shows a model file (a path under the output folder) in the editor."""
+    RETURN_TYPES = ()
+    FUNCTION = "preview"
+    OUTPUT_NODE = True
+    CATEGORY = "3d"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        model_or_file = ",".join(("STRING", "FILE_3D_GLB", "FILE_3D_GLTF", "FILE_3D_FBX", "FILE_3D_OBJ", "FILE_3D_STL",
+                                  "FILE_3D_USDZ", "FILE_3D"))
+        return {"required": {"model_file": (model_or_file,
+                                           {"default": "", "multiline": False, "widgetType": "STRING",
+                                            "tooltip": "3D model file or path string"})},
+                "optional": {"camera_info": ("LOAD3D_CAMERA", {"advanced": True}),
+                             "bg_image": ("IMAGE", {"advanced": True})},
+                "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
+
+    def preview(self, model_file, camera_info=None, bg_image=None):
+        # Stricter than core, which leaves a missing file to the viewer: headless there is no viewer to notice.
+        if not (_host().output_dir() / model_file).is_file():
+            raise FileNotFoundError(f"Preview3D: '{model_file}' is not a file under the output folder")
+        return {"ui": {"result": [model_file, camera_info, None]}}
+
+
+CORE_NODES = {"LoadImage": LoadImage, "SaveImage": SaveImage, "PreviewImage": PreviewImage,
+              "SaveGLB": SaveGLB, "Preview3D": Preview3D}

@@ -13,7 +13,9 @@ FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 
 def is_widget(spec) -> bool:
     """An input shown as a widget (holds a value) rather than a socket (takes a link)."""
-    kind, options = spec[0], (spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {})
+    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    # Inputs that accept several types (core Preview3D's model_file) name their widget's kind in "widgetType".
+    kind = options.get("widgetType", spec[0])
     return (isinstance(kind, (list, tuple)) or kind in WIDGET_TYPES) and not options.get("forceInput")
 
 
@@ -105,7 +107,7 @@ def link_type_errors(workflow: dict, node_classes: dict) -> list[str]:
             spec = {**types.get("required", {}), **types.get("optional", {})}.get(name)
             if spec is None:
                 errors.append(f"link {link_id}: #{to_id} {dst['type']} has no input '{name}'")
-            elif not is_widget(spec) and spec[0] != link_type and "*" not in (spec[0], link_type):
+            elif not is_widget(spec) and link_type not in spec[0].split(",") and "*" not in (spec[0], link_type):
                 errors.append(f"link {link_id}: #{to_id} {dst['type']}.{name} takes {spec[0]}, link carries {link_type}")
     return errors
 

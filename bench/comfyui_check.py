@@ -1,0 +1,214 @@
+"""Check the pack in a running ComfyUI (started with the pack in custom_nodes/, e.g. `python main.py --cpu --listen
+127.0.0.1`): our nodes are listed, the headless core stand-ins declare the same inputs as the server's nodes, every
+example workflow queues and finishes, and the editor shows a workflow and our 3D viewer (screenshot).
+
+    python bench/comfyui_check.py --url http://127.0.0.1:8188 [--editor [--screenshot docs/editor.png]
+                                  [--result-glb mesh.glb --result-screenshot docs/result.png]]
+"""
+import argparse
+import io
+import json
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from headless import workflow  # noqa: E402
+from headless.api_to_ui import api_to_ui  # noqa: E402
+from headless.core_nodes import CORE_NODES  # noqa: E402
+from headless.run import node_classes  # noqa: E402
+
+
+def call(url, path, body=None, headers=None):
+    request = urllib.request.Request(url + path, data=body, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read() or b"null")
+
+
+def spec_differences(name, ours, theirs) -> list[str]:
+    """Differences between a stand-in's INPUT_TYPES and the server's /object_info "input" of the same node."""
+    ours = json.loads(json.dumps(ours))  # tuples -> lists, as the server sends them
+    out = []
+    for group in ("required", "optional", "hidden"):
+        mine, real = ours.get(group, {}), theirs.get(group, {})
+        for key in sorted(set(mine) | set(real)):
+            a, b = mine.get(key), real.get(key)
+            if group == "hidden":  # the server sends "PROMPT" or ["PROMPT"], INPUT_TYPES says "PROMPT"
+                a, b = (x[0] if isinstance(x, list) else x for x in (a, b))
+            else:
+                a, b = (x + [{}] if x is not None and len(x) == 1 else x for x in (a, b))
+                if a is not None and b is not None and isinstance(a[0], list) and isinstance(b[0], list):
+                    a, b = a[1:], b[1:]  # combo choices depend on the folder contents
+            if a != b:
+                out.append(f"{name}.{group}.{key}: ours {json.dumps(a)} vs server {json.dumps(b)}")
+    return out
+
+
+def queue(url, ui, timeout=600):
+    api = workflow.ui_to_api(ui, node_classes())
+    client = uuid.uuid4().hex
+    body = json.dumps({"prompt": api, "client_id": client, "extra_data": {"extra_pnginfo": {"workflow": ui}}})
+    prompt_id = call(url, "/prompt", body.encode(), {"Content-Type": "application/json"})["prompt_id"]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        entry = call(url, f"/history/{prompt_id}").get(prompt_id)
+        if entry and entry.get("status", {}).get("completed") is not None:
+            return entry
+        time.sleep(0.5)
+    raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s")
+
+
+def upload(url, name, data: bytes, kind="input"):
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"type\"\r\n\r\n{kind}\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return call(url, "/upload/image", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+
+FIT_VIEW = """() => {
+    const nodes = window.app.graph._nodes, canvas = window.app.canvas;
+    const x0 = Math.min(...nodes.map((n) => n.pos[0])), y0 = Math.min(...nodes.map((n) => n.pos[1] - 30));
+    const x1 = Math.max(...nodes.map((n) => n.pos[0] + n.size[0])), y1 = Math.max(...nodes.map((n) => n.pos[1] + n.size[1]));
+    const rect = canvas.canvas.getBoundingClientRect(), margin = 120;  // clear of the toolbars
+    const scale = Math.min((rect.width - 2 * margin) / (x1 - x0), (rect.height - 2 * margin) / (y1 - y0), 1.25);
+    canvas.ds.scale = scale;
+    canvas.ds.offset = [(rect.width / scale - (x1 - x0)) / 2 - x0, (rect.height / scale - (y1 - y0)) / 2 - y0];
+    canvas.setDirty(true, true);
+    const pad = 16 / scale;  // the graph's own rectangle on screen, for the thumbnail
+    return {x: rect.left + (x0 - pad + canvas.ds.offset[0]) * scale, y: rect.top + (y0 - pad + canvas.ds.offset[1]) * scale,
+            width: (x1 - x0 + 2 * pad) * scale, height: (y1 - y0 + 2 * pad) * scale};
+}"""
+
+DEMO = """async (glb) => {
+    const node = window.app.graph._nodes.find((n) => n.type.startsWith('GeoDream'));
+    if (!node) return null;
+    node.onExecuted({'3d': [{filename: glb.name, subfolder: glb.subfolder, type: glb.type}]});
+
+    const c = document.createElement('canvas'); c.width = c.height = 64;
+    const g = c.getContext('2d'); g.fillStyle = '#3a7'; g.fillRect(0, 0, 64, 64);
+    window.app.api.dispatchCustomEvent('geodream.preview',
+        {node: String(node.id), image: c.toDataURL('image/png'), step: 300, total: 1000});
+    return node.id;
+}"""
+
+
+def preview_in_core_viewer(page, url, glb: Path, screenshot: Path):
+    """Core Preview3D showing a GLB (e.g. a pipeline result) from the output folder, queued from the editor."""
+    name = upload(url, glb.name, glb.read_bytes(), "output")["name"]
+    ui = api_to_ui({"1": {"class_type": "Preview3D", "inputs": {"model_file": name}}}, node_classes())
+    page.evaluate("async (ui) => { await window.app.loadGraphData(ui); await window.app.queuePrompt(0, 1); }", ui)
+    page.wait_for_timeout(8000)
+    page.evaluate(FIT_VIEW)
+    page.wait_for_timeout(2000)
+    page.screenshot(path=str(screenshot))
+
+
+def editor(url, workflows, thumbnails, screenshot=None, result_glb=None, result_screenshot=None):
+    """Loads each workflow in the editor and saves a thumbnail of its graph; then, with the first one, shows our
+    viewer on its first GeoDream node (a box, as if the node had saved it) and a live preview sent through the
+    editor's event channel, and saves that as ``screenshot``. Returns what the page reports and its errors."""
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser.support import launch, textured_box_glb
+
+    glb = upload(url, "geodream_check_box.glb", textured_box_glb(np.array([0.8, 0.8, 0.8]), np.zeros(3)))
+    # No first-run template browser or minimap over the graph.
+    for setting, value in (("Comfy.TutorialCompleted", True), ("Comfy.Minimap.Visible", False)):
+        call(url, f"/settings/{setting}", json.dumps(value).encode(), {"Content-Type": "application/json"})
+    with sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
+        context = launch(pw, profile, 1280, 720)
+        page = context.new_page()
+        errors = []
+        page.on("console", lambda m: (m.type == "error" or "invalid workflow" in m.text.lower()) and errors.append(m.text))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("response", lambda r: r.status >= 400 and errors.append(f"{r.status} {r.url}"))
+        page.goto(url)
+        page.wait_for_function("window.app && window.app.graph", timeout=120_000)
+        page.wait_for_timeout(2000)
+        page.keyboard.press("Escape")
+        for ui, thumbnail in zip(workflows, thumbnails):
+            page.evaluate("async (ui) => { await window.app.loadGraphData(ui); }", ui)
+            clip = page.evaluate(FIT_VIEW)
+            page.wait_for_timeout(1000)
+            image = Image.open(io.BytesIO(page.screenshot(clip=clip))).convert("RGB")
+            image.thumbnail((512, 512))
+            image.save(thumbnail, quality=85)
+        state = None
+        if screenshot:
+            page.evaluate("async (ui) => { await window.app.loadGraphData(ui); }", workflows[0])
+            node_id = page.evaluate(DEMO, glb)
+            page.wait_for_timeout(1000)
+            page.evaluate("""(id) => {  // the node grew: move what now sits under it
+                const node = window.app.graph.getNodeById(id), bottom = node.pos[1] + node.size[1] + 60;
+                for (const other of window.app.graph._nodes) {
+                    if (other !== node && other.pos[1] > node.pos[1] && other.pos[0] < node.pos[0] + node.size[0]) {
+                        other.pos[1] = bottom;
+                    }
+                }
+            }""", node_id)
+            page.evaluate(FIT_VIEW)
+            page.wait_for_timeout(3000)
+            state = page.evaluate("""(id) => {
+                const node = window.app.graph.getNodeById(id);
+                return {node: node?.type, viewer: !!node?.geodreamViewer?.view,
+                        preview: node?.geodreamPreview?.caption?.textContent ?? null};
+            }""", node_id)
+            page.screenshot(path=str(screenshot))
+            Image.open(screenshot).convert("RGB").quantize(128).save(screenshot, optimize=True)
+        if result_glb:
+            preview_in_core_viewer(page, url, result_glb, result_screenshot)
+        context.close()
+    return state, errors
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", default="http://127.0.0.1:8188")
+    parser.add_argument("--editor", action="store_true",
+                        help="also open the editor: write example_workflows/*.jpg thumbnails of the graphs")
+    parser.add_argument("--screenshot", type=Path, help="with --editor: the README screenshot (PNG)")
+    parser.add_argument("--result-glb", type=Path, help="with --editor: a GLB to show in core Preview3D ...")
+    parser.add_argument("--result-screenshot", type=Path, default=Path("result.png"), help="... saved here")
+    args = parser.parse_args()
+    info = call(args.url, "/object_info")
+    ours = sorted(k for k in node_classes() if k not in CORE_NODES)
+    missing = [k for k in ours if k not in info]
+    print(f"our nodes on the server: {len(ours) - len(missing)}/{len(ours)}" + (f", missing {missing}" if missing else ""))
+    for name, cls in CORE_NODES.items():
+        diffs = spec_differences(name, cls.INPUT_TYPES(), info[name]["input"]) if name in info else ["not on server"]
+        print(f"core {name}: " + ("same inputs" if not diffs else "\n  " + "\n  ".join(diffs)))
+    ok = not missing
+    templates = call(args.url, "/api/workflow_templates")
+    print(f"templates listed by the editor: {templates}")
+    for path in sorted((ROOT / "example_workflows").glob("*.json")):
+        entry = queue(args.url, workflow.load(path))
+        status = entry["status"]
+        files = [f["filename"] for out in entry["outputs"].values() for v in out.values() if isinstance(v, list)
+                 for f in v if isinstance(f, dict) and "filename" in f]
+        print(f"{path.name}: {status['status_str']}, outputs {files}")
+        ok &= status["status_str"] == "success"
+    if args.editor:
+        paths = sorted((ROOT / "example_workflows").glob("*.json"))
+        state, errors = editor(args.url, [workflow.load(p) for p in paths], [p.with_suffix(".jpg") for p in paths],
+                               args.screenshot, args.result_glb, args.result_screenshot)
+        print(f"editor: thumbnails {[p.with_suffix('.jpg').name for p in paths]}; demo {state}")
+        ours = [line for line in errors if "geodream" in line.lower() or "invalid workflow" in line.lower()]
+        print(f"  browser errors: {len(errors)} in all (the editor's own 404s for absent user files among them), "
+              f"{len(ours)} about GeoDream or our workflows" + "".join(f"\n    {line}" for line in ours))
+        ok &= not ours
+        if args.screenshot:
+            ok &= state["viewer"] and state["preview"] == "step 300 / 1000"
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
