@@ -81,7 +81,8 @@ def soft_empty_cache() -> None:
 
 
 class Progress:
-    """A progress bar over ``total`` steps: ComfyUI's in the editor, tqdm elsewhere. ``preview`` is a PIL image."""
+    """A progress bar over ``total`` steps: ComfyUI's in the editor, tqdm elsewhere. A ``preview`` (PIL image) goes
+    to the running node's live preview panel (web/preview.js), captioned with the step."""
 
     def __init__(self, total: int, desc: str = "GeoDream"):
         self.total, self.value = total, 0
@@ -96,7 +97,9 @@ class Progress:
     def update(self, value: int | None = None, preview=None) -> None:
         step = self.value + 1 if value is None else value
         if self._bar is not None:
-            self._bar.update_absolute(step, self.total, None if preview is None else ("PNG", preview, None))
+            self._bar.update_absolute(step, self.total)
+            if preview is not None:
+                send_image_preview(preview, step, self.total)
         else:
             self._tqdm.update(step - self.value)
         self.value = step
@@ -104,6 +107,9 @@ class Progress:
     def close(self) -> None:
         if self._tqdm is not None:
             self._tqdm.close()
+
+
+PREVIEW_EVENT = "geodream.preview"  # web/preview.js listens for it
 
 
 def send_preview(event: str, data: dict) -> None:
@@ -114,6 +120,21 @@ def send_preview(event: str, data: dict) -> None:
         log.debug("preview %s (no editor attached)", event)
         return
     PromptServer.instance.send_sync(event, data)
+
+
+def send_image_preview(image, step: int, total: int) -> None:
+    """Show a PIL image (e.g. a turntable render) on the running node, captioned with the step."""
+    try:
+        from server import PromptServer
+    except ImportError:
+        return
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    send_preview(PREVIEW_EVENT, {"node": PromptServer.instance.last_node_id, "step": step, "total": total,
+                                 "image": base64.b64encode(buffer.getvalue()).decode("ascii")})
 
 
 # --- folders -----------------------------------------------------------------------------------------------------
