@@ -53,3 +53,24 @@ def test_progress_falls_back_to_tqdm():
     assert bar.value == 3
     bar.close()
     assert str(host.device()) == "cpu"  # GEODREAM_DEVICE is set by the fixture
+
+
+def test_image_preview_reaches_the_running_node(monkeypatch):
+    """Inside ComfyUI the preview is sent as the event web/preview.js handles, addressed to the running node."""
+    import base64
+    import io
+    import sys
+    import types
+
+    from PIL import Image
+
+    sent = []
+    instance = types.SimpleNamespace(last_node_id="17", send_sync=lambda event, data: sent.append((event, data)))
+    monkeypatch.setitem(sys.modules, "server", types.SimpleNamespace(PromptServer=types.SimpleNamespace(instance=instance)))
+    image = Image.new("RGB", (4, 3), (10, 200, 30))
+    host.send_image_preview(image, 300, 1000)
+    (event, data), = sent
+    assert event == host.PREVIEW_EVENT == "geodream.preview"
+    assert (data["node"], data["step"], data["total"]) == ("17", 300, 1000)
+    decoded = Image.open(io.BytesIO(base64.b64decode(data["image"])))
+    assert decoded.size == (4, 3) and decoded.getpixel((2, 1)) == (10, 200, 30)
