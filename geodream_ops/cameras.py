@@ -148,6 +148,16 @@ class Cameras:
         return cls(torch.tensor(data["c2w"]), torch.tensor(data["fovy_deg"]), data.get("name", "custom"))
 
 
+def to_gltf_frame(points: torch.Tensor) -> torch.Tensor:
+    """Our frame (Z up, front +X) to glTF's (Y up, front +Z), which mesh files and Uni3D's training data use:
+    (x, y, z) -> (y, z, x), a cyclic swap of axes, i.e. a rotation that keeps the winding of faces."""
+    return points[..., [1, 2, 0]]
+
+
+def from_gltf_frame(points: torch.Tensor) -> torch.Tensor:
+    return points[..., [2, 0, 1]]
+
+
 # --- the published rigs -----------------------------------------------------------------------------------------
 # GeoDream's release built its volume from views at radius 1.2 with a focal of 280 px on 256 px images.
 RELEASE_DISTANCE = 1.2

@@ -1,7 +1,7 @@
 """Writing a TexturedMesh as GLB or OBJ + MTL + PNG through trimesh, each file whole or not at all.
 
-glTF and most OBJ importers (Blender's default) are Y up with the front facing +Z; our world is Z up with the front
-facing +X, so (x, y, z) is written as (y, z, x): a cyclic permutation, a rotation that keeps the winding."""
+glTF and most OBJ importers (Blender's default) are Y up with the front facing +Z, so vertices are written in that
+frame (cameras.to_gltf_frame)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,20 +10,17 @@ import numpy as np
 import torch
 
 from .atomic import atomic_write
+from .cameras import to_gltf_frame
 from .images import to_pil
 from .mesh import TexturedMesh
 
 FORMATS = ("glb", "obj")
 
 
-def to_y_up(vertices: torch.Tensor) -> torch.Tensor:
-    return vertices[..., [1, 2, 0]]
-
-
 def to_trimesh(mesh: TexturedMesh, name: str = "material"):
     import trimesh
 
-    vertices = to_y_up(mesh.vertices).detach().cpu().numpy()
+    vertices = to_gltf_frame(mesh.vertices).detach().cpu().numpy()
     faces = mesh.faces.detach().cpu().numpy()
     if mesh.texture is not None and mesh.uvs is not None:
         material = trimesh.visual.material.PBRMaterial(baseColorTexture=to_pil(mesh.texture), metallicFactor=0.0,

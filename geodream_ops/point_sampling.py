@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .cameras import to_gltf_frame
 from .mesh import TexturedMesh
 
 UNI3D_NUM_POINTS = 10_000  # Uni3D's --npoints, for training and evaluation
@@ -55,16 +56,10 @@ def normalize_unit_sphere(xyz: torch.Tensor) -> torch.Tensor:
     return centred / radius
 
 
-def z_up_to_y_up(xyz: torch.Tensor) -> torch.Tensor:
-    """The pack's frame (Z up, front +X) to the glTF frame of Uni3D's Objaverse training data (Y up, front +Z);
-    a rotation (a cyclic swap of axes), so no mirror image."""
-    return xyz[:, [1, 2, 0]]
-
-
 def mesh_point_cloud(mesh: TexturedMesh, num_points: int = UNI3D_NUM_POINTS, seed: int = 0,
                      z_up: bool = True) -> torch.Tensor:
     """The encoder's input [N, 6]: normalised xyz (Y up) then rgb. ``z_up``: the mesh is in the pack's frame."""
     xyz, rgb = sample_surface(mesh, num_points, seed)
     if z_up:
-        xyz = z_up_to_y_up(xyz)
+        xyz = to_gltf_frame(xyz)
     return torch.cat([normalize_unit_sphere(xyz), rgb], dim=-1)

@@ -15,12 +15,10 @@ import re
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .pack import load_pack
 
-MESH_SUFFIXES = {".glb", ".gltf", ".obj", ".ply", ".off"}
 COUNTER = re.compile(r"_\d+_?$")  # ComfyUI's file counter, "_00001_"
 
 
@@ -57,29 +55,6 @@ def match_prompts(meshes: list[Path], prompts: list[str], pairs: dict[str, str])
     return targets
 
 
-def read_mesh(path: Path):
-    """A mesh file as a TexturedMesh, with its base-colour texture or vertex colours when it has them."""
-    import trimesh
-
-    TexturedMesh = load_pack().geodream_ops.mesh.TexturedMesh
-    mesh = trimesh.load(path, force="mesh", process=False)
-    uvs = texture = colours = None
-    visual = mesh.visual
-    if visual.kind == "texture" and visual.uv is not None:
-        material = visual.material
-        image = getattr(material, "baseColorTexture", None) or getattr(material, "image", None)
-        if image is not None:
-            uvs, texture = _floats(visual.uv), _floats(np.asarray(image.convert("RGB"))) / 255
-    elif visual.kind == "vertex":
-        colours = _floats(visual.vertex_colors[:, :3]) / 255
-    return TexturedMesh(_floats(mesh.vertices), torch.as_tensor(np.asarray(mesh.faces), dtype=torch.long),
-                        uvs=uvs, texture=texture, vertex_colors=colours)
-
-
-def _floats(array) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(array, dtype=np.float32))
-
-
 def _model_path(name: str) -> Path:
     """A path as given, else a file name in models/geodream/."""
     return Path(name) if Path(name).exists() else load_pack().nodes.host.find_model("geodream", name)
@@ -103,15 +78,16 @@ def write_table(table, out: Path) -> list[Path]:
 def evaluate(meshes_dir: Path, prompts_file: Path, out: Path, scorer, num_points: int, seed: int,
              templates: str, z_up: bool, log=print) -> list[Path]:
     ops = load_pack().geodream_ops
-    meshes = sorted(p for p in Path(meshes_dir).iterdir() if p.suffix.lower() in MESH_SUFFIXES)
+    suffixes = ops.mesh_import.SUFFIXES
+    meshes = sorted(p for p in Path(meshes_dir).iterdir() if p.suffix.lower() in suffixes)
     if not meshes:
-        raise ValueError(f"no mesh files ({', '.join(sorted(MESH_SUFFIXES))}) in {meshes_dir}")
+        raise ValueError(f"no mesh files ({', '.join(suffixes)}) in {meshes_dir}")
     prompts, pairs = read_prompts(Path(prompts_file))
     targets = match_prompts(meshes, prompts, pairs)
     shapes = []
     for step, path in enumerate(meshes, 1):
         log(f"[{step}/{len(meshes)}] {path.name}")
-        shapes.append(scorer.embed_mesh(read_mesh(path), num_points, seed, z_up))
+        shapes.append(scorer.embed_mesh(ops.mesh_import.load_mesh(path, y_up=not z_up), num_points, seed, True))
     text = scorer.embed_prompts(prompts, ops.uni3d_text.TEMPLATE_SETS[templates])
     table = ops.uni3d_score.RankingTable([p.name for p in meshes], prompts,
                                          ops.uni3d_score.similarity(torch.cat(shapes), text), torch.tensor(targets))

@@ -13,9 +13,10 @@ def node_classes() -> dict:
 def written_files(ui: dict) -> list[str]:
     """Files that output nodes report the ComfyUI way: {"filename", "subfolder", "type": "output"}."""
     root = load_pack().nodes.host.output_dir()
-    return [str(root / entry.get("subfolder", "") / entry["filename"])
-            for result in ui.values() for entries in result.values() if isinstance(entries, list)
-            for entry in entries if isinstance(entry, dict) and entry.get("type") == "output" and "filename" in entry]
+    paths = (str(root / entry.get("subfolder", "") / entry["filename"])
+             for result in ui.values() for entries in result.values() if isinstance(entries, list)
+             for entry in entries if isinstance(entry, dict) and entry.get("type") == "output" and "filename" in entry)
+    return list(dict.fromkeys(paths))
 
 
 def run_workflow(path, overrides: dict | None = None, log=print) -> list[str]:

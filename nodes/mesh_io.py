@@ -1,5 +1,8 @@
-"""Mesh output nodes: save a GEODREAM_MESH as GLB / OBJ, or hand it to ComfyUI's own 3D nodes as a core MESH."""
-from ..geodream_ops.mesh_export import FORMATS, save_mesh, to_y_up
+"""Mesh nodes: save a GEODREAM_MESH as GLB / OBJ, hand it to ComfyUI's own 3D nodes as a core MESH, or load a mesh
+file (e.g. to score it with Uni3D)."""
+from ..geodream_ops.cameras import to_gltf_frame
+from ..geodream_ops.mesh_export import FORMATS, save_mesh
+from ..geodream_ops.mesh_import import SUFFIXES, load_mesh
 from . import edge_types as T
 from . import host
 
@@ -55,10 +58,33 @@ class GeoDreamMeshToCoreMesh:
         _check_mesh(mesh)
         uvs = None if mesh.uvs is None else mesh.uvs[None].float()
         texture = None if mesh.texture is None else mesh.texture[None].float()
-        return (host.core_mesh(to_y_up(mesh.vertices)[None].float(), mesh.faces[None].long(), uvs, texture),)
+        return (host.core_mesh(to_gltf_frame(mesh.vertices)[None].float(), mesh.faces[None].long(), uvs, texture),)
+
+
+class GeoDreamLoadMesh:
+    DESCRIPTION = ("Reads a mesh file from ComfyUI's input folder (GLB, glTF, OBJ, PLY, OFF) with its texture or vertex "
+                   "colours, e.g. to score any mesh with Uni3D.")
+    CATEGORY = T.CATEGORY
+    RETURN_TYPES = (T.MESH,)
+    RETURN_NAMES = ("mesh",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        folder = host.input_dir()
+        files = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in SUFFIXES) if folder.is_dir() else []
+        return {"required": {
+            "mesh_file": (files, {"tooltip": "A mesh file in ComfyUI's input folder."}),
+            "up_axis": (["Y (glTF, Blender export)", "Z (GeoDream frame)"], {"tooltip":
+                        "Which axis is up in the file. Files saved by GeoDream Save Mesh are Y up."}),
+        }}
+
+    def load(self, mesh_file, up_axis):
+        return (load_mesh(host.input_dir() / mesh_file, y_up=up_axis.startswith("Y")),)
 
 
 NODES = {
+    "GeoDreamLoadMesh": (GeoDreamLoadMesh, "GeoDream Load Mesh"),
     "GeoDreamSaveMesh": (GeoDreamSaveMesh, "GeoDream Save Mesh"),
     "GeoDreamMeshToCoreMesh": (GeoDreamMeshToCoreMesh, "GeoDream Mesh to Core MESH"),
 }

@@ -6,7 +6,9 @@ import torch
 import trimesh
 
 from geodream_pack.geodream_ops.marching_tets import marching_tets
-from geodream_pack.geodream_ops.mesh_export import save_mesh, to_y_up
+from geodream_pack.geodream_ops.cameras import to_gltf_frame
+from geodream_pack.geodream_ops.mesh import TexturedMesh
+from geodream_pack.geodream_ops.mesh_export import save_mesh
 from geodream_pack.geodream_ops.tet_grid import TetGrid
 from geodream_pack.geodream_ops.texture_bake import bake_texture, dilate
 
@@ -48,7 +50,7 @@ def test_glb_round_trip(baked, tmp_path):
     (path,) = save_mesh(baked, tmp_path / "ball.glb", "glb")
     loaded = trimesh.load(path, force="mesh", process=False)
     assert loaded.vertices.shape == baked.vertices.shape and loaded.faces.shape == baked.faces.shape
-    assert torch.allclose(torch.from_numpy(loaded.vertices).float(), to_y_up(baked.vertices), atol=1e-6)
+    assert torch.allclose(torch.from_numpy(loaded.vertices).float(), to_gltf_frame(baked.vertices), atol=1e-6)
     assert torch.allclose(torch.from_numpy(loaded.visual.uv).float(), baked.uvs, atol=1e-6)
     image = loaded.visual.material.baseColorTexture
     assert image.size == (256, 256)
@@ -76,3 +78,23 @@ def test_failed_export_leaves_no_file(baked, tmp_path, monkeypatch):
     assert not folder.exists() or list(folder.iterdir()) == []
     with pytest.raises(ValueError, match="unknown mesh format"):
         save_mesh(baked, tmp_path / "ball.ply", "ply")
+
+
+def test_load_mesh_node_round_trips_a_saved_glb(pack_dirs):
+    """What Save Mesh writes (glTF frame, Y up), Load Mesh reads back in our frame, with the texture."""
+    from geodream_pack.nodes.mesh_io import GeoDreamLoadMesh, GeoDreamSaveMesh
+
+    vertices = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    faces = torch.tensor([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    uvs = torch.tensor([[0.0, 0], [1, 0], [0, 1], [1, 1]])
+    texture = torch.rand(8, 8, 3, generator=torch.Generator().manual_seed(0))
+    saved = TexturedMesh(vertices, faces, uvs=uvs, texture=texture)
+    relative = GeoDreamSaveMesh().save(saved, "glb", "meshes/tet")["result"][0]
+    (pack_dirs["input"] / "tet.glb").write_bytes((pack_dirs["output"] / relative).read_bytes())
+    assert "tet.glb" in GeoDreamLoadMesh.INPUT_TYPES()["required"]["mesh_file"][0]
+    loaded, = GeoDreamLoadMesh().load("tet.glb", "Y (glTF, Blender export)")
+    assert torch.allclose(loaded.vertices, vertices, atol=1e-6) and torch.equal(loaded.faces, faces)
+    assert torch.allclose(loaded.uvs, uvs, atol=1e-6)
+    assert (loaded.texture - texture).abs().max() <= 0.5 / 255 + 1e-6
+    as_z_up, = GeoDreamLoadMesh().load("tet.glb", "Z (GeoDream frame)")
+    assert torch.allclose(as_z_up.vertices, to_gltf_frame(vertices), atol=1e-6)

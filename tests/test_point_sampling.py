@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from geodream_pack.geodream_ops.mesh import TexturedMesh
-from geodream_pack.geodream_ops.point_sampling import (NO_COLOUR, mesh_point_cloud, normalize_unit_sphere,
-                                                       sample_surface, z_up_to_y_up)
+from geodream_pack.geodream_ops.cameras import to_gltf_frame
+from geodream_pack.geodream_ops.point_sampling import NO_COLOUR, mesh_point_cloud, normalize_unit_sphere, sample_surface
 
 
 def two_triangles() -> TexturedMesh:
@@ -67,7 +67,7 @@ def test_point_cloud_ignores_mesh_scale_and_position():
 
 def test_z_up_becomes_y_up_by_a_rotation():
     basis = torch.eye(3)
-    turned = z_up_to_y_up(basis)  # rows: where +X, +Y, +Z go
+    turned = to_gltf_frame(basis)  # rows: where +X, +Y, +Z go
     assert turned[2].tolist() == [0, 1, 0]  # up stays up
     assert turned[0].tolist() == [0, 0, 1]  # the pack's front (+X) becomes glTF's front (+Z)
     assert torch.det(turned).item() == pytest.approx(1.0)  # no mirror image

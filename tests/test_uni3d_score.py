@@ -8,6 +8,7 @@ import torch
 import trimesh
 
 from geodream_pack.geodream_ops.mesh import TexturedMesh
+from geodream_pack.geodream_ops.mesh_import import load_mesh
 from geodream_pack.geodream_ops.point_sampling import mesh_point_cloud
 from geodream_pack.geodream_ops.uni3d_score import RankingTable, load_scorer, ranks, similarity
 from geodream_pack.geodream_ops.uni3d_text import TEMPLATE_SETS
@@ -123,7 +124,7 @@ def test_batch_evaluation_writes_a_well_formed_table(twin_files, tmp_path):
     all_prompts = ["a red box", "a blue ball", "a green cone", "a teapot"]
     texts = scorer.embed_prompts(all_prompts, TEMPLATE_SETS["prompt as written"])
     for row in rows:
-        shape = scorer.embed_mesh(evaluate_uni3d.read_mesh(tmp_path / "meshes" / row["mesh"]), NUM_POINTS, 0, False)
+        shape = scorer.embed_mesh(load_mesh(tmp_path / "meshes" / row["mesh"]), NUM_POINTS, 0, True)
         scores = similarity(shape, texts)[0]
         own = scores[all_prompts.index(row["prompt"])]
         assert float(row["uni3d_score"]) == pytest.approx(own.item(), abs=0.006)
