@@ -18,12 +18,13 @@ def object_on_grey(image: torch.Tensor, mask: torch.Tensor | None = None, fill: 
     """[H, W, 3] image (0..1) and optional [H, W] ComfyUI mask -> [S, S, 3] on grey, S = the longer input side.
 
     With a mask the object (alpha above ``alpha_threshold``) is composited on grey, its bounding box centred and
-    scaled so its longer side spans ``fill`` of the square. Without one the image is taken as already composed
-    and only padded to a square with grey."""
+    scaled so its longer side spans ``fill`` of the square. Without one (or with an all-zero one) the image is
+    taken as already composed and only padded to a square with grey."""
     if image.ndim != 3 or image.shape[-1] < 3:
         raise ValueError(f"GeoDream: expected one [H, W, 3] image, got {tuple(image.shape)}")
     rgb = image[..., :3].float()
-    if mask is None:
+    # An all-zero mask marks no background: ComfyUI's LoadImage gives one (64x64) for images without alpha.
+    if mask is None or not mask.any():
         return _pad_square(rgb, torch.ones(rgb.shape[:2]))
     alpha = 1.0 - mask.float().to(rgb.device)
     if alpha.shape != rgb.shape[:2]:

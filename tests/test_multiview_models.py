@@ -211,5 +211,6 @@ def test_object_on_grey_centres_and_scales_by_hand():
     # Without a mask the image is only padded to a square, centred, with grey.
     padded = object_preprocess.object_on_grey(image)
     assert padded.shape == (60, 60, 3) and torch.equal(padded[10:50], image) and torch.allclose(padded[0, 0], grey)
+    assert torch.equal(object_preprocess.object_on_grey(image, torch.zeros(64, 64)), padded)  # LoadImage, no alpha
     with pytest.raises(ValueError, match="no object"):
         object_preprocess.object_on_grey(image, torch.ones(40, 60))

@@ -1,14 +1,19 @@
 """The multi-view nodes end to end on tiny twins saved in the published formats and loaded by the real loader
 nodes: right number of views, shapes, value range, cameras, seeds; clear errors for missing files and conditions."""
+import json
 import os
 import shutil
 
+import numpy as np
+
 import pytest
 import torch
+from PIL import Image
 
 from geodream_pack.geodream_ops import cameras, mv_files
 from geodream_pack.nodes import host
 from geodream_pack.nodes.multiview import GeoDreamLoadMVDream, GeoDreamLoadZero123Plus, GeoDreamMultiViewGenerate
+from headless.run import run_workflow
 from tests import twins_multiview as tw
 
 STEPS = 2
@@ -128,3 +133,29 @@ def test_loader_errors_name_the_folder_and_expected_files(pack_dirs, twin_files)
     torch.save({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1)}, pack_dirs["models"] / "checkpoints" / "sd.pt")
     with pytest.raises(mv_files.ModelFilesError, match=r"not an MVDream .*camera_embed.*models/checkpoints/"):
         GeoDreamLoadMVDream().load("checkpoints/sd.pt", 256)
+
+
+def test_workflows_through_the_runner_swap_only_the_loader(pack_dirs, twin_files, tmp_path):
+    """LoadImage (RGBA) -> Zero123++ and prompt -> MVDream through the headless runner: same generate node, same
+    downstream; the views and their cameras land on disk."""
+    _install(pack_dirs, twin_files, "zero123plus-v1.2", "diffusers")
+    _install(pack_dirs, twin_files, "mvdream.pt", "checkpoints")
+    rgba = np.zeros((40, 40, 4), dtype=np.uint8)
+    rgba[8:30, 12:28] = (200, 40, 40, 255)
+    Image.fromarray(rgba, "RGBA").save(pack_dirs["input"] / "object.png")
+    generate = {"class_type": "GeoDreamMultiViewGenerate",
+                "inputs": {"mv_model": ["1", 0], "prompt": "a red owl", "negative_prompt": "", "steps": 1,
+                           "guidance": 0.0, "seed": 3, "image": ["0", 0], "mask": ["0", 1]}}
+    downstream = {"3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "mv/views"}},
+                  "4": {"class_type": "GeoDreamSaveCameras", "inputs": {"cameras": ["2", 1], "filename_prefix": "mv/cams"}}}
+    loaders = {"zero123plus": {"class_type": "GeoDreamLoadZero123Plus", "inputs": {"folder": "zero123plus-v1.2", "version": "auto"}},
+               "mvdream": {"class_type": "GeoDreamLoadMVDream", "inputs": {"model": "checkpoints/mvdream.pt",
+                                                                           "resolution": tw.MV_RESOLUTION}}}
+    for name, views in (("zero123plus", 6), ("mvdream", 4)):
+        api = {"0": {"class_type": "LoadImage", "inputs": {"image": "object.png"}}, "1": loaders[name], "2": generate, **downstream}
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(api))
+        written = run_workflow(path, log=lambda *a: None)
+        pngs, records = [w for w in written if w.endswith(".png")], [w for w in written if w.endswith(".json")]
+        assert len(pngs) == views and len(records) == 1
+        assert len(json.loads(open(records[0]).read())["c2w"]) == views
