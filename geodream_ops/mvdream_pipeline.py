@@ -55,6 +55,15 @@ class MVDream:
     def modules(self) -> list[torch.nn.Module]:
         return [self.unet, self.vae, self.text_encoder]
 
+    @property
+    def resolution_multiple(self) -> int:
+        """Image sides must divide evenly through the VAE and every UNet downsampling (64 for the release)."""
+        return self._vae_factor * 2 ** (len(self.unet.config["channel_mult"]) - 1)
+
+    @property
+    def _vae_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
     @torch.no_grad()
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
         ids = self.tokenize(prompts).to(self.text_encoder.device)
@@ -75,9 +84,9 @@ class MVDream:
         cond, uncond = self.encode_text([prompt, negative_prompt]).to(dtype).chunk(2)
         context = torch.cat([uncond.expand(n, -1, -1), cond.expand(n, -1, -1)])
         camera = mvdream_camera_embedding(cameras).to(device, dtype).repeat(2, 1)
-        down = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        side = self.resolution // self._vae_factor
         generator = torch.Generator("cpu").manual_seed(seed)
-        latents = torch.randn(n, self.vae.config.latent_channels, self.resolution // down, self.resolution // down,
+        latents = torch.randn(n, self.vae.config.latent_channels, side, side,
                               generator=generator).to(device, dtype) * scheduler.init_noise_sigma
         for step, t in enumerate(scheduler.timesteps):
             eps_uncond, eps_cond = self.unet(torch.cat([latents, latents]), t, context, camera, num_views=n).chunk(2)
@@ -132,7 +141,7 @@ def _text_encoder_from_open_clip(state: dict[str, torch.Tensor]):
                             num_attention_heads=width // HEAD_CHANNELS, hidden_act="gelu",
                             intermediate_size=state[TEXT_PREFIX + "transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
                             max_position_embeddings=state[TEXT_PREFIX + "positional_embedding"].shape[0],
-                            projection_dim=state[TEXT_PREFIX + "text_projection"].shape[1])
+                            projection_dim=state.get(TEXT_PREFIX + "text_projection", tokens).shape[1])
     model = CLIPTextModel(config)
     converted = convert_open_clip_checkpoint(model, state)
     unused = re.compile(rf"^(text_projection\.|text_model\.encoder\.layers\.{blocks - 1}\.)")

@@ -1,15 +1,11 @@
 """Multi-view prediction (stage 1): a loader per model, one generate node for both. Swapping Zero123++ for MVDream
 is swapping the loader; the views (IMAGE) and their cameras (GEODREAM_CAMERAS) downstream stay the same."""
-import logging
-
 import torch
 
 from ..geodream_ops import cameras, mvdream_pipeline, zero123plus
 from ..geodream_ops.object_preprocess import object_on_grey, resize_square
 from . import edge_types as T
 from . import host
-
-log = logging.getLogger("GeoDream")
 
 # The authors' settings: Zero123++'s README (28 steps, CFG 4) and MVDream's t2i script (DDIM 50, CFG 7.5).
 DEFAULTS = {"zero123plus": {"steps": 28, "guidance": 4.0}, "mvdream": {"steps": 50, "guidance": 7.5}}
@@ -60,9 +56,10 @@ class GeoDreamLoadMVDream:
         return {"required": {
             "model": (choices, {"tooltip": "checkpoints/sd-v2.1-base-4view.pt (the published file) or a diffusers "
                                 "folder of the port (unet/, vae/, text_encoder/, tokenizer/, scheduler/)."}),
-            "resolution": ("INT", {"default": mvdream_pipeline.RESOLUTION, "min": 32, "max": 1024, "step": 32,
-                                   "tooltip": "Side of each view in pixels. MVDream was trained at 256; other sizes "
-                                   "degrade it. Time and memory grow with the square of this."}),
+            "resolution": ("INT", {"default": mvdream_pipeline.RESOLUTION, "min": 16, "max": 1024, "step": 16,
+                                   "tooltip": "Side of each view in pixels; a multiple of 64 for the published model. "
+                                   "MVDream was trained at 256; other sizes degrade it. Time and memory grow with "
+                                   "the square of this."}),
         }}
 
     def load(self, model, resolution):
@@ -73,6 +70,10 @@ class GeoDreamLoadMVDream:
             loaded = mvdream_pipeline.load_diffusers(host.find_model("diffusers", name))
         else:
             raise ValueError(f"GeoDream: model must start with checkpoints/ or diffusers/, got '{model}'.")
+        multiple = loaded.resolution_multiple
+        if resolution % multiple:
+            raise ValueError(f"GeoDream: this MVDream model needs a resolution that is a multiple of {multiple}, "
+                             f"got {resolution}; 256 is what it was trained at.")
         loaded.resolution = resolution
         return (loaded,)
 

@@ -102,6 +102,8 @@ def test_mvdream_generates_four_views_from_either_format(pack_dirs, twin_files, 
     assert (views - _generate(model, prompt="a red owl", elevation=20.0, seed=8)[0]).abs().max() > 1e-3
     with pytest.raises(ValueError, match="MVDream needs a prompt"):
         _generate(model, prompt="  ")
+    with pytest.raises(ValueError, match="multiple of 4"):  # the twin's VAE halves once and its UNet once
+        GeoDreamLoadMVDream().load(choice, 18)
 
 
 def test_both_mvdream_formats_hold_the_same_unet(pack_dirs, twin_files):
