@@ -24,14 +24,15 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state.get("state_dict", state)
 
 
-def require_files(folder: Path, expected: list[str], what: str) -> None:
+def require_files(folder: Path, expected: list[str], what: str, source: str) -> None:
     """Raise a ModelFilesError listing every expected path (relative to ``folder``) that is missing.
     An entry "a|b" is satisfied by either file (weights may be .safetensors or .bin)."""
     missing = [entry for entry in expected if not any((folder / alt).is_file() for alt in entry.split("|"))]
     if missing:
         raise ModelFilesError(
             f"GeoDream: {what} folder '{folder}' is incomplete; missing: {', '.join(m.replace('|', ' or ') for m in missing)}. "
-            f"Expected the published diffusers layout: {', '.join(e.split('|')[0] for e in expected)}.")
+            f"Expected the published diffusers layout: {', '.join(e.split('|')[0] for e in expected)} "
+            f"(the whole {source} repository, downloaded into models/diffusers/<name>/).")
 
 
 def weights_file(folder: Path, stem: str = "diffusion_pytorch_model") -> Path:

@@ -174,7 +174,8 @@ def load_diffusers(folder: Path) -> MVDream:
     from transformers import CLIPTextModel, CLIPTokenizer
 
     folder = Path(folder)
-    mv_files.require_files(folder, DIFFUSERS_LAYOUT, "MVDream (diffusers port)")
+    mv_files.require_files(folder, DIFFUSERS_LAYOUT, "MVDream (diffusers port)",
+                           "converted ashawkey/mvdream_diffusers (e.g. Hugging Face ashawkey/mvdream-sd2.1-diffusers)")
     unet_config = mv_files.read_json(folder / "unet/config.json")
     if unet_config.get("ip_dim", 0) or unet_config.get("num_head_channels", HEAD_CHANNELS) != HEAD_CHANNELS:
         raise mv_files.ModelFilesError(f"GeoDream: '{folder}' holds an ImageDream or non-standard UNet; use the "

@@ -204,7 +204,7 @@ def load_diffusers(folder: Path, version: str) -> Zero123Plus:
     folder = Path(folder)
     if version not in VERSIONS:
         raise ValueError(f"GeoDream: unknown Zero123++ version {version!r}; expected one of {', '.join(VERSIONS)}.")
-    mv_files.require_files(folder, DIFFUSERS_LAYOUT, f"Zero123++ {version}")
+    mv_files.require_files(folder, DIFFUSERS_LAYOUT, f"Zero123++ {version}", f"Hugging Face sudo-ai/zero123plus-{version}")
     index = mv_files.read_json(folder / "model_index.json")
     if not index.get("ramping_coefficients"):
         raise mv_files.ModelFilesError(f"GeoDream: '{folder / 'model_index.json'}' has no ramping_coefficients; "

@@ -130,6 +130,11 @@ def test_loader_errors_name_the_folder_and_expected_files(pack_dirs, twin_files)
         GeoDreamLoadZero123Plus().load("absent", "v1.2")
     with pytest.raises(ValueError, match="cannot tell the Zero123\\+\\+ version"):
         GeoDreamLoadZero123Plus().load("my-model", "auto")
+    port = pack_dirs["models"] / "diffusers" / "mvdream-port"
+    shutil.copytree(twin_files["mvdream-diffusers"], port)
+    (port / "tokenizer" / "merges.txt").unlink()
+    with pytest.raises(mv_files.ModelFilesError, match=rf"{port}.*missing: tokenizer/merges.txt\."):
+        GeoDreamLoadMVDream().load("diffusers/mvdream-port", 256)
     # A single file without MVDream's parts (e.g. a plain SD checkpoint) names what it lacks.
     (pack_dirs["models"] / "checkpoints").mkdir()
     torch.save({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1)}, pack_dirs["models"] / "checkpoints" / "sd.pt")
