@@ -67,6 +67,14 @@ def merge_grid(tiles: torch.Tensor) -> torch.Tensor:
     return tiles.reshape(GRID_ROWS, GRID_COLS, t, t, c).permute(0, 2, 1, 3, 4).reshape(GRID_ROWS * t, GRID_COLS * t, c)
 
 
+def noised_reference(alphas_cumprod: torch.Tensor, reference: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
+    """The reference latents at the grid's noise level, as the UNet sees them: sqrt(abar) x + sqrt(1 - abar) eps.
+    This is the published Euler add_noise followed by scale_model_input, (x + sigma eps) / sqrt(sigma^2 + 1), at
+    the scheduler's (integer) timesteps."""
+    abar = alphas_cumprod[int(round(float(t)))]
+    return (abar.sqrt() * reference + (1 - abar).sqrt() * noise).to(reference.dtype)
+
+
 class ReferenceBank:
     """Self-attention inputs kept from the reference pass, keyed by attention layer."""
 
@@ -177,11 +185,8 @@ class Zero123Plus:
         alphas_cumprod = scheduler.alphas_cumprod.to(device)
         for step, t in enumerate(scheduler.timesteps):
             model_in = scheduler.scale_model_input(latents.expand(branches, -1, -1, -1), t)
-            # The reference is noised to the same level as the grid: x_t = sqrt(abar) x + sqrt(1 - abar) eps, which
-            # is the published add_noise + scale_model_input of the Euler scheduler at integer timesteps.
-            abar = alphas_cumprod[int(round(float(t)))]
             noise = torch.randn(reference.shape, generator=generator).to(device, dtype)
-            noisy_reference = (abar.sqrt() * reference + (1 - abar).sqrt() * noise).to(dtype)
+            noisy_reference = noised_reference(alphas_cumprod, reference, noise, t)
             with self._reference("write"):
                 self.unet(noisy_reference, t, embeddings)
             with self._reference("read"):

@@ -214,3 +214,38 @@ def test_object_on_grey_centres_and_scales_by_hand():
     assert torch.equal(object_preprocess.object_on_grey(image, torch.zeros(64, 64)), padded)  # LoadImage, no alpha
     with pytest.raises(ValueError, match="no object"):
         object_preprocess.object_on_grey(image, torch.ones(40, 60))
+
+
+def test_reference_noise_equals_euler_add_noise_then_input_scaling():
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    scheduler = EulerAncestralDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                                timestep_spacing="trailing")
+    scheduler.set_timesteps(7)
+    g = torch.Generator().manual_seed(0)
+    x, noise = torch.randn(2, 4, 5, 5, generator=g), torch.randn(2, 4, 5, 5, generator=g)
+    for step, t in enumerate(scheduler.timesteps):
+        sigma = scheduler.sigmas[step]
+        published = (x + sigma * noise) / (sigma ** 2 + 1) ** 0.5
+        assert torch.allclose(scheduler.add_noise(x, noise, t.reshape(1)), x + sigma * noise, atol=1e-5)
+        assert torch.allclose(zero123plus.noised_reference(scheduler.alphas_cumprod, x, noise, t), published, atol=1e-5)
+
+
+def test_mvdream_sampler_is_ldm_ddim():
+    """Our DDIM settings reproduce latent diffusion's DDIM sampler (MVDream's): its "linear" betas, timesteps
+    1, 21, ..., 981 for 50 steps, and the eta=0 update with alpha_prev = alphas_cumprod[0] at the last step."""
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler.from_config(mvdream_pipeline.SCHEDULER_CONFIG)
+    scheduler.set_timesteps(50)
+    assert scheduler.timesteps.tolist() == list(range(981, 0, -20))
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    abar = torch.cumprod(1 - betas, 0).float()
+    assert torch.allclose(scheduler.alphas_cumprod, abar, rtol=1e-5)
+    g = torch.Generator().manual_seed(0)
+    x, eps = torch.randn(1, 4, 3, 3, generator=g), torch.randn(1, 4, 3, 3, generator=g)
+    for t, prev in ((981, 961), (1, None)):
+        a, a_prev = abar[t], abar[prev] if prev is not None else abar[0]
+        x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+        by_hand = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+        assert torch.allclose(scheduler.step(eps, t, x).prev_sample, by_hand, atol=1e-5)
