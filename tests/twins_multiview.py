@@ -158,7 +158,9 @@ def write_mvdream_diffusers(folder: Path, seed: int = 0) -> Path:
 
     from geodream_pack.geodream_ops import mvdream_pipeline
 
-    model = mvdream_pipeline.load_single_file(write_mvdream_single_file(folder.parent / f".{folder.name}.pt", seed))
+    single_file = write_mvdream_single_file(folder.parent / f".{folder.name}.pt", seed)
+    model = mvdream_pipeline.load_single_file(single_file)
+    single_file.unlink()
     (folder / "unet").mkdir(parents=True, exist_ok=True)
     config = {"_class_name": "MultiViewUNetModel", "image_size": 32, "num_head_channels": 64, "use_checkpoint": False,
               **{k: list(v) if isinstance(v, tuple) else v for k, v in model.unet.config.items()}}
