@@ -237,3 +237,13 @@ def view_direction(azimuth_deg: torch.Tensor, elevation_deg: torch.Tensor, front
         else:
             names.append("side")
     return names
+
+
+def mvdream_camera_embedding(cams: Cameras) -> torch.Tensor:
+    """MVDream's 16-d camera input [N, 16]: the camera-to-world matrix with its position moved onto the unit sphere,
+    flattened row-major. MVDream's cameras are OpenGL-style (same axes as ours) in a Blender Z-up world whose azimuth
+    0 sits on -Y; that world is ours exactly, only its azimuths read 90 degrees more (our azimuth 0 is MVDream's 90,
+    the first view of its t2i script), so our matrices go in unchanged."""
+    c2w = cams.c2w.clone()
+    c2w[:, :3, 3] = torch.nn.functional.normalize(c2w[:, :3, 3], dim=-1)
+    return c2w.reshape(len(cams), 16)

@@ -1,0 +1,121 @@
+"""Seconds per denoising step and peak memory of MultiViewGenerate's backends (Zero123++, MVDream) on tiny twins.
+
+    python bench/bench_multiview.py [--steps 6] [--threads 1] [--write]
+
+Each backend runs in a fresh process so its peak RSS is its own. The twins are the test twins (random weights
+in the published formats, tests/twins_multiview.py); the per-step time covers the whole step (for Zero123++ the
+reference pass and the grid pass, both CFG branches). --write replaces the "## MultiViewGenerate" section of
+bench/RESULTS.md."""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HEADING = "## MultiViewGenerate"
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(backend: str, steps: int, threads: int) -> dict:
+    sys.path.insert(0, str(ROOT))
+    from headless.pack import load_pack
+
+    load_pack()
+    import torch
+
+    from geodream_pack.geodream_ops import cameras, mvdream_pipeline, zero123plus
+    from tests import twins_multiview as tw
+
+    torch.set_num_threads(threads)
+    baseline = _rss_mb()
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        if backend == "zero123plus":
+            model = zero123plus.load_diffusers(tw.write_zero123plus(Path(tmp) / "z"), "v1.2")
+            size = model.tile_size
+
+            def run(on_step):
+                return model.generate(torch.rand(size, size, 3), steps, 4.0, 0, on_step)
+        else:
+            model = mvdream_pipeline.load_single_file(tw.write_mvdream_single_file(Path(tmp) / "mv.pt"))
+            model.resolution = size = tw.MV_RESOLUTION
+
+            def run(on_step):
+                return model.generate("a red owl", "", cameras.mvdream_rig(), steps, 7.5, 0, on_step)
+        load_s = time.perf_counter() - start
+        stamps = [time.perf_counter()]
+        views = run(lambda step: stamps.append(time.perf_counter()))
+        total = time.perf_counter() - stamps[0]
+    per_step = [b - a for a, b in zip(stamps, stamps[1:])]
+    return {"backend": backend, "views": list(views.shape), "view_px": size, "steps": steps, "threads": threads,
+            "write_and_load_s": load_s, "first_step_s": per_step[0], "step_s": statistics.median(per_step[1:]),
+            "generate_s": total, "rss_before_mb": baseline, "peak_rss_mb": _rss_mb()}
+
+
+def section(rows: list[dict]) -> str:
+    lines = [HEADING, "",
+             f"`python bench/bench_multiview.py --steps {rows[0]['steps']} --threads {rows[0]['threads']} --write`: tiny "
+             "random twins in the published formats, CFG on (two branches per step), torch "
+             f"{rows[0]['torch']}, {platform.machine()} CPU shared with other jobs; no GPU was lent for this task, so no "
+             "real-size figures. Step time is the median over the steps after the first (which pays one-off "
+             "initialisation); peak RSS is the whole process (in brackets: after importing torch, before the model).", "",
+             "| backend | views | step (s) | first step (s) | generate incl. decode (s) | peak RSS MB (before) |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        n, h, w, _ = r["views"]
+        lines.append(f"| {r['backend']} | {n} x {h}x{w} | {r['step_s']:.3f} | {r['first_step_s']:.3f} | "
+                     f"{r['generate_s']:.2f} | {r['peak_rss_mb']:.0f} ({r['rss_before_mb']:.0f}) |")
+    return "\n".join(lines) + "\n"
+
+
+def write_section(text: str) -> None:
+    sys.path.insert(0, str(ROOT))
+    from headless.pack import load_pack
+
+    load_pack()
+    from geodream_pack.geodream_ops.atomic import atomic_write
+
+    path = ROOT / "bench" / "RESULTS.md"
+    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    head, found, rest = old.partition(HEADING)
+    tail = rest[rest.find("\n## "):] if found and "\n## " in rest else ""
+    with atomic_write(path) as tmp:
+        tmp.write_text(head.rstrip("\n") + "\n\n" + text + tail, encoding="utf-8")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
+    parser.add_argument("--child", choices=["zero123plus", "mvdream"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        import torch
+
+        print(json.dumps({**measure(args.child, args.steps, args.threads), "torch": torch.__version__}))
+        return
+    rows = []
+    for backend in ("zero123plus", "mvdream"):
+        out = subprocess.run([sys.executable, __file__, "--child", backend, "--steps", str(args.steps),
+                              "--threads", str(args.threads)], capture_output=True, text=True, check=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    text = section(rows)
+    print(text)
+    if args.write:
+        write_section(text)
+
+
+if __name__ == "__main__":
+    main()

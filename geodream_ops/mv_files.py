@@ -1,0 +1,46 @@
+"""Reading the published multi-view model files: state dicts, and the check that a diffusers folder is complete
+(a missing part is an error naming the folder and every expected file, not a deep traceback)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+
+class ModelFilesError(FileNotFoundError):
+    """The model folder or file is incomplete or of the wrong kind; the message says what to put where."""
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's tensors, from .safetensors or a pickled .pt/.ckpt/.bin (tensors only, never code)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    # Lightning checkpoints wrap the weights; MVDream's published file is the bare state dict.
+    return state.get("state_dict", state)
+
+
+def require_files(folder: Path, expected: list[str], what: str, source: str) -> None:
+    """Raise a ModelFilesError listing every expected path (relative to ``folder``) that is missing.
+    An entry "a|b" is satisfied by either file (weights may be .safetensors or .bin)."""
+    missing = [entry for entry in expected if not any((folder / alt).is_file() for alt in entry.split("|"))]
+    if missing:
+        raise ModelFilesError(
+            f"GeoDream: {what} folder '{folder}' is incomplete; missing: {', '.join(m.replace('|', ' or ') for m in missing)}. "
+            f"Expected the published diffusers layout: {', '.join(e.split('|')[0] for e in expected)} "
+            f"(the whole {source} repository, downloaded into models/diffusers/<name>/).")
+
+
+def weights_file(folder: Path, stem: str = "diffusion_pytorch_model") -> Path:
+    for suffix in (".safetensors", ".bin"):
+        if (folder / (stem + suffix)).is_file():
+            return folder / (stem + suffix)
+    raise ModelFilesError(f"GeoDream: no {stem}.safetensors (or .bin) in '{folder}'.")
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
