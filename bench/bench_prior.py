@@ -32,7 +32,7 @@ def run_one(backend: str, views: int, mesh_resolution: int) -> dict:
     model = random_prior(0)
     rig = C.mvdream_rig()
     if views > 4:  # the release's mix: 4 MVDream views and Zero123++ v1.1 views around them
-        extra = C.zero123plus_rig("v1.1", 15.0)
+        extra = C.zero123plus_rig("v1.1")
         rig = C.Cameras(torch.cat([rig.c2w, extra.c2w])[:views], torch.cat([rig.fovy_deg, extra.fovy_deg])[:views])
     images = torch.rand(len(rig), 256, 256, 3, generator=torch.Generator().manual_seed(0))
     start = time.perf_counter()

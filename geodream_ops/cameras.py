@@ -163,7 +163,8 @@ def from_gltf_frame(points: torch.Tensor) -> torch.Tensor:
 RELEASE_DISTANCE = 1.2
 RELEASE_FOVY_DEG = fovy_from_focal(280.0, 256)
 ZERO123PLUS_AZIMUTHS = (30.0, 90.0, 150.0, 210.0, 270.0, 330.0)
-# v1.1: elevations relative to the input view; v1.2: absolute elevations and a fixed 30 deg field of view.
+# Both versions use absolute elevations and azimuths relative to the input view (the Zero123++ report: fixed
+# absolute elevations remove the need to estimate the input's); v1.2 also fixes the field of view at 30 deg.
 ZERO123PLUS_ELEVATIONS = {"v1.1": (30.0, -20.0), "v1.2": (20.0, -10.0)}
 ZERO123PLUS_FOVY_DEG = {"v1.1": RELEASE_FOVY_DEG, "v1.2": 30.0}
 MVDREAM_AZIMUTHS = (0.0, 90.0, 180.0, 270.0)
@@ -175,13 +176,12 @@ def _same_framing_distance(fovy_deg: float) -> float:
     return RELEASE_DISTANCE * math.tan(math.radians(RELEASE_FOVY_DEG) / 2) / math.tan(math.radians(fovy_deg) / 2)
 
 
-def zero123plus_rig(version: str = "v1.2", input_elevation: float = 0.0, input_azimuth: float = 0.0) -> Cameras:
+def zero123plus_rig(version: str = "v1.2", input_azimuth: float = 0.0) -> Cameras:
     """The six views of a Zero123++ 3x2 grid, in grid order (row-major), relative to the input view's azimuth."""
     if version not in ZERO123PLUS_ELEVATIONS:
         raise ValueError(f"unknown Zero123++ version {version!r}; expected one of {sorted(ZERO123PLUS_ELEVATIONS)}")
     hi, lo = ZERO123PLUS_ELEVATIONS[version]
-    offset = input_elevation if version == "v1.1" else 0.0
-    elevations = [(hi if k % 2 == 0 else lo) + offset for k in range(6)]
+    elevations = [hi if k % 2 == 0 else lo for k in range(6)]
     azimuths = [(a + input_azimuth) % 360 for a in ZERO123PLUS_AZIMUTHS]
     fovy = ZERO123PLUS_FOVY_DEG[version]
     return Cameras.from_spherical(elevations, azimuths, _same_framing_distance(fovy), fovy, f"zero123plus-{version}")
@@ -194,8 +194,8 @@ def mvdream_rig(elevation: float = MVDREAM_ELEVATION, azimuth_start: float = 0.0
 
 
 RIGS = {
-    "zero123plus-v1.2": lambda elevation: zero123plus_rig("v1.2", elevation),
-    "zero123plus-v1.1": lambda elevation: zero123plus_rig("v1.1", elevation),
+    "zero123plus-v1.2": lambda elevation: zero123plus_rig("v1.2"),
+    "zero123plus-v1.1": lambda elevation: zero123plus_rig("v1.1"),
     "mvdream-4view": lambda elevation: mvdream_rig(elevation),
 }
 

@@ -21,8 +21,8 @@ class GeoDreamCameraRig:
             "rig": (sorted(cameras.RIGS), {"default": "zero123plus-v1.2",
                                            "tooltip": "Which model's camera layout the views follow."}),
             "elevation": ("FLOAT", {"default": cameras.MVDREAM_ELEVATION, "min": -90.0, "max": 90.0, "step": 0.5, "tooltip":
-                                    "Degrees. Zero123++ v1.1: the input view's elevation (its outputs are relative "
-                                    "to it; 15 as in GeoDream's release). MVDream: the elevation of all four views. Ignored by v1.2."}),
+                                    "Degrees. MVDream: the elevation of all four views (15 as in GeoDream's release). "
+                                    "Zero123++ rigs have fixed absolute elevations and ignore it."}),
         }}
 
     def build(self, rig, elevation):

@@ -113,7 +113,7 @@ class GeoDreamMultiViewGenerate:
                                   "grey Zero123++ expects; without it the image is only padded square with grey."}),
                 "elevation": ("FLOAT", {"default": cameras.MVDREAM_ELEVATION, "min": -30.0, "max": 60.0, "step": 0.5,
                               "tooltip": "Degrees. MVDream: the elevation of all four views (15 in GeoDream). "
-                              "Zero123++ v1.1: the input image's elevation (its views are relative to it). Ignored by v1.2."}),
+                              "Zero123++ (both versions) generates at fixed absolute elevations and ignores it."}),
             },
         }
 
@@ -124,7 +124,7 @@ class GeoDreamMultiViewGenerate:
         guidance = guidance or defaults["guidance"]
         if mv_model.kind == "zero123plus":
             condition = self._object_image(image, mask, mv_model.tile_size)
-            rig = cameras.zero123plus_rig(mv_model.version, elevation)
+            rig = cameras.zero123plus_rig(mv_model.version)
         else:
             if not prompt.strip():
                 raise ValueError("GeoDream: MVDream needs a prompt; type what to make, e.g. 'a ceramic owl'.")

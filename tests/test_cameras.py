@@ -64,12 +64,13 @@ def test_spherical_round_trip_and_intrinsics():
 
 
 def test_zero123plus_rigs_match_published_tables():
-    v12 = C.zero123plus_rig("v1.2", input_elevation=33.0, input_azimuth=0.0)
+    v12 = C.zero123plus_rig("v1.2")
     assert torch.allclose(v12.azimuth_deg, torch.tensor([30.0, 90, 150, 210, 270, 330]), atol=1e-4)
     assert torch.allclose(v12.elevation_deg, torch.tensor([20.0, -10, 20, -10, 20, -10]), atol=1e-4)
     assert torch.allclose(v12.fovy_deg, torch.full((6,), 30.0))
-    v11 = C.zero123plus_rig("v1.1", input_elevation=15.0)
-    assert torch.allclose(v11.elevation_deg, torch.tensor([45.0, -5, 45, -5, 45, -5]), atol=1e-4)
+    v11 = C.zero123plus_rig("v1.1", input_azimuth=90.0)
+    assert torch.allclose(v11.elevation_deg, torch.tensor([30.0, -20, 30, -20, 30, -20]), atol=1e-4)
+    assert torch.allclose(v11.azimuth_deg, torch.tensor([120.0, 180, 240, 300, 0, 60]), atol=1e-4)
     # 280 px focal on 256 px, as the release's pose table.
     assert math.isclose(float(v11.intrinsics(256, 256)[0, 0, 0]), 280.0, rel_tol=1e-5)
     with pytest.raises(ValueError, match="v1.1"):
