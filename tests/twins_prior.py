@@ -52,8 +52,37 @@ def release_checkpoint(model: PriorModel) -> dict:
     return {**sections, "iter_step": 215000, "val_step": 0}
 
 
-def write_prior_checkpoint(folder, seed: int = 0, name: str = "ckpt_215000.pth"):
+def sphere_init(decoder, radius: float, seed: int = 0, latent_std: float = 0.01):
+    """NeuS's geometric initialisation of f_g: s(x) ~ |x| - radius (release frame), nudged a little by V(x), so a
+    random twin still has a surface where every stage expects one."""
+    generator = torch.Generator().manual_seed(seed)
+    hidden = decoder.lin0.weight_v.shape[0]
+
+    def set_layer(layer, weight, bias):
+        layer.weight_v.copy_(weight)
+        layer.weight_g.copy_(weight.norm(dim=1, keepdim=True))
+        layer.bias.copy_(bias)
+
+    with torch.no_grad():
+        w0 = torch.zeros_like(decoder.lin0.weight_v)
+        w0[:, :3] = torch.randn(hidden, 3, generator=generator) * (2 / hidden) ** 0.5
+        set_layer(decoder.lin0, w0, torch.zeros(hidden))
+        w1 = torch.randn(decoder.lin1.weight_v.shape, generator=generator) * latent_std
+        w1[:, :hidden] = torch.randn(hidden, hidden, generator=generator) * (2 / hidden) ** 0.5
+        set_layer(decoder.lin1, w1, torch.zeros(hidden))
+        w2 = torch.randn(decoder.lin2.weight_v.shape, generator=generator) * latent_std
+        w2[0, :hidden] = torch.pi**0.5 / hidden**0.5 + 1e-4 * torch.randn(hidden, generator=generator)
+        b2 = torch.zeros(decoder.lin2.bias.shape)
+        b2[0] = -radius
+        set_layer(decoder.lin2, w2, b2)
+    return decoder
+
+
+def write_prior_checkpoint(folder, seed: int = 0, name: str = "ckpt_215000.pth", sphere_radius: float | None = None):
+    """The twin in the release's file layout; with ``sphere_radius`` its f_g starts as a sphere (sphere_init)."""
     model = random_prior(seed)
+    if sphere_radius is not None:
+        sphere_init(model.sdf_network_lod0.sdf_layer, sphere_radius, seed)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     torch.save(release_checkpoint(model), path)
