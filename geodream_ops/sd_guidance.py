@@ -38,6 +38,7 @@ class Guidance:
     lora: DiffusionModel  # the model VSD's LoRA adapts: ``base`` itself or a second UNet and schedule
     device: torch.device
     dtype: torch.dtype
+    name: str = ""  # which files, for logs and for keying resumable runs
 
     @property
     def shared(self) -> bool:
@@ -184,4 +185,5 @@ def load_guidance(path, lora_path=None, device: torch.device | str = "cpu", half
         module.to(device)
         if dtype != torch.float32:
             module.to(dtype)
-    return Guidance(base, lora, device, dtype)
+    name = Path(path).name + (f" + {Path(lora_path).name}" if lora_path else "")
+    return Guidance(base, lora, device, dtype, name)
