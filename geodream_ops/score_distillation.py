@@ -83,7 +83,8 @@ class ScoreDistillation:
         return free + self.settings.guidance_scale * (cond - free)
 
     def eps_lora(self, noisy: torch.Tensor, t: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
-        """eps of the LoRA model for the plain prompt and ``camera`` [B, 4, 4]; v-prediction (SD 2.1) converted."""
+        """eps of the LoRA model for the plain prompt and ``camera`` [B, 4, 4]; v-prediction (SD 2.1) converted.
+        The release's LoRA guidance scale is 1, i.e. this camera-conditioned output alone."""
         out = self.lora(noisy, t, self.plain_text.expand(len(noisy), -1, -1), camera)
         if self.guidance.lora.prediction_type == "v_prediction":
             a = self.lora_alphas[t].view(-1, 1, 1, 1).to(noisy)

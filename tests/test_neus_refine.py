@@ -3,7 +3,6 @@ release's schedules."""
 import pytest
 import torch
 
-from geodream_pack.geodream_ops.cameras import Cameras
 from geodream_pack.geodream_ops.neus_renderer import render
 from geodream_pack.geodream_ops.refine_neus import (NonFiniteError, Refinement, RefineSettings, lr_factor,
                                                     render_size)
