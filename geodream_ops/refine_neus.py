@@ -1,0 +1,178 @@
+"""Stage 3: refine the prior's NeuS field with score distillation (the release's geodream-neus.yaml).
+
+Schedules are written in the release's units and scaled to the run length. The release steps three optimisers
+by hand under Lightning, whose global step counts optimiser steps, so its 25,010 "steps" are 8,337 iterations; its
+step-based milestones (256 -> 512 px at 3,000, t_max annealed at 15,000, opacity loss from 10,000) are thus at 12%,
+60% and 40% of the run. Its LR schedulers are stepped once per iteration: warm-up 3,500 iterations, then linear
+over 20,000 iterations (so the run ends 24% into the ramp: hash grid/MLP factor 1 -> 0.77, volume 0.1 -> 0.32).
+
+Resumable: a checkpoint (field, optimiser, guidance/LoRA state, random state, step) is written atomically every
+``checkpoint_every`` steps; running again with the same checkpoint path continues from it."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field as dc_field
+from pathlib import Path
+
+import torch
+
+from .atomic import atomic_write
+from .cameras import CameraSampler, Cameras
+from .cost_volume import CostVolume
+from .neus_field import FieldSettings, NeuSField
+from .neus_renderer import RenderSettings, render, render_with_loss
+
+log = logging.getLogger("GeoDream")
+
+RELEASE_OPTIMISER_STEPS = 25010
+RELEASE_ITERATIONS = RELEASE_OPTIMISER_STEPS / 3  # three optimisers per iteration
+
+
+@dataclass
+class RefineSettings:
+    steps: int = round(RELEASE_ITERATIONS)
+    resolution: int = 512  # the final render size; the first 12% of the run renders at half of it
+    batch_size: int = 1
+    half_resolution_until: float = 3000 / RELEASE_OPTIMISER_STEPS
+    lr: dict = dc_field(default_factory=lambda: {"volume": 1e-3, "hash_grid": 5e-3, "color_mlp": 5e-4,
+                                                 "background": 1e-3, "deviation": 1e-5})
+    warmup_iterations: float = 3500  # release iterations, scaled to the run
+    ramp_iterations: float = 20000
+    lambda_sparsity: float = 10.0
+    lambda_opaque: float = 1000.0
+    opaque_from: float = 10000 / RELEASE_OPTIMISER_STEPS
+    background_aug_prob: float = 0.5  # random solid backgrounds, so colour cannot hide in the environment map
+    checkpoint_every: int = 500
+    max_bad_steps: int = 20  # consecutive non-finite steps before giving up
+    seed: int = 0
+    field: FieldSettings = dc_field(default_factory=FieldSettings)
+    render: RenderSettings = dc_field(default_factory=RenderSettings)
+    cameras: CameraSampler = dc_field(default_factory=CameraSampler)
+
+
+class NonFiniteError(RuntimeError):
+    pass
+
+
+def lr_factor(group: str, step: int, settings: RefineSettings) -> float:
+    """The release's SequentialLR(ConstantLR, LinearLR) per group, in iterations scaled to this run."""
+    release_iter = step * RELEASE_ITERATIONS / settings.steps
+    if release_iter < settings.warmup_iterations or group not in ("volume", "hash_grid", "color_mlp"):
+        return 1.0
+    ramp = min(release_iter - settings.warmup_iterations, settings.ramp_iterations) / settings.ramp_iterations
+    if group == "volume":
+        return 0.1 + 0.9 * ramp
+    return 1.0 - 0.95 * ramp
+
+
+def render_size(step: int, settings: RefineSettings) -> int:
+    return settings.resolution // 2 if step < settings.half_resolution_until * settings.steps else settings.resolution
+
+
+def regularisers(opacity: torch.Tensor, step: int, settings: RefineSettings) -> torch.Tensor:
+    """Sparsity (a smooth L1 on opacity) always; after 40% of the run, an entropy push towards 0 or 1."""
+    loss = settings.lambda_sparsity * (opacity ** 2 + 0.01).sqrt().mean()
+    if step >= settings.opaque_from * settings.steps:
+        o = opacity.clamp(1e-3, 1 - 1e-3)
+        loss = loss + settings.lambda_opaque * -(o * o.log() + (1 - o) * (1 - o).log()).mean()
+    return loss
+
+
+def turntable(field: NeuSField, views: int = 8, size: int = 128, settings: RenderSettings | None = None) -> torch.Tensor:
+    """IMAGE [views, size, size, 3] around the object (the release's evaluation camera: 1.25 away, fovy 50,
+    15 deg above the horizon), over the field's own background."""
+    azimuths = torch.arange(views) * 360.0 / views
+    cameras = Cameras.from_spherical(15.0, azimuths, 1.25, 50.0, "turntable")
+    settings = settings or RenderSettings()
+    frames = [render(field, cameras[i], size, size, settings)["rgb"] for i in range(views)]
+    return torch.cat(frames).clamp(0, 1).cpu()
+
+
+class Refinement:
+    """One refinement run. ``guidance_fn(images [B,3,H,W], cameras, step, total_steps) -> loss`` (with
+    ``state_dict``/``load_state_dict`` when it has state of its own, as score_distillation's does)."""
+
+    def __init__(self, cost_volume: CostVolume, guidance_fn, settings: RefineSettings, device="cpu",
+                 checkpoint_path: Path | None = None):
+        self.settings, self.guidance_fn = settings, guidance_fn
+        self.device = torch.device(device)
+        with torch.random.fork_rng(devices=[]):  # the fresh hash grid and MLPs start from the seed
+            torch.manual_seed(settings.seed)
+            self.field = NeuSField(cost_volume, settings.field).to(self.device)
+        groups = self.field.param_groups()
+        self.optimizer = torch.optim.AdamW([{"params": groups[name], "lr": lr, "name": name}
+                                            for name, lr in settings.lr.items()], betas=(0.9, 0.99), eps=1e-15)
+        self.generator = torch.Generator().manual_seed(settings.seed)
+        self.step, self.skipped, self.bad_run = 0, 0, 0
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+        if self.checkpoint_path and self.checkpoint_path.exists():
+            self.load_checkpoint()
+
+    # --- one iteration --------------------------------------------------------------------------------------
+    def _loss_fn(self, cameras: Cameras, step: int):
+        def loss_fn(images):
+            rgb = images["rgb"].permute(0, 3, 1, 2)
+            return self.guidance_fn(rgb, cameras, step, self.settings.steps) + regularisers(images["opacity"], step, self.settings)
+        return loss_fn
+
+    def train_step(self) -> float:
+        s, step = self.settings, self.step
+        for group in self.optimizer.param_groups:
+            group["lr"] = s.lr[group["name"]] * lr_factor(group["name"], step, s)
+        cameras = s.cameras.sample(s.batch_size, self.generator)
+        background = None
+        if float(torch.rand((), generator=self.generator)) < s.background_aug_prob:
+            background = torch.rand(s.batch_size, 3, generator=self.generator)
+        size = render_size(step, s)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, _ = render_with_loss(self.field, cameras, size, size, self._loss_fn(cameras, step), s.render,
+                                   background, self.generator)
+        grads = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in grads)
+        if finite:
+            self.optimizer.step()
+            self.bad_run = 0
+        else:
+            self.skipped += 1
+            self.bad_run += 1
+            log.warning("GeoDream: step %d had a non-finite loss or gradient; skipped (%d so far)", step, self.skipped)
+            if self.bad_run >= s.max_bad_steps:
+                raise NonFiniteError(
+                    f"GeoDream: {self.bad_run} refinement steps in a row gave NaN/inf (step {step}). The field or the "
+                    "guidance diverged: lower the learning rates, check the cost volume, or resume from the last "
+                    "checkpoint with another seed.")
+        self.step += 1
+        return float(loss)
+
+    def run(self, on_step=None) -> NeuSField:
+        """Train to ``settings.steps``; ``on_step(step, refinement)`` after each step may raise to stop (e.g. an
+        interrupt): the last checkpoint is left as it is."""
+        while self.step < self.settings.steps:
+            self.train_step()
+            if self.checkpoint_path and (self.step % self.settings.checkpoint_every == 0 or self.step == self.settings.steps):
+                self.save_checkpoint()
+            if on_step is not None:
+                on_step(self.step, self)
+        return self.field
+
+    # --- checkpoints ----------------------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        state = {"step": self.step, "skipped": self.skipped, "bad_run": self.bad_run,
+                 "field": self.field.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "generator": self.generator.get_state()}
+        if hasattr(self.guidance_fn, "state_dict"):
+            state["guidance"] = self.guidance_fn.state_dict()
+        with atomic_write(self.checkpoint_path) as tmp:
+            torch.save(state, tmp)
+
+    def load_checkpoint(self) -> None:
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        self.field.load_state_dict(state["field"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"].cpu())
+        if "guidance" in state:
+            state["guidance"]["generator"] = state["guidance"]["generator"].cpu()
+            self.guidance_fn.load_state_dict(state["guidance"])
+        self.step, self.skipped, self.bad_run = state["step"], state["skipped"], state["bad_run"]
+        log.info("GeoDream: resuming refinement at step %d of %d from %s", self.step, self.settings.steps,
+                 self.checkpoint_path)

@@ -1,0 +1,143 @@
+"""Stage 3 nodes: refine the cost-volume prior into a NeuS field with Variational Score Distillation; save it."""
+import base64
+import hashlib
+import io
+import json
+
+import torch
+
+from ..geodream_ops.cost_volume import CostVolume
+from ..geodream_ops.images import to_pil
+from ..geodream_ops.neus_field import NeuSField
+from ..geodream_ops.neus_renderer import render
+from ..geodream_ops.refine_neus import NonFiniteError, Refinement, RefineSettings, turntable
+from ..geodream_ops.score_distillation import make_guidance_fn
+from ..geodream_ops.sd_guidance import Guidance
+from ..geodream_ops.cameras import Cameras
+from . import edge_types as T
+from . import host
+
+PREVIEW_SIZE = 128
+
+
+def _run_key(cost_volume: CostVolume, guidance: Guidance, prompt: str, settings: RefineSettings) -> str:
+    """Same inputs -> same key -> the same checkpoint file, so a re-run resumes."""
+    digest = hashlib.sha1()
+    digest.update(cost_volume.volume.detach().float().cpu().numpy().tobytes())
+    for tensor in cost_volume.decoder.state_dict().values():
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    digest.update(json.dumps([prompt, guidance.name, settings.steps, settings.resolution, settings.seed]).encode())
+    return digest.hexdigest()[:16]
+
+
+def _png_base64(image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+class GeoDreamVSDRefineNeuS:
+    DESCRIPTION = ("Refines the 3D prior into a textured NeuS field by Variational Score Distillation (GeoDream stage "
+                   "1): the cost volume V is optimised (its decoder stays frozen), colour comes from a fresh hash grid, "
+                   "and SD 2.1 guides random views while a camera-conditioned LoRA learns alongside. The release "
+                   "runs 8,337 iterations (~25 GB VRAM at 512 px). Checkpoints go to output/GeoDream/refine/ every "
+                   "checkpoint_every steps: queueing the same inputs again resumes, and a finished run returns at once.")
+    CATEGORY = T.CATEGORY
+    RETURN_TYPES = (T.FIELD, "IMAGE")
+    RETURN_NAMES = ("field", "turntable")
+    FUNCTION = "refine"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "cost_volume": (T.COST_VOLUME, {"tooltip": "The 3D prior from BuildCostVolume."}),
+            "guidance": (T.GUIDANCE, {"tooltip": "Stable Diffusion from GeoDream Load VSD Guidance."}),
+            "prompt": ("STRING", {"multiline": True, "default": "", "tooltip":
+                       "What the object is. ', front view' / ', side view' / ', back view' is appended per camera."}),
+            "steps": ("INT", {"default": RefineSettings.steps, "min": 1, "max": 100000, "tooltip":
+                      "Iterations. 8337 is the release's run (its 25,010 counts three optimisers per iteration); "
+                      "schedules scale with it. About 1-2 s each on a recent GPU at 512 px."}),
+            "resolution": ("INT", {"default": 512, "min": 32, "max": 1024, "step": 16, "tooltip":
+                           "Render size after the first 12% of the run (which renders at half). 512 as released; "
+                           "256 needs roughly half the VRAM and time."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 31 - 1, "tooltip":
+                     "Seeds cameras, noise, timesteps and the fresh networks: the same seed reproduces the run."}),
+            "preview_every": ("INT", {"default": 250, "min": 0, "max": 100000, "tooltip":
+                              "Send a preview render to the editor every this many steps (0: never). Each costs a "
+                              f"{PREVIEW_SIZE}px render."}),
+            "resume": ("BOOLEAN", {"default": True, "tooltip":
+                       "Continue from this run's last checkpoint when there is one; off starts over."}),
+        }, "optional": {
+            "checkpoint_every": ("INT", {"default": 500, "min": 1, "max": 100000, "tooltip":
+                                 "Write a checkpoint every this many steps (a few hundred MB at the release's size)."}),
+        }}
+
+    def refine(self, cost_volume, guidance, prompt, steps, resolution, seed, preview_every, resume,
+               checkpoint_every=500):
+        if not isinstance(cost_volume, CostVolume):
+            raise TypeError("GeoDream: 'cost_volume' must come from a BuildCostVolume node.")
+        if not isinstance(guidance, Guidance):
+            raise TypeError("GeoDream: 'guidance' must come from a GeoDream Load VSD Guidance node.")
+        if not prompt.strip():
+            raise ValueError("GeoDream: the prompt is empty; describe the object (e.g. 'a ceramic teapot').")
+        settings = RefineSettings(steps=steps, resolution=resolution, seed=seed, checkpoint_every=checkpoint_every)
+        path = host.output_dir() / "GeoDream" / "refine" / f"{_run_key(cost_volume, guidance, prompt, settings)}.pt"
+        if not resume and path.exists():
+            path.unlink()
+        fn = make_guidance_fn(guidance, prompt.strip(), mode="vsd", seed=seed)
+        run = Refinement(cost_volume, fn, settings, host.device(), path)
+        progress = host.Progress(steps, "GeoDream VSD")
+        progress.update(run.step)
+
+        def on_step(step, refinement):
+            preview = None
+            if preview_every and step % preview_every == 0:
+                camera = Cameras.from_spherical(15.0, (step * 7.5) % 360, 1.25, 50.0)
+                frame = render(refinement.field, camera, PREVIEW_SIZE, PREVIEW_SIZE, settings.render)["rgb"][0]
+                preview = to_pil(frame)
+                host.send_preview("geodream.preview", {"node": "GeoDreamVSDRefineNeuS", "step": step, "total": steps,
+                                                       "skipped": refinement.skipped, "image": _png_base64(preview)})
+            progress.update(step, preview)
+            host.check_interrupt()
+
+        try:
+            field = run.run(on_step)
+        except NonFiniteError as error:
+            raise RuntimeError(str(error)) from None
+        finally:
+            progress.close()
+        field.eval()
+        with torch.no_grad():
+            frames = turntable(field, size=min(resolution, 256), settings=settings.render)
+        host.soft_empty_cache()
+        return (field, frames)
+
+
+class GeoDreamSaveField:
+    DESCRIPTION = ("Writes a refined field as .safetensors (every tensor, the frozen decoder included) beside a small "
+                   ".json of its settings, under the output folder.")
+    CATEGORY = T.CATEGORY
+    RETURN_TYPES = ()
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"field": (T.FIELD, {"tooltip": "From GeoDream VSD Refine NeuS."}),
+                             "filename_prefix": ("STRING", {"default": "GeoDream/field",
+                                                            "tooltip": "Path under the output folder."})}}
+
+    def save(self, field, filename_prefix):
+        if not isinstance(field, NeuSField):
+            raise TypeError("GeoDream: 'field' must come from a GeoDream VSD Refine NeuS node.")
+        path = host.next_output_path(filename_prefix, "safetensors")
+        field.save(path)
+        subfolder = str(path.parent.relative_to(host.output_dir()))
+        return {"ui": {"files": [{"filename": p.name, "subfolder": subfolder, "type": "output"}
+                                 for p in (path, path.with_suffix(".json"))]}}
+
+
+NODES = {
+    "GeoDreamVSDRefineNeuS": (GeoDreamVSDRefineNeuS, "GeoDream VSD Refine NeuS"),
+    "GeoDreamSaveField": (GeoDreamSaveField, "GeoDream Save Field"),
+}

@@ -1,0 +1,123 @@
+"""The refinement loop: it learns with a stand-in loss, resumes exactly, skips non-finite steps, and follows the
+release's schedules."""
+import pytest
+import torch
+
+from geodream_pack.geodream_ops.neus_renderer import render
+from geodream_pack.geodream_ops.refine_neus import (NonFiniteError, Refinement, RefineSettings, lr_factor,
+                                                    render_size)
+from geodream_pack.geodream_ops.score_distillation import make_guidance_fn
+from geodream_pack.geodream_ops.sd_guidance import load_guidance
+from tests import twins_sd
+from tests.neus_doubles import one_thread, sphere_cost_volume, tiny_settings  # noqa: F401
+
+
+class TargetSphere(torch.nn.Module):
+    """What the stand-in loss asks for: a red sphere of radius 0.35 (the field starts at 0.5)."""
+
+    bbox = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    inv_s = torch.tensor(60.0)
+
+    def sdf(self, points):
+        return points.norm(dim=-1) - 0.35
+
+    def sdf_and_gradient(self, points, create_graph):
+        return self.sdf(points), torch.nn.functional.normalize(points, dim=-1)
+
+    def color(self, points):
+        return torch.tensor([0.9, 0.1, 0.1]).expand(points.shape[0], 3)
+
+    def background(self, dirs):
+        return torch.ones_like(dirs)
+
+
+def test_wiring_learns_an_image_matching_loss():
+    """The loss asks for the target's foreground over the field's own background, so only V (shape), the hash
+    grid and the MLP (colour) can lower it. Learning rates x10 so that 100 steps move the release's groups."""
+    settings = tiny_settings(steps=100, resolution=12, lambda_sparsity=0.0, lambda_opaque=0.0,
+                             background_aug_prob=0.0, checkpoint_every=10 ** 9)
+    settings.field.variance_init = 0.5  # inv_s ~ 150: a crisp surface at this tiny size
+    settings.lr = {k: 10 * v for k, v in settings.lr.items()}
+    target, losses = TargetSphere(), []
+
+    def match(images, cameras, step, total):
+        target.background = lambda dirs: run.field.background(dirs).detach()
+        goal = render(target, cameras, images.shape[2], images.shape[3], settings.render)["rgb"].permute(0, 3, 1, 2)
+        loss = ((images - goal) ** 2).mean()
+        losses.append(float(loss.detach()))
+        return loss
+
+    run = Refinement(sphere_cost_volume(), match, settings)
+    axes = 0.45 * torch.eye(3)
+    assert (run.field.sdf(axes) < 0).all()  # inside the initial radius-0.5 sphere
+    start = {k: v.detach().clone() for k, v in run.field.named_parameters()}
+    run.run()
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < 0.1 * first, (first, last)
+    for name in ("volume", "encoding.params", "color_net.0.weight"):
+        assert not torch.equal(start[name], dict(run.field.named_parameters())[name]), name
+    assert (run.field.sdf(axes) > 0).all()  # the surface moved inside radius 0.45, towards the target's 0.35
+
+
+class Stop(Exception):
+    pass
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    twins_sd.save_diffusers_folder(tmp_path / "sd")
+    guidance = load_guidance(tmp_path / "sd")
+    settings = tiny_settings(steps=4, checkpoint_every=2)
+
+    def fresh(path):
+        return Refinement(sphere_cost_volume(), make_guidance_fn(guidance, "a red ball", seed=1), settings,
+                          checkpoint_path=path)
+
+    straight = fresh(None)
+    straight.run()
+
+    def interrupt(step, _):
+        if step == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        fresh(tmp_path / "run.pt").run(interrupt)
+    resumed = fresh(tmp_path / "run.pt")
+    assert resumed.step == 2  # the interrupt at step 3 kept the checkpoint of step 2
+    resumed.run()
+    for (name, a), b in zip(straight.field.state_dict().items(), resumed.field.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    for a, b in zip(straight.guidance_fn.lora.parameters(), resumed.guidance_fn.lora.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert straight.guidance_fn.lora.camera_embedding.linear_1.weight.grad is not None
+
+
+def test_non_finite_steps_are_skipped_then_stop():
+    calls = []
+
+    def flaky(images, cameras, step, total):
+        calls.append(step)
+        bad = step in (1, 2) or step >= 4
+        return images.mean() * (float("nan") if bad else 1.0)
+
+    run = Refinement(sphere_cost_volume(), flaky, tiny_settings(steps=10, max_bad_steps=3, checkpoint_every=10 ** 9))
+    run.train_step()
+    after_good = run.field.encoding.params.detach().clone()
+    run.train_step()
+    run.train_step()
+    assert run.skipped == 2 and torch.equal(after_good, run.field.encoding.params)
+    run.train_step()  # a good one resets the run of bad steps
+    assert run.bad_run == 0
+    with pytest.raises(NonFiniteError, match="in a row"):
+        run.run()
+    assert run.skipped == 5 and run.step == 6  # steps 4, 5, 6 were the run of three
+
+
+def test_schedules_follow_the_release():
+    s = RefineSettings()  # 8337 iterations, as the release's 25,010 optimiser steps
+    assert s.steps == 8337
+    assert render_size(999, s) == 256 and render_size(1001, s) == 512
+    warm = round(3500 * s.steps / (25010 / 3))
+    assert lr_factor("volume", warm - 1, s) == 1.0 and lr_factor("volume", warm + 1, s) == pytest.approx(0.1, abs=1e-3)
+    assert lr_factor("hash_grid", s.steps, s) == pytest.approx(1 - 0.95 * (8337 - 3500) / 20000, abs=1e-3)
+    assert lr_factor("volume", s.steps, s) == pytest.approx(0.1 + 0.9 * (8337 - 3500) / 20000, abs=1e-3)
+    assert lr_factor("background", s.steps, s) == 1.0
