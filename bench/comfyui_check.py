@@ -2,8 +2,11 @@
 127.0.0.1`): our nodes are listed, the headless core stand-ins declare the same inputs as the server's nodes, every
 example workflow queues and finishes, and the editor shows a workflow and our 3D viewer (screenshot).
 
-    python bench/comfyui_check.py --url http://127.0.0.1:8188 [--editor [--screenshot docs/editor.png]
+    python bench/comfyui_check.py --url http://127.0.0.1:8188 [--overrides tiny.json] [--skip NAME ...]
+                                  [--editor [--screenshot docs/editor.png]
                                   [--result-glb mesh.glb --result-screenshot docs/result.png]]
+
+--overrides: {node type: {input: value}} applied to every queued workflow (e.g. small step counts for a CPU run).
 """
 import argparse
 import io
@@ -52,7 +55,10 @@ def queue(url, ui, timeout=600):
     api = workflow.ui_to_api(ui, node_classes())
     client = uuid.uuid4().hex
     body = json.dumps({"prompt": api, "client_id": client, "extra_data": {"extra_pnginfo": {"workflow": ui}}})
-    prompt_id = call(url, "/prompt", body.encode(), {"Content-Type": "application/json"})["prompt_id"]
+    answer = call(url, "/prompt", body.encode(), {"Content-Type": "application/json"})
+    if answer.get("node_errors"):  # ComfyUI drops invalid outputs and runs the rest: that is a failure here
+        return {"status": {"status_str": f"invalid: {json.dumps(answer['node_errors'])[:400]}"}, "outputs": {}}
+    prompt_id = answer["prompt_id"]
     deadline = time.time() + timeout
     while time.time() < deadline:
         entry = call(url, f"/history/{prompt_id}").get(prompt_id)
@@ -170,6 +176,16 @@ def editor(url, workflows, thumbnails, screenshot=None, result_glb=None, result_
     return state, errors
 
 
+def _widget_slot(node_class, name) -> int:
+    """Position of a widget's value in widgets_values (seed-like widgets are followed by their control value)."""
+    slot = 0
+    for widget, spec in workflow.widget_names(node_class):
+        if widget == name:
+            return slot
+        slot += 2 if workflow.has_control_after_generate(widget, spec) else 1
+    raise KeyError(f"{node_class.__name__} has no widget {name!r}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:8188")
@@ -178,6 +194,8 @@ def main():
     parser.add_argument("--screenshot", type=Path, help="with --editor: the README screenshot (PNG)")
     parser.add_argument("--result-glb", type=Path, help="with --editor: a GLB to show in core Preview3D ...")
     parser.add_argument("--result-screenshot", type=Path, default=Path("result.png"), help="... saved here")
+    parser.add_argument("--overrides", type=Path, help="JSON {node type: {input: value}} for every queued workflow")
+    parser.add_argument("--skip", nargs="*", default=[], help="example workflows (file stems) not to queue")
     args = parser.parse_args()
     info = call(args.url, "/object_info")
     ours = sorted(k for k in node_classes() if k not in CORE_NODES)
@@ -189,8 +207,19 @@ def main():
     ok = not missing
     templates = call(args.url, "/api/workflow_templates")
     print(f"templates listed by the editor: {templates}")
+    overrides = json.loads(args.overrides.read_text()) if args.overrides else {}
     for path in sorted((ROOT / "example_workflows").glob("*.json")):
-        entry = queue(args.url, workflow.load(path))
+        if path.stem in args.skip:
+            print(f"{path.name}: skipped")
+            continue
+        ui = workflow.load(path)
+        for node in ui["nodes"]:
+            if node["type"] in overrides:
+                values = list(node["widgets_values"])
+                for name, value in overrides[node["type"]].items():
+                    values[_widget_slot(node_classes()[node["type"]], name)] = value
+                node["widgets_values"] = values
+        entry = queue(args.url, ui)
         status = entry["status"]
         files = [f["filename"] for out in entry["outputs"].values() for v in out.values() if isinstance(v, list)
                  for f in v if isinstance(f, dict) and "filename" in f]

@@ -25,6 +25,12 @@ def _validate(node_id, class_type, node_class, inputs) -> None:
         if isinstance(spec[0], (list, tuple)) and value not in spec[0]:
             raise WorkflowError(f"node #{node_id} ({class_type}): '{value}' is not a choice for '{name}'; "
                                 f"available: {list(spec[0])}")
+        # The same bounds ComfyUI enforces before it runs anything.
+        options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+        if spec[0] in ("INT", "FLOAT") and isinstance(value, (int, float)):
+            if "min" in options and value < options["min"] or "max" in options and value > options["max"]:
+                raise WorkflowError(f"node #{node_id} ({class_type}): {name}={value} is outside "
+                                    f"[{options.get('min')}, {options.get('max')}]")
 
 
 def execute(api: dict, node_classes: dict, log=print) -> dict:

@@ -19,8 +19,8 @@ TINY = {
     "GeoDreamBuildCostVolume": {"resolution": 20, "grid": 16},
     "GeoDreamPriorToMesh": {"resolution": 24},
     "GeoDreamVSDRefineNeuS": {"steps": 2, "resolution": 32, "preview_every": 0, "checkpoint_every": 100},
-    "GeoDreamDMTetFineTune": {"tet_resolution": 16, "geometry_steps": 1, "texture_steps": 1, "render_size": 32,
-                              "preview_every": 1, "geometry_batch": 1, "texture_size": 32},
+    "GeoDreamDMTetFineTune": {"tet_resolution": 16, "geometry_steps": 1, "texture_steps": 1, "render_size": 64,
+                              "preview_every": 1, "geometry_batch": 1, "texture_size": 64},
     "GeoDreamLoadUni3D": {"clip_model": twins_uni3d.TWIN_CLIP, "precision": "fp32"},
     "GeoDreamUni3DScore": {"num_points": 1024},
 }

@@ -105,3 +105,12 @@ def test_runner_command_line_and_api_format(pack_dirs, tmp_path, capsys):
     path.write_text(json.dumps({"1": api["1"] | {"inputs": {**api["1"]["inputs"], "azimuths": "0, x"}}, "2": api["2"]}))
     assert main([str(path)]) == 1
     assert "azimuths must be numbers" in capsys.readouterr().err
+
+
+def test_executor_enforces_widget_bounds_as_comfyui_does():
+    classes = node_classes()
+    api = {"1": {"class_type": "GeoDreamCustomCameras", "inputs": {"elevations": "0", "azimuths": "0",
+                                                                    "distance": 0.01, "fovy": 40.0}},
+           "2": {"class_type": "GeoDreamSaveCameras", "inputs": {"cameras": ["1", 0], "filename_prefix": "x"}}}
+    with pytest.raises(executor.WorkflowError, match=r"distance=0.01 is outside \[0.1, 100.0\]"):
+        executor.execute(api, classes, log=lambda *_: None)
