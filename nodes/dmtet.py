@@ -7,7 +7,7 @@ from dataclasses import asdict
 import torch
 
 from ..geodream_ops.images import to_pil
-from ..geodream_ops.mesh_finetune import FineTuneConfig, MeshFineTuner
+from ..geodream_ops.mesh_finetune import GEOMETRY_GUIDANCE, TEXTURE_GUIDANCE, FineTuneConfig, MeshFineTuner
 from ..geodream_ops.texture_bake import bake_texture
 from . import edge_types as T
 from . import host
@@ -83,9 +83,9 @@ class GeoDreamDMTetFineTune:
                                 texture_steps=texture_steps, render_size=render_size, geometry_batch=geometry_batch)
         device = host.device()
         torch.manual_seed(seed)
-        # The reference shapes with SDS on normals and textures with VSD.
-        geometry_fn = make_guidance_fn(guidance, prompt, mode="sds") if geometry_steps else None
-        texture_fn = make_guidance_fn(guidance, prompt, mode="vsd") if texture_steps else None
+        # The reference shapes with SDS on normals and textures with VSD, each with its own schedule.
+        geometry_fn = make_guidance_fn(guidance, prompt, seed=seed, **GEOMETRY_GUIDANCE) if geometry_steps else None
+        texture_fn = make_guidance_fn(guidance, prompt, seed=seed, **TEXTURE_GUIDANCE) if texture_steps else None
         tuner = MeshFineTuner(field, geometry_fn, texture_fn, config, seed, device)
         checkpoint = (host.output_dir() / "GeoDream" / "checkpoints" /
                       f"dmtet-{_run_key(field, prompt, seed, config, texture_size)}.pt")

@@ -1,5 +1,6 @@
 """DMTet initialisation from a field, the geometry regularisers against closed forms, a few geometry and texture
 steps with simple guidance, checkpoint/resume, and the node end to end on an analytic field."""
+import functools
 import sys
 import types
 
@@ -9,6 +10,7 @@ import trimesh
 
 from geodream_pack.geodream_ops.cameras import Cameras
 from geodream_pack.geodream_ops.dmtet import DMTetGeometry, drop_small_components
+from geodream_pack.geodream_ops.hash_grid import HashGridConfig
 from geodream_pack.geodream_ops.mesh_finetune import (FineTuneConfig, MeshFineTuner, laplacian_smoothness,
                                                       mesh_edges, normal_consistency)
 from geodream_pack.geodream_ops.mesh_render import vertex_normals
@@ -34,9 +36,12 @@ def towards_red(images, cameras, step, total_steps):
     return ((images - torch.tensor([1.0, 0.0, 0.0])[:, None, None]) ** 2).mean()
 
 
+TINY_GRID = HashGridConfig(n_levels=4, log2_hashmap_size=10, base_resolution=4, max_resolution=32)
+
+
 def _config(**overrides):
     base = dict(tet_resolution=12, geometry_steps=3, texture_steps=3, render_size=32, geometry_batch=2,
-                texture_grids=(8, 16), checkpoint_every=2)
+                texture_grid=TINY_GRID, checkpoint_every=2)
     return FineTuneConfig(**{**base, **overrides})
 
 
@@ -139,6 +144,15 @@ def test_checkpoint_resume_reproduces_an_uninterrupted_run(tmp_path):
         MeshFineTuner(SphereField(), towards_red, towards_red, _config(texture_steps=5), 3, "cpu").resume(checkpoint)
 
 
+@pytest.fixture(autouse=True)
+def tiny_texture_grid(monkeypatch):
+    """The release's 2^19 x 16-level texture table (12.6M parameters, ~150 MB per checkpoint) is too big for CI;
+    the node builds the same objects with a small one."""
+    from geodream_pack.nodes import dmtet
+
+    monkeypatch.setattr(dmtet, "FineTuneConfig", functools.partial(FineTuneConfig, texture_grid=TINY_GRID))
+
+
 @pytest.fixture
 def simple_guidance(monkeypatch):
     """The guidance module of the VSD stage, replaced by one that returns the stand-in for either mode."""
@@ -146,7 +160,7 @@ def simple_guidance(monkeypatch):
 
     calls = []
 
-    def make_guidance_fn(guidance, prompt, mode="vsd"):
+    def make_guidance_fn(guidance, prompt, mode="vsd", seed=0, **settings):
         calls.append(mode)
         return towards_red
 
@@ -211,7 +225,7 @@ def test_node_stops_on_interrupt_and_resumes_from_its_checkpoint(pack_dirs, simp
 
     stopped = []
     module = sys.modules["geodream_pack.geodream_ops.score_distillation"]
-    monkeypatch.setattr(module, "make_guidance_fn", lambda guidance, prompt, mode="vsd":
+    monkeypatch.setattr(module, "make_guidance_fn", lambda guidance, prompt, mode="vsd", **settings:
                         interrupt_in_texture_pass if mode == "vsd" else towards_red)
     with pytest.raises(host.Interrupted):
         GeoDreamDMTetFineTune().run(**args)
@@ -219,3 +233,25 @@ def test_node_stops_on_interrupt_and_resumes_from_its_checkpoint(pack_dirs, simp
     assert torch.load(checkpoint, weights_only=True)["step"] == 4
     resumed, _ = GeoDreamDMTetFineTune().run(**args)
     assert torch.equal(resumed.vertices, reference.vertices) and torch.equal(resumed.texture, reference.texture)
+
+
+def test_hash_grid_texture_maps_the_box_to_the_unit_cube_and_starts_grey():
+    from geodream_pack.geodream_ops.texture_field import HashGridTexture
+
+    torch.manual_seed(0)
+    texture = HashGridTexture(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]), TINY_GRID)
+    with torch.no_grad():
+        texture.encoding.params.normal_(0, 1)  # a trained-looking table, so positions matter
+    shifted = HashGridTexture(torch.tensor([[0.0, 0.0, 0.0], [2.0, 2.0, 2.0]]), TINY_GRID)
+    shifted.load_state_dict({**texture.state_dict(), "bbox": shifted.bbox})
+    points = torch.rand(64, 3) * 2 - 1
+    torch.testing.assert_close(shifted(points + 1), texture(points))
+    unit = (points + 1) / 2
+    by_hand = torch.sigmoid(torch.relu(texture.encoding(unit) @ texture.network[0].weight.t())
+                            @ texture.network[2].weight.t())
+    torch.testing.assert_close(texture(points), by_hand)
+    # The optimiser groups cover every parameter once, and (as tiny-cuda-nn) a fresh field is a flat grey.
+    groups = texture.encoding_parameters() + texture.network_parameters()
+    assert {id(p) for p in groups} == {id(p) for p in texture.parameters()} and len(groups) == 3
+    fresh = HashGridTexture(texture.bbox, TINY_GRID)(points)
+    assert (fresh - 0.5).abs().max() < 1e-3
