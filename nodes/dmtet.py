@@ -13,15 +13,16 @@ from . import edge_types as T
 from . import host
 
 
-def _run_key(field, prompt: str, seed: int, config: FineTuneConfig, texture_size: int) -> str:
+def _run_key(field, guidance, prompt: str, seed: int, config: FineTuneConfig, texture_size: int) -> str:
     """Names the checkpoint after everything that shapes the run, the field's content included (its SDF and colour
-    at fixed points), so resuming never picks up another run's state."""
+    at fixed points) and the diffusion models (the checkpoint holds VSD's LoRA), so resuming never picks up another
+    run's state."""
     probe = torch.rand(256, 3, generator=torch.Generator().manual_seed(0))
     bbox = torch.as_tensor(field.bbox, dtype=torch.float32).cpu()
     with torch.no_grad():
         points = (bbox[0] + (bbox[1] - bbox[0]) * probe).to(host.device())
         values = torch.cat([field.sdf(points).reshape(-1), field.color(points).reshape(-1)]).float().cpu()
-    digest = hashlib.sha256(json.dumps([prompt, seed, asdict(config), texture_size]).encode())
+    digest = hashlib.sha256(json.dumps([prompt, guidance.name, seed, asdict(config), texture_size]).encode())
     digest.update(values.numpy().round(5).tobytes())
     return digest.hexdigest()[:16]
 
@@ -88,7 +89,7 @@ class GeoDreamDMTetFineTune:
         texture_fn = make_guidance_fn(guidance, prompt, seed=seed, **TEXTURE_GUIDANCE) if texture_steps else None
         tuner = MeshFineTuner(field, geometry_fn, texture_fn, config, seed, device)
         checkpoint = (host.output_dir() / "GeoDream" / "checkpoints" /
-                      f"dmtet-{_run_key(field, prompt, seed, config, texture_size)}.pt")
+                      f"dmtet-{_run_key(field, guidance, prompt, seed, config, texture_size)}.pt")
         if resume:
             tuner.resume(checkpoint)
 
