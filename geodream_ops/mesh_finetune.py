@@ -9,9 +9,8 @@ the reference, downsampled to 512 for the VAE).
 
 Guidance is one callable per pass, ``fn(images [B, 3, H, W] in 0..1, cameras, step, total_steps) -> scalar loss``;
 ``step`` counts iterations within the pass; a guidance with ``state_dict``/``load_state_dict`` (VSD's LoRA) is
-checkpointed with the run. A ``callback(stage, step, total, preview)`` is called between
-iterations (the node reports progress and raises there to stop); if it raises, the state is checkpointed first, so
-a run resumes."""
+checkpointed with the run. A ``callback(stage, step, total, preview)`` is called between iterations (the node
+reports progress and raises there to stop); if it raises, the state is checkpointed first, so a run resumes."""
 from __future__ import annotations
 
 import logging
@@ -32,8 +31,9 @@ log = logging.getLogger("GeoDream")
 
 GUIDANCE_SIZE = 512  # Stable Diffusion's VAE resolution: larger renders are downsampled to it
 PREVIEW_CAMERA = dict(elevation_deg=15.0, azimuth_deg=30.0, distance=1.125, fovy_deg=50.0)
-# Reference ranges converted to our frame (the release's negative elevations look from above).
-GEOMETRY_CAMERAS = CameraSampler(distance_range=(1.0, 1.25), fovy_range=(40.0, 60.0), elevation_range=(-10.0, 50.0))
+# Reference ranges converted to our frame (the release's negative elevations look from above): geometry [-40, 30],
+# texture [-60, 10].
+GEOMETRY_CAMERAS = CameraSampler(distance_range=(1.0, 1.25), fovy_range=(40.0, 60.0), elevation_range=(-30.0, 40.0))
 TEXTURE_CAMERAS = CameraSampler(distance_range=(1.0, 1.25), fovy_range=(40.0, 60.0), elevation_range=(-10.0, 60.0))
 
 # Score-distillation settings of the release's two DMTet configs (baaivision/GeoDream, configs/geodream-dmtet-
@@ -50,8 +50,8 @@ TEXTURE_GUIDANCE = dict(mode="vsd", guidance_scale=7.5, min_step_percent=0.02, m
 @dataclass
 class FineTuneConfig:
     tet_resolution: int = 256
-    geometry_steps: int = 5000
-    texture_steps: int = 25000
+    geometry_steps: int = 6500  # the release's max_steps (the configs' latest version; the first said 5,000/25,000)
+    texture_steps: int = 30000
     render_size: int = 1024  # texture pass; the geometry pass renders at min(render_size, 512)
     geometry_batch: int = 8
     texture_grid: HashGridConfig = HashGridConfig()  # the release's texture grid: 16 x 2, 2^19, base 16, max 4096

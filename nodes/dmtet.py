@@ -31,7 +31,7 @@ class GeoDreamDMTetFineTune:
     DESCRIPTION = ("GeoDream stage 4: turns the refined field into a mesh with marching tetrahedra (DMTet, grid from "
                    "the field's SDF at 0), fine-tunes its shape with SDS on rendered normal maps (plus normal-"
                    "consistency and Laplacian smoothing), then freezes the shape and trains a fresh texture with VSD, "
-                   "and bakes it into a UV texture. The reference run (5,000 + 25,000 steps at 512/1024 px) takes "
+                   "and bakes it into a UV texture. The reference run (6,500 + 30,000 steps at 512/1024 px) takes "
                    "hours on a large GPU. Stops on cancel and resumes from its checkpoint.")
     CATEGORY = T.CATEGORY
     RETURN_TYPES = (T.MESH, "IMAGE")
@@ -49,10 +49,10 @@ class GeoDreamDMTetFineTune:
             "tet_resolution": ("INT", {"default": 256, "min": 8, "max": 512, "step": 8, "tooltip":
                                        "Cubes per axis of the tetrahedral grid (6 tetrahedra each): 128 or 256 (the "
                                        "reference). 256 keeps ~1 GB of grid parameters and optimiser state."}),
-            "geometry_steps": ("INT", {"default": 5000, "min": 0, "max": 100000, "tooltip":
-                                       "Shape iterations (reference 5,000). 0 keeps the field's surface as is."}),
-            "texture_steps": ("INT", {"default": 25000, "min": 0, "max": 200000, "tooltip":
-                                      "Texture iterations (reference 25,000). 0 bakes the field's own colours."}),
+            "geometry_steps": ("INT", {"default": 6500, "min": 0, "max": 100000, "tooltip":
+                                       "Shape iterations (reference 6,500). 0 keeps the field's surface as is."}),
+            "texture_steps": ("INT", {"default": 30000, "min": 0, "max": 200000, "tooltip":
+                                      "Texture iterations (reference 30,000). 0 bakes the field's own colours."}),
             "render_size": ("INT", {"default": 1024, "min": 64, "max": 2048, "step": 64, "tooltip":
                                     "Texture-pass render size (reference 1024, downsampled to 512 for the VAE; "
                                     "VRAM grows with its square). The shape pass renders at min(this, 512)."}),
