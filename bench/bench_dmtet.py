@@ -98,7 +98,8 @@ def table(results, device_name, load) -> str:
              f"Device: {device_name}, load average {load[0]:.1f} -> {load[1]:.1f} over the run. "
              "Sphere field (r = 0.5 in [-1, 1]^3); guidance is a stand-in loss, so these are "
              "the stage's own costs without Stable Diffusion. Peak memory: process peak RSS on CPU (includes the "
-             "Python/torch baseline, ~300 MB), torch peak allocated on CUDA.", "",
+             "Python/torch baseline, ~300 MB), torch peak allocated on CUDA. The texture pass trains the release's "
+             "hash grid (16 x 2 features, 2^19 entries; pure PyTorch off CUDA or without tiny-cuda-nn).", "",
              "| case | tet grid | render px | faces | s / step | peak MB | rasteriser |",
              "|---|---|---|---|---|---|---|"]
     for r in results:
@@ -120,7 +121,7 @@ def write_section(text: str) -> None:
         new = old.rstrip("\n") + "\n\n" + text
     else:
         end = old.find("\n## ", start + len(HEADING))
-        new = old[:start] + text + (old[end + 1:] if end >= 0 else "")
+        new = old[:start] + text + ("\n" + old[end + 1:] if end >= 0 else "")
     path.write_text(new, encoding="utf-8")
 
 

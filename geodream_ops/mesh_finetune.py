@@ -3,14 +3,14 @@
 Geometry pass (reference: geodream-dmtet-geometry.yaml): the tet grid's SDF and offsets are optimised with Adam
 (lr 1e-3, betas 0.9/0.99) from score distillation on rendered world-space normal maps (SDS at CFG 100 in the
 reference, 512 px, batch 8) plus 1e4 x normal consistency and 1e4 x uniform-Laplacian smoothness.
-Texture pass (geodream-dmtet-texture.yaml): geometry frozen, a fresh texture field and an environment background are
-optimised with AdamW (encoding lr 2.5e-3, network 2.5e-4, background 5e-5) from VSD on colour renders (1024 px in
+Texture pass (geodream-dmtet-texture.yaml): geometry frozen, a fresh hash-grid texture and an environment background
+are optimised with AdamW (encoding lr 2.5e-3, network 2.5e-4, background 5e-5) from VSD on colour renders (1024 px in
 the reference, downsampled to 512 for the VAE).
 
 Guidance is one callable per pass, ``fn(images [B, 3, H, W] in 0..1, cameras, step, total_steps) -> scalar loss``;
-``step`` counts iterations within the pass. A ``callback(stage, step, total, preview)`` is called between
-iterations (the node reports progress and raises there to stop); if it raises, the state is checkpointed first, so
-a run resumes."""
+``step`` counts iterations within the pass; a guidance with ``state_dict``/``load_state_dict`` (VSD's LoRA) is
+checkpointed with the run. A ``callback(stage, step, total, preview)`` is called between iterations (the node
+reports progress and raises there to stop); if it raises, the state is checkpointed first, so a run resumes."""
 from __future__ import annotations
 
 import logging
@@ -24,25 +24,37 @@ from .atomic import atomic_write
 from .cameras import CameraSampler, Cameras
 from .dmtet import DMTetGeometry, drop_small_components
 from .mesh_render import EnvironmentBackground, MeshRenderer, vertex_normals
-from .texture_field import DenseTextureField
+from .hash_grid import HashGridConfig
+from .texture_field import HashGridTexture
 
 log = logging.getLogger("GeoDream")
 
 GUIDANCE_SIZE = 512  # Stable Diffusion's VAE resolution: larger renders are downsampled to it
 PREVIEW_CAMERA = dict(elevation_deg=15.0, azimuth_deg=30.0, distance=1.125, fovy_deg=50.0)
-# Reference ranges converted to our frame (the release's negative elevations look from above).
-GEOMETRY_CAMERAS = CameraSampler(distance_range=(1.0, 1.25), fovy_range=(40.0, 60.0), elevation_range=(-10.0, 50.0))
+# Reference ranges converted to our frame (the release's negative elevations look from above): geometry [-40, 30],
+# texture [-60, 10].
+GEOMETRY_CAMERAS = CameraSampler(distance_range=(1.0, 1.25), fovy_range=(40.0, 60.0), elevation_range=(-30.0, 40.0))
 TEXTURE_CAMERAS = CameraSampler(distance_range=(1.0, 1.25), fovy_range=(40.0, 60.0), elevation_range=(-10.0, 60.0))
+
+# Score-distillation settings of the release's two DMTet configs (baaivision/GeoDream, configs/geodream-dmtet-
+# geometry.yaml and geodream-dmtet-texture.yaml), for score_distillation.make_guidance_fn. Their t_max schedules
+# [2000, 0.98, 0.5, 2001] and [3000, 0.98, 0.4, 3001] switch at iteration 2001 of 6,500 and 3001 of 30,000 (one
+# optimiser per pass, so Lightning's steps are iterations); given as fractions, a shorter run switches at the same
+# point of its pass.
+GEOMETRY_GUIDANCE = dict(mode="sds", guidance_scale=100.0, min_step_percent=0.02, max_step_percent=0.98,
+                         max_step_percent_annealed=0.5, anneal_at_fraction=2001 / 6500)
+TEXTURE_GUIDANCE = dict(mode="vsd", guidance_scale=7.5, min_step_percent=0.02, max_step_percent=0.98,
+                        max_step_percent_annealed=0.4, anneal_at_fraction=3001 / 30000, lora_lr=2.5e-5)
 
 
 @dataclass
 class FineTuneConfig:
     tet_resolution: int = 256
-    geometry_steps: int = 5000
-    texture_steps: int = 25000
+    geometry_steps: int = 6500  # the release's max_steps (the configs' latest version; the first said 5,000/25,000)
+    texture_steps: int = 30000
     render_size: int = 1024  # texture pass; the geometry pass renders at min(render_size, 512)
     geometry_batch: int = 8
-    texture_grids: tuple = (16, 32, 64, 128)  # resolutions of the dense texture field's levels
+    texture_grid: HashGridConfig = HashGridConfig()  # the release's texture grid: 16 x 2, 2^19, base 16, max 4096
     texture_batch: int = 1
     isosurface_threshold: float = 0.0
     lambda_normal_consistency: float = 1e4
@@ -89,7 +101,7 @@ class MeshFineTuner:
         self.config, self.device = config, torch.device(device)
         self.geometry_guidance, self.texture_guidance = geometry_guidance, texture_guidance
         self.geometry = DMTetGeometry.from_field(field, config.tet_resolution, config.isosurface_threshold, device)
-        self.texture = DenseTextureField(self.geometry.grid.bbox, config.texture_grids).to(device)
+        self.texture = HashGridTexture(self.geometry.grid.bbox, config.texture_grid).to(device)
         self.background = EnvironmentBackground().to(device)
         self.geometry_optimizer = torch.optim.Adam(self.geometry.parameters(), lr=config.geometry_lr,
                                                    betas=(0.9, 0.99), eps=1e-15)
@@ -98,8 +110,8 @@ class MeshFineTuner:
             {"params": self.texture.network_parameters(), "lr": config.texture_network_lr},
             {"params": self.background.parameters(), "lr": config.background_lr}], betas=(0.9, 0.99), eps=1e-15)
         self.renderer = MeshRenderer(self.device)
-        log.info("GeoDream DMTet: %d-cube tet grid, texture field: dense multi-resolution grid %s (a stand-in for "
-                 "the reference's hash grid)", config.tet_resolution, config.texture_grids)
+        log.info("GeoDream DMTet: %d-cube tet grid, texture: hash grid %s on %s", config.tet_resolution,
+                 config.texture_grid, self.texture.encoding.resolved_backend(self.device))
         self.generator = torch.Generator().manual_seed(seed)
         self.step = 0  # iterations done over both passes
         self.frozen_mesh = None
@@ -186,7 +198,12 @@ class MeshFineTuner:
                 "geometry": self.geometry.state_dict(), "texture": self.texture.state_dict(),
                 "background": self.background.state_dict(),
                 "geometry_optimizer": self.geometry_optimizer.state_dict(),
-                "texture_optimizer": self.texture_optimizer.state_dict()}
+                "texture_optimizer": self.texture_optimizer.state_dict(),
+                "guidance": {name: fn.state_dict() for name, fn in self._stateful_guidance().items()}}
+
+    def _stateful_guidance(self) -> dict:
+        return {name: fn for name, fn in (("geometry", self.geometry_guidance), ("texture", self.texture_guidance))
+                if hasattr(fn, "state_dict")}
 
     def load_state_dict(self, state: dict) -> None:
         if state["config"] != asdict(self.config):
@@ -199,6 +216,8 @@ class MeshFineTuner:
         self.background.load_state_dict(state["background"])
         self.geometry_optimizer.load_state_dict(state["geometry_optimizer"])
         self.texture_optimizer.load_state_dict(state["texture_optimizer"])
+        for name, fn in self._stateful_guidance().items():
+            fn.load_state_dict(state["guidance"][name])
         self.frozen_mesh = None
 
     def save(self, path: Path) -> None:

@@ -7,21 +7,22 @@ from dataclasses import asdict
 import torch
 
 from ..geodream_ops.images import to_pil
-from ..geodream_ops.mesh_finetune import FineTuneConfig, MeshFineTuner
+from ..geodream_ops.mesh_finetune import GEOMETRY_GUIDANCE, TEXTURE_GUIDANCE, FineTuneConfig, MeshFineTuner
 from ..geodream_ops.texture_bake import bake_texture
 from . import edge_types as T
 from . import host
 
 
-def _run_key(field, prompt: str, seed: int, config: FineTuneConfig, texture_size: int) -> str:
+def _run_key(field, guidance, prompt: str, seed: int, config: FineTuneConfig, texture_size: int) -> str:
     """Names the checkpoint after everything that shapes the run, the field's content included (its SDF and colour
-    at fixed points), so resuming never picks up another run's state."""
+    at fixed points) and the diffusion models (the checkpoint holds VSD's LoRA), so resuming never picks up another
+    run's state."""
     probe = torch.rand(256, 3, generator=torch.Generator().manual_seed(0))
     bbox = torch.as_tensor(field.bbox, dtype=torch.float32).cpu()
     with torch.no_grad():
         points = (bbox[0] + (bbox[1] - bbox[0]) * probe).to(host.device())
         values = torch.cat([field.sdf(points).reshape(-1), field.color(points).reshape(-1)]).float().cpu()
-    digest = hashlib.sha256(json.dumps([prompt, seed, asdict(config), texture_size]).encode())
+    digest = hashlib.sha256(json.dumps([prompt, guidance.name, seed, asdict(config), texture_size]).encode())
     digest.update(values.numpy().round(5).tobytes())
     return digest.hexdigest()[:16]
 
@@ -30,7 +31,7 @@ class GeoDreamDMTetFineTune:
     DESCRIPTION = ("GeoDream stage 4: turns the refined field into a mesh with marching tetrahedra (DMTet, grid from "
                    "the field's SDF at 0), fine-tunes its shape with SDS on rendered normal maps (plus normal-"
                    "consistency and Laplacian smoothing), then freezes the shape and trains a fresh texture with VSD, "
-                   "and bakes it into a UV texture. The reference run (5,000 + 25,000 steps at 512/1024 px) takes "
+                   "and bakes it into a UV texture. The reference run (6,500 + 30,000 steps at 512/1024 px) takes "
                    "hours on a large GPU. Stops on cancel and resumes from its checkpoint.")
     CATEGORY = T.CATEGORY
     RETURN_TYPES = (T.MESH, "IMAGE")
@@ -48,10 +49,10 @@ class GeoDreamDMTetFineTune:
             "tet_resolution": ("INT", {"default": 256, "min": 8, "max": 512, "step": 8, "tooltip":
                                        "Cubes per axis of the tetrahedral grid (6 tetrahedra each): 128 or 256 (the "
                                        "reference). 256 keeps ~1 GB of grid parameters and optimiser state."}),
-            "geometry_steps": ("INT", {"default": 5000, "min": 0, "max": 100000, "tooltip":
-                                       "Shape iterations (reference 5,000). 0 keeps the field's surface as is."}),
-            "texture_steps": ("INT", {"default": 25000, "min": 0, "max": 200000, "tooltip":
-                                      "Texture iterations (reference 25,000). 0 bakes the field's own colours."}),
+            "geometry_steps": ("INT", {"default": 6500, "min": 0, "max": 100000, "tooltip":
+                                       "Shape iterations (reference 6,500). 0 keeps the field's surface as is."}),
+            "texture_steps": ("INT", {"default": 30000, "min": 0, "max": 200000, "tooltip":
+                                      "Texture iterations (reference 30,000). 0 bakes the field's own colours."}),
             "render_size": ("INT", {"default": 1024, "min": 64, "max": 2048, "step": 64, "tooltip":
                                     "Texture-pass render size (reference 1024, downsampled to 512 for the VAE; "
                                     "VRAM grows with its square). The shape pass renders at min(this, 512)."}),
@@ -83,12 +84,12 @@ class GeoDreamDMTetFineTune:
                                 texture_steps=texture_steps, render_size=render_size, geometry_batch=geometry_batch)
         device = host.device()
         torch.manual_seed(seed)
-        # The reference shapes with SDS on normals and textures with VSD.
-        geometry_fn = make_guidance_fn(guidance, prompt, mode="sds") if geometry_steps else None
-        texture_fn = make_guidance_fn(guidance, prompt, mode="vsd") if texture_steps else None
+        # The reference shapes with SDS on normals and textures with VSD, each with its own schedule.
+        geometry_fn = make_guidance_fn(guidance, prompt, seed=seed, **GEOMETRY_GUIDANCE) if geometry_steps else None
+        texture_fn = make_guidance_fn(guidance, prompt, seed=seed, **TEXTURE_GUIDANCE) if texture_steps else None
         tuner = MeshFineTuner(field, geometry_fn, texture_fn, config, seed, device)
         checkpoint = (host.output_dir() / "GeoDream" / "checkpoints" /
-                      f"dmtet-{_run_key(field, prompt, seed, config, texture_size)}.pt")
+                      f"dmtet-{_run_key(field, guidance, prompt, seed, config, texture_size)}.pt")
         if resume:
             tuner.resume(checkpoint)
 

@@ -1,17 +1,23 @@
-"""DMTet initialisation from a field, the geometry regularisers against closed forms, a few geometry and texture
-steps with simple guidance, checkpoint/resume, and the node end to end on an analytic field."""
+"""DMTet initialisation from a field, the geometry regularisers against closed forms, the hash-grid texture, a few
+geometry and texture steps with simple guidance, checkpoint/resume, the node end to end on an analytic field, and the
+node on a NeuS field with the real SDS/VSD guidance of the tiny SD twin."""
+import functools
 import sys
 import types
 
+import numpy as np
 import pytest
 import torch
 import trimesh
 
 from geodream_pack.geodream_ops.cameras import Cameras
 from geodream_pack.geodream_ops.dmtet import DMTetGeometry, drop_small_components
+from geodream_pack.geodream_ops.hash_grid import HashGridConfig
 from geodream_pack.geodream_ops.mesh_finetune import (FineTuneConfig, MeshFineTuner, laplacian_smoothness,
                                                       mesh_edges, normal_consistency)
 from geodream_pack.geodream_ops.mesh_render import vertex_normals
+from tests import twins_sd
+from tests.neus_doubles import one_thread, sphere_cost_volume, tiny_settings  # noqa: F401  (autouse)
 
 
 class SphereField:
@@ -34,9 +40,12 @@ def towards_red(images, cameras, step, total_steps):
     return ((images - torch.tensor([1.0, 0.0, 0.0])[:, None, None]) ** 2).mean()
 
 
+TINY_GRID = HashGridConfig(n_levels=4, log2_hashmap_size=10, base_resolution=4, max_resolution=32)
+
+
 def _config(**overrides):
     base = dict(tet_resolution=12, geometry_steps=3, texture_steps=3, render_size=32, geometry_batch=2,
-                texture_grids=(8, 16), checkpoint_every=2)
+                texture_grid=TINY_GRID, checkpoint_every=2)
     return FineTuneConfig(**{**base, **overrides})
 
 
@@ -139,6 +148,15 @@ def test_checkpoint_resume_reproduces_an_uninterrupted_run(tmp_path):
         MeshFineTuner(SphereField(), towards_red, towards_red, _config(texture_steps=5), 3, "cpu").resume(checkpoint)
 
 
+@pytest.fixture(autouse=True)
+def tiny_texture_grid(monkeypatch):
+    """The release's 2^19 x 16-level texture table (12.6M parameters, ~150 MB per checkpoint) is too big for CI;
+    the node builds the same objects with a small one."""
+    from geodream_pack.nodes import dmtet
+
+    monkeypatch.setattr(dmtet, "FineTuneConfig", functools.partial(FineTuneConfig, texture_grid=TINY_GRID))
+
+
 @pytest.fixture
 def simple_guidance(monkeypatch):
     """The guidance module of the VSD stage, replaced by one that returns the stand-in for either mode."""
@@ -146,7 +164,7 @@ def simple_guidance(monkeypatch):
 
     calls = []
 
-    def make_guidance_fn(guidance, prompt, mode="vsd"):
+    def make_guidance_fn(guidance, prompt, mode="vsd", seed=0, **settings):
         calls.append(mode)
         return towards_red
 
@@ -163,7 +181,7 @@ def test_node_end_to_end_then_save_and_convert(pack_dirs, simple_guidance):
     from geodream_pack.nodes.mesh_io import GeoDreamMeshToCoreMesh, GeoDreamSaveMesh
 
     node = GeoDreamDMTetFineTune()
-    args = dict(field=SphereField(), guidance=object(), prompt="a red ball", tet_resolution=12, geometry_steps=2,
+    args = dict(field=SphereField(), guidance=types.SimpleNamespace(name="stand-in"), prompt="a red ball", tet_resolution=12, geometry_steps=2,
                 texture_steps=2, render_size=32, seed=1, preview_every=1, geometry_batch=1, texture_size=64)
     mesh, preview = node.run(**args)
     assert simple_guidance == ["sds", "vsd"]
@@ -197,7 +215,7 @@ def test_node_stops_on_interrupt_and_resumes_from_its_checkpoint(pack_dirs, simp
     from geodream_pack.nodes import host
     from geodream_pack.nodes.dmtet import GeoDreamDMTetFineTune
 
-    args = dict(field=SphereField(), guidance=object(), prompt="a red ball", tet_resolution=8, geometry_steps=2,
+    args = dict(field=SphereField(), guidance=types.SimpleNamespace(name="stand-in"), prompt="a red ball", tet_resolution=8, geometry_steps=2,
                 texture_steps=2, render_size=32, seed=5, preview_every=0, geometry_batch=1, texture_size=32)
     reference, _ = GeoDreamDMTetFineTune().run(**args, resume=False)
     for path in (pack_dirs["output"] / "GeoDream" / "checkpoints").iterdir():
@@ -211,7 +229,7 @@ def test_node_stops_on_interrupt_and_resumes_from_its_checkpoint(pack_dirs, simp
 
     stopped = []
     module = sys.modules["geodream_pack.geodream_ops.score_distillation"]
-    monkeypatch.setattr(module, "make_guidance_fn", lambda guidance, prompt, mode="vsd":
+    monkeypatch.setattr(module, "make_guidance_fn", lambda guidance, prompt, mode="vsd", **settings:
                         interrupt_in_texture_pass if mode == "vsd" else towards_red)
     with pytest.raises(host.Interrupted):
         GeoDreamDMTetFineTune().run(**args)
@@ -219,3 +237,77 @@ def test_node_stops_on_interrupt_and_resumes_from_its_checkpoint(pack_dirs, simp
     assert torch.load(checkpoint, weights_only=True)["step"] == 4
     resumed, _ = GeoDreamDMTetFineTune().run(**args)
     assert torch.equal(resumed.vertices, reference.vertices) and torch.equal(resumed.texture, reference.texture)
+
+
+def test_hash_grid_texture_maps_the_box_to_the_unit_cube_and_starts_grey():
+    from geodream_pack.geodream_ops.texture_field import HashGridTexture
+
+    torch.manual_seed(0)
+    texture = HashGridTexture(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]), TINY_GRID)
+    with torch.no_grad():
+        texture.encoding.params.normal_(0, 1)  # a trained-looking table, so positions matter
+    shifted = HashGridTexture(torch.tensor([[0.0, 0.0, 0.0], [2.0, 2.0, 2.0]]), TINY_GRID)
+    shifted.load_state_dict({**texture.state_dict(), "bbox": shifted.bbox})
+    points = torch.rand(64, 3) * 2 - 1
+    torch.testing.assert_close(shifted(points + 1), texture(points))
+    unit = (points + 1) / 2
+    by_hand = torch.sigmoid(torch.relu(texture.encoding(unit) @ texture.network[0].weight.t())
+                            @ texture.network[2].weight.t())
+    torch.testing.assert_close(texture(points), by_hand)
+    # The optimiser groups cover every parameter once, and (as tiny-cuda-nn) a fresh field is a flat grey.
+    groups = texture.encoding_parameters() + texture.network_parameters()
+    assert {id(p) for p in groups} == {id(p) for p in texture.parameters()} and len(groups) == 3
+    fresh = HashGridTexture(texture.bbox, TINY_GRID)(points)
+    assert (fresh - 0.5).abs().max() < 1e-3
+
+
+def test_node_with_the_real_guidance_on_a_refined_field(pack_dirs, monkeypatch):
+    """GeoDreamLoadVSDGuidance on the tiny SD twin and a NeuSField with a sphere surface: SDS shapes, VSD textures
+    (its LoRA learns), with the release's settings, and a finished run resumes with the LoRA it ended with."""
+    from geodream_pack.geodream_ops import score_distillation
+    from geodream_pack.geodream_ops.neus_field import NeuSField
+    from geodream_pack.nodes.dmtet import GeoDreamDMTetFineTune
+    from geodream_pack.nodes.guidance import SAME, GeoDreamLoadVSDGuidance
+
+    twins_sd.save_diffusers_folder(pack_dirs["models"] / "diffusers" / "sd21-base-twin")
+    (guidance,) = GeoDreamLoadVSDGuidance().load("diffusers/sd21-base-twin", SAME, "auto")
+    field = NeuSField(sphere_cost_volume(), tiny_settings().field)
+    made, make = [], score_distillation.make_guidance_fn
+
+    def spy(*args, **kwargs):
+        fn = make(*args, **kwargs)
+        start = None if fn.lora is None else {k: v.clone() for k, v in fn.lora.state_dict().items()}
+        made.append((fn, start))
+        return fn
+
+    monkeypatch.setattr(score_distillation, "make_guidance_fn", spy)
+    args = dict(field=field, guidance=guidance, prompt="a red ball", tet_resolution=16, geometry_steps=1,
+                texture_steps=2, render_size=32, seed=2, preview_every=0, geometry_batch=1, texture_size=64)
+    mesh, preview = GeoDreamDMTetFineTune().run(**args)
+
+    (geometry_fn, _), (texture_fn, lora_start) = made
+    # The release's settings reached the guidance: SDS at CFG 100 (t_max 0.98 -> 0.5 at 2001/6500 of the pass),
+    # VSD at CFG 7.5 with LoRA lr 2.5e-5 (t_max 0.98 -> 0.4 at 3001/30000).
+    assert geometry_fn.settings.mode == "sds" and geometry_fn.lora is None
+    assert geometry_fn.settings.guidance_scale == 100.0
+    assert geometry_fn.timestep_range(2000, 6500) == (20, 980) and geometry_fn.timestep_range(2001, 6500) == (20, 500)
+    assert texture_fn.settings.mode == "vsd" and texture_fn.settings.guidance_scale == 7.5
+    assert texture_fn.optimizer.param_groups[0]["lr"] == 2.5e-5
+    assert texture_fn.timestep_range(3000, 30000) == (20, 980) and texture_fn.timestep_range(3001, 30000) == (20, 400)
+    # VSD ran: the LoRA took optimiser steps on its diffusion loss.
+    assert any(not torch.equal(v, lora_start[k]) for k, v in texture_fn.lora.state_dict().items())
+    assert texture_fn.optimizer.state and torch.isfinite(torch.tensor(texture_fn.last_lora_loss))
+
+    surface = trimesh.Trimesh(mesh.vertices.numpy(), mesh.faces.numpy())  # welds the UV-seam copies back together
+    assert surface.is_watertight and surface.is_winding_consistent and surface.volume > 0
+    assert abs(float(np.linalg.norm(surface.vertices, axis=1).mean()) - 0.5) < 0.1  # still the field's sphere
+    assert mesh.texture.shape == (64, 64, 3) and torch.isfinite(mesh.texture).all()
+    assert mesh.texture.min() >= 0 and mesh.texture.max() <= 1 and mesh.uvs.min() >= 0 and mesh.uvs.max() <= 1
+    assert preview.shape == (1, 32, 32, 3)
+
+    # Resuming the finished run restores the LoRA it ended with (the checkpoint holds the guidance's state).
+    made.clear()
+    again, _ = GeoDreamDMTetFineTune().run(**args)
+    for name, value in made[1][0].lora.state_dict().items():
+        assert torch.equal(value, texture_fn.lora.state_dict()[name]), name
+    assert torch.equal(again.texture, mesh.texture)
