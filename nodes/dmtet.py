@@ -71,6 +71,7 @@ class GeoDreamDMTetFineTune:
                                      "tooltip": "Side of the baked texture image, in pixels."}),
         }}
 
+    @host.needs_autograd
     def run(self, field, guidance, prompt, tet_resolution, geometry_steps, texture_steps, render_size, seed,
             preview_every, resume=True, geometry_batch=8, texture_size=1024):
         for name in ("sdf", "color", "bbox"):

@@ -43,6 +43,7 @@ class GeoDreamLoadVSDGuidance:
                           "auto: fp16 on a GPU, fp32 on the CPU. fp16 halves VRAM (~5 GB for SD 2.1-base)."}),
         }}
 
+    @host.needs_autograd
     def load(self, model, lora_model, precision):
         path = _resolve(model)
         lora_path = None if lora_model == SAME else _resolve(lora_model)

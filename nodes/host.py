@@ -3,6 +3,7 @@ equivalents: tqdm progress, a cooperative interrupt flag, cuda-if-available, mod
 ``$GEODREAM_MODELS_DIR`` (default ``./models``) and output under ``$GEODREAM_OUTPUT_DIR`` (default ``./output``)."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -55,6 +56,16 @@ def check_interrupt() -> None:
     if _interrupt.is_set():
         _interrupt.clear()
         raise Interrupted("interrupted by request")
+
+
+def needs_autograd(function):
+    """For node functions that optimise, or load models that are backpropagated through: ComfyUI runs every node
+    under torch.inference_mode(), whose tensors autograd refuses."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with torch.inference_mode(False), torch.enable_grad():
+            return function(*args, **kwargs)
+    return wrapper
 
 
 def device() -> torch.device:

@@ -72,6 +72,7 @@ class GeoDreamVSDRefineNeuS:
                                  "Write a checkpoint every this many steps (a few hundred MB at the release's size)."}),
         }}
 
+    @host.needs_autograd
     def refine(self, cost_volume, guidance, prompt, steps, resolution, seed, preview_every, resume,
                checkpoint_every=500):
         if not isinstance(cost_volume, CostVolume):
