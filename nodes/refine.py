@@ -69,7 +69,8 @@ class GeoDreamVSDRefineNeuS:
                        "Continue from this run's last checkpoint when there is one; off starts over."}),
         }, "optional": {
             "checkpoint_every": ("INT", {"default": 500, "min": 1, "max": 100000, "tooltip":
-                                 "Write a checkpoint every this many steps (a few hundred MB at the release's size)."}),
+                                 "Write a checkpoint every this many steps (~0.8 GB each at the release's size: "
+                                 "the 150^3 volume, the hash grid and their optimiser moments)."}),
         }}
 
     def refine(self, cost_volume, guidance, prompt, steps, resolution, seed, preview_every, resume,
