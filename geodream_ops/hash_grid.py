@@ -84,6 +84,7 @@ class HashGridEncoding(torch.nn.Module):
         self.params = torch.nn.Parameter(torch.empty(offsets[-1] * config.n_features_per_level).uniform_(-1e-4, 1e-4))
         self.backend = backend
         self._tcnn = None
+        self._announced = None
 
     @property
     def n_output_dims(self) -> int:
@@ -104,9 +105,11 @@ class HashGridEncoding(torch.nn.Module):
         return "tcnn"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.resolved_backend(x.device) == "tcnn":
-            return self._forward_tcnn(x)
-        return self._forward_torch(x)
+        backend = self.resolved_backend(x.device)
+        if backend != self._announced:
+            log.info("GeoDream: hash grid on %s", "tiny-cuda-nn" if backend == "tcnn" else "pure PyTorch")
+            self._announced = backend
+        return self._forward_tcnn(x) if backend == "tcnn" else self._forward_torch(x)
 
     def _forward_torch(self, x: torch.Tensor) -> torch.Tensor:
         table = self.table()
@@ -127,7 +130,6 @@ class HashGridEncoding(torch.nn.Module):
         import tinycudann as tcnn
 
         if self._tcnn is None:
-            log.info("GeoDream: hash grid on tiny-cuda-nn")
             # Kept out of the module tree: our ``params`` is the one table (and checkpoint entry) of both backends.
             object.__setattr__(self, "_tcnn", tcnn.Encoding(3, self.config.tcnn_config(), dtype=torch.float32).to(x.device))
         self._tcnn.params = self.params

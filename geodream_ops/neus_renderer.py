@@ -107,8 +107,21 @@ def composite(field, origins, dirs, t, background: torch.Tensor, create_graph: b
     }
 
 
-def _rays(field, cameras: Cameras, height: int, width: int, generator, settings: RenderSettings, background):
-    """Flattened rays, their sample jitter (random while training) and background colours [R, 3]."""
+@dataclass
+class Rays:
+    """Flattened rays of a camera batch with their sample jitter and (optional) fixed background colours."""
+
+    origins: torch.Tensor  # [R, 3]
+    dirs: torch.Tensor  # [R, 3]
+    u_coarse: torch.Tensor  # [R, 1]
+    u_fine: torch.Tensor  # [R, n_importance]
+    background: torch.Tensor | None  # [R, 3], or None for the field's environment map
+    chunks: list[slice]
+
+
+def make_rays(field, cameras: Cameras, height: int, width: int, settings: RenderSettings, background=None,
+              generator: torch.Generator | None = None) -> Rays:
+    """Jitter is random with a ``generator`` (training) and fixed without one (evaluation)."""
     origins, dirs = cameras.to(field.bbox.device).rays(height, width)
     origins, dirs = origins.reshape(-1, 3), dirs.reshape(-1, 3)
     count = origins.shape[0]
@@ -118,57 +131,51 @@ def _rays(field, cameras: Cameras, height: int, width: int, generator, settings:
     else:
         u_coarse = torch.rand(count, 1, generator=generator).to(origins.device)
         u_fine = torch.rand(count, settings.n_importance, generator=generator).to(origins.device)
-    bg = None
     if background is not None:
-        bg = torch.as_tensor(background, dtype=torch.float32, device=origins.device)
-        bg = bg.reshape(-1, 1, 3).expand(len(cameras), height * width, 3).reshape(-1, 3)
-    return origins, dirs, u_coarse, u_fine, bg
+        background = torch.as_tensor(background, dtype=torch.float32, device=origins.device)
+        background = background.reshape(-1, 1, 3).expand(len(cameras), height * width, 3).reshape(-1, 3)
+    chunks = [slice(s, s + settings.chunk_rays) for s in range(0, count, settings.chunk_rays)]
+    return Rays(origins, dirs, u_coarse, u_fine, background, chunks)
 
 
-def _background(field, dirs, bg):
-    return field.background(dirs) if bg is None else bg
+def _composite_chunk(field, rays: Rays, c: slice, t: torch.Tensor, create_graph: bool, settings: RenderSettings):
+    background = field.background(rays.dirs[c]) if rays.background is None else rays.background[c]
+    return composite(field, rays.origins[c], rays.dirs[c], t, background, create_graph, settings)
 
 
-def _images(parts: list[dict], n: int, height: int, width: int) -> dict:
-    return {k: torch.cat([p[k] for p in parts]).reshape(n, height, width, -1) for k in parts[0]}
+def _render_without_graph(field, rays: Rays, n: int, height: int, width: int, settings: RenderSettings):
+    """Images [n, H, W, C] rendered chunk by chunk, and the sample distances of every chunk."""
+    samples, parts = [], []
+    for c in rays.chunks:
+        t = sample_along_rays(field, rays.origins[c], rays.dirs[c], settings, rays.u_coarse[c], rays.u_fine[c])
+        with torch.no_grad():
+            parts.append({k: v.detach() for k, v in _composite_chunk(field, rays, c, t, False, settings).items()})
+        samples.append(t)
+    images = {k: torch.cat([p[k] for p in parts]).reshape(n, height, width, -1) for k in parts[0]}
+    return images, samples
 
 
-@torch.no_grad()
 def render(field, cameras: Cameras, height: int, width: int, settings: RenderSettings = RenderSettings(),
            background=None, generator: torch.Generator | None = None) -> dict:
-    """Render without gradients (previews, evaluation), chunk by chunk. ``background``: None for the field's own
-    environment map, else one RGB colour (or one per camera)."""
-    origins, dirs, u_c, u_f, bg = _rays(field, cameras, height, width, generator, settings, background)
-    parts = []
-    for s in range(0, origins.shape[0], settings.chunk_rays):
-        o, d = origins[s:s + settings.chunk_rays], dirs[s:s + settings.chunk_rays]
-        t = sample_along_rays(field, o, d, settings, u_c[s:s + settings.chunk_rays], u_f[s:s + settings.chunk_rays])
-        b = _background(field, d, None if bg is None else bg[s:s + settings.chunk_rays])
-        parts.append({k: v.detach() for k, v in composite(field, o, d, t, b, False, settings).items()})
-    return _images(parts, len(cameras), height, width)
+    """Render without gradients (previews, evaluation). ``background``: None for the field's own environment map,
+    else one RGB colour (or one per camera)."""
+    rays = make_rays(field, cameras, height, width, settings, background, generator)
+    return _render_without_graph(field, rays, len(cameras), height, width, settings)[0]
 
 
 def render_with_loss(field, cameras: Cameras, height: int, width: int, loss_fn, settings: RenderSettings = RenderSettings(),
                      background=None, generator: torch.Generator | None = None):
     """Render, evaluate ``loss_fn(images) -> scalar`` on the full images, and backpropagate it into the field with
-    memory bounded by one chunk: pass 1 renders without a graph, pass 2 re-renders each chunk with one and feeds
-    it the image gradient. Returns (loss, images)."""
-    origins, dirs, u_c, u_f, bg = _rays(field, cameras, height, width, generator, settings, background)
-    chunks = [slice(s, s + settings.chunk_rays) for s in range(0, origins.shape[0], settings.chunk_rays)]
-    samples, parts = [], []
-    for c in chunks:
-        t = sample_along_rays(field, origins[c], dirs[c], settings, u_c[c], u_f[c])
-        with torch.no_grad():
-            b = _background(field, dirs[c], None if bg is None else bg[c])
-            parts.append({k: v.detach() for k, v in composite(field, origins[c], dirs[c], t, b, False, settings).items()})
-        samples.append(t)
-    images = {k: v.requires_grad_(True) for k, v in _images(parts, len(cameras), height, width).items()}
+    memory bounded by one chunk: pass 1 renders without a graph, pass 2 re-renders each chunk (same samples) with
+    one and feeds it the image gradient. Returns (loss, images)."""
+    rays = make_rays(field, cameras, height, width, settings, background, generator)
+    images, samples = _render_without_graph(field, rays, len(cameras), height, width, settings)
+    images = {k: v.requires_grad_(True) for k, v in images.items()}
     loss = loss_fn(images)
     loss.backward()
     keys = [k for k, v in images.items() if v.grad is not None]
     grads = {k: images[k].grad.reshape(-1, images[k].shape[-1]) for k in keys}
-    for c, t in zip(chunks, samples):
-        b = _background(field, dirs[c], None if bg is None else bg[c])
-        out = composite(field, origins[c], dirs[c], t, b, True, settings)
+    for c, t in zip(rays.chunks, samples):
+        out = _composite_chunk(field, rays, c, t, True, settings)
         torch.autograd.backward([out[k] for k in keys], [grads[k][c] for k in keys])
     return loss.detach(), {k: v.detach() for k, v in images.items()}

@@ -156,8 +156,12 @@ class ScoreDistillation:
 
 def make_guidance_fn(guidance: Guidance, prompt: str, mode: str = "vsd", seed: int = 0, **settings) -> ScoreDistillation:
     """The callable the refinement and DMTet stages drive: ``fn(images, cameras, step, total_steps) -> loss``.
-    Defaults follow the release: VSD at CFG 7.5 with t_max 0.98 -> 0.5; SDS (DMTet geometry) at CFG 100."""
+    Defaults follow the release: VSD as geodream-neus.yaml (CFG 7.5, t_max 0.98 -> 0.5 at 60%, view thresholds
+    20/50 deg); SDS as geodream-dmtet-geometry.yaml (CFG 100, t_max 0.98 -> 0.5 at step 2000 of 5000, threestudio's
+    default view thresholds 45/60 deg). Any DistillSettings field can be overridden (e.g. the texture stage's
+    lora_lr=2.5e-5, max_step_percent_annealed=0.4)."""
     if mode == "sds":
-        settings.setdefault("guidance_scale", 100.0)
-        settings.setdefault("max_step_percent_annealed", settings.get("max_step_percent", 0.98))
+        for key, value in {"guidance_scale": 100.0, "anneal_at_fraction": 2000 / 5000, "front_threshold": 45.0,
+                           "overhead_threshold": 60.0}.items():
+            settings.setdefault(key, value)
     return ScoreDistillation(guidance, prompt, DistillSettings(mode=mode, **settings), seed)

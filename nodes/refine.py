@@ -69,7 +69,8 @@ class GeoDreamVSDRefineNeuS:
                        "Continue from this run's last checkpoint when there is one; off starts over."}),
         }, "optional": {
             "checkpoint_every": ("INT", {"default": 500, "min": 1, "max": 100000, "tooltip":
-                                 "Write a checkpoint every this many steps (a few hundred MB at the release's size)."}),
+                                 "Write a checkpoint every this many steps (~0.8 GB each at the release's size: "
+                                 "the 150^3 volume, the hash grid and their optimiser moments)."}),
         }}
 
     @host.needs_autograd
@@ -138,7 +139,45 @@ class GeoDreamSaveField:
                                  for p in (path, path.with_suffix(".json"))]}}
 
 
+def _saved_fields() -> list[str]:
+    """Fields written by GeoDreamSaveField: .safetensors with their .json beside them, under output/GeoDream/."""
+    root = host.output_dir()
+    folder = root / "GeoDream"
+    if not folder.is_dir():
+        return []
+    return sorted(str(p.relative_to(root)) for p in folder.rglob("*.safetensors") if p.with_suffix(".json").exists())
+
+
+class GeoDreamLoadField:
+    DESCRIPTION = ("Loads a field saved by GeoDream Save Field, e.g. to run the mesh stage again without refining. "
+                   "The cost volume supplies only the decoder's structure; every weight comes from the file.")
+    CATEGORY = T.CATEGORY
+    RETURN_TYPES = (T.FIELD,)
+    RETURN_NAMES = ("field",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "cost_volume": (T.COST_VOLUME, {"tooltip": "The prior the field was refined from (its decoder type)."}),
+            "field_file": (_saved_fields(), {"tooltip": "A .safetensors under output/GeoDream/ with its .json."}),
+        }}
+
+    def load(self, cost_volume, field_file):
+        path = (host.output_dir() / field_file).resolve()
+        if host.output_dir().resolve() not in path.parents or not path.with_suffix(".json").exists():
+            raise FileNotFoundError(f"GeoDream: '{field_file}' is not a saved field (a .safetensors with its .json) "
+                                    "under the output folder; save one with GeoDream Save Field.")
+        try:
+            field = NeuSField.load(path, cost_volume)
+        except (KeyError, RuntimeError) as error:
+            raise ValueError(f"GeoDream: '{field_file}' does not fit this cost volume's decoder ({error}). "
+                             "Connect the cost volume the field was refined from.") from None
+        return (field.to(host.device()),)
+
+
 NODES = {
     "GeoDreamVSDRefineNeuS": (GeoDreamVSDRefineNeuS, "GeoDream VSD Refine NeuS"),
     "GeoDreamSaveField": (GeoDreamSaveField, "GeoDream Save Field"),
+    "GeoDreamLoadField": (GeoDreamLoadField, "GeoDream Load Field"),
 }

@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 from geodream_pack.geodream_ops.neus_field import NeuSField
 from geodream_pack.nodes import host, refine
 from geodream_pack.nodes.guidance import SAME, GeoDreamLoadVSDGuidance
-from geodream_pack.nodes.refine import GeoDreamSaveField, GeoDreamVSDRefineNeuS
+from geodream_pack.nodes.refine import GeoDreamLoadField, GeoDreamSaveField, GeoDreamVSDRefineNeuS
 from tests import twins_sd
 from tests.neus_doubles import one_thread, sphere_cost_volume, tiny_settings  # noqa: F401
 
@@ -51,7 +51,9 @@ def test_node_runs_resumes_and_saves(guidance, pack_dirs, monkeypatch):
     ui = GeoDreamSaveField().save(field, "GeoDream/field")["ui"]["files"]
     saved = load_file(pack_dirs["output"] / "GeoDream" / ui[0]["filename"])
     torch.testing.assert_close(saved["volume"], field.volume.detach())
-    loaded = NeuSField.load(pack_dirs["output"] / "GeoDream" / ui[0]["filename"], sphere_cost_volume())
+    choice = f"GeoDream/{ui[0]['filename']}"
+    assert GeoDreamLoadField.INPUT_TYPES()["required"]["field_file"][0] == [choice]
+    (loaded,) = GeoDreamLoadField().load(sphere_cost_volume(), choice)
     points = torch.rand(20, 3) * 2 - 1
     torch.testing.assert_close(loaded.sdf(points), field.sdf(points))
     torch.testing.assert_close(loaded.color(points), field.color(points))
@@ -83,3 +85,5 @@ def test_clear_errors(guidance):
         _refine(guidance, cost_volume=torch.zeros(1))
     with pytest.raises(FileNotFoundError, match="models/diffusers"):
         GeoDreamLoadVSDGuidance().load("diffusers/missing", SAME, "auto")
+    with pytest.raises(FileNotFoundError, match="not a saved field"):
+        GeoDreamLoadField().load(sphere_cost_volume(), "../elsewhere.safetensors")

@@ -86,9 +86,9 @@ def test_chunked_backward_matches_direct_backward():
     chunked = [p.grad.clone() for p in field.parameters()]
 
     field.zero_grad()
-    origins, dirs, u_c, u_f, _ = R._rays(field, cams, size, size, torch.Generator().manual_seed(3), settings, None)
-    t = R.sample_along_rays(field, origins, dirs, settings, u_c, u_f)
-    out = R.composite(field, origins, dirs, t, field.background(dirs), True, settings)
+    rays = R.make_rays(field, cams, size, size, settings, generator=torch.Generator().manual_seed(3))
+    t = R.sample_along_rays(field, rays.origins, rays.dirs, settings, rays.u_coarse, rays.u_fine)
+    out = R.composite(field, rays.origins, rays.dirs, t, field.background(rays.dirs), True, settings)
     direct = loss_fn({k: v.reshape(1, size, size, -1) for k, v in out.items()})
     direct.backward()
     torch.testing.assert_close(loss, direct.detach())

@@ -113,6 +113,9 @@ def test_timestep_schedule_follows_the_release(twin_dirs):
     assert fn.timestep_range(0, 1000) == (20, 980)
     assert fn.timestep_range(599, 1000) == (20, 980)
     assert fn.timestep_range(600, 1000) == (20, 500)
+    sds = make_guidance_fn(load_guidance(twin_dirs / "base"), PROMPT, mode="sds")  # the DMTet geometry stage
+    assert sds.settings.guidance_scale == 100.0 and sds.lora is None
+    assert sds.timestep_range(1999, 5000) == (20, 980) and sds.timestep_range(2000, 5000) == (20, 500)
 
 
 def test_single_file_loads_the_same_weights(tmp_path):
