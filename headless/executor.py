@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import time
 
+import torch
+
 
 class WorkflowError(Exception):
     pass
@@ -68,7 +70,8 @@ def execute(api: dict, node_classes: dict, log=print) -> dict:
         kwargs = {k: (results[v[0]][v[1]] if _is_link(v) else v) for k, v in node["inputs"].items()}
         log(f"[{step}/{len(order)}] #{node_id} {node['class_type']} ...")
         start = time.perf_counter()
-        out = getattr(cls(), cls.FUNCTION)(**kwargs)
+        with torch.inference_mode():  # as ComfyUI runs every node
+            out = getattr(cls(), cls.FUNCTION)(**kwargs)
         if isinstance(out, dict):
             if "ui" in out:
                 ui[node_id] = out["ui"]

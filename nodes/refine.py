@@ -163,6 +163,7 @@ class GeoDreamLoadField:
             "field_file": (_saved_fields(), {"tooltip": "A .safetensors under output/GeoDream/ with its .json."}),
         }}
 
+    @host.needs_autograd
     def load(self, cost_volume, field_file):
         path = (host.output_dir() / field_file).resolve()
         if host.output_dir().resolve() not in path.parents or not path.with_suffix(".json").exists():

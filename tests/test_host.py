@@ -74,3 +74,19 @@ def test_image_preview_reaches_the_running_node(monkeypatch):
     assert (data["node"], data["step"], data["total"]) == ("17", 300, 1000)
     decoded = Image.open(io.BytesIO(base64.b64decode(data["image"])))
     assert decoded.size == (4, 3) and decoded.getpixel((2, 1)) == (10, 200, 30)
+
+
+def test_needs_autograd_lifts_comfyui_inference_mode():
+    """ComfyUI runs nodes under torch.inference_mode(); decorated functions get ordinary tensors and autograd."""
+    import torch
+
+    @host.needs_autograd
+    def train():
+        weight = torch.ones(3, requires_grad=True)
+        (weight * 2).sum().backward()
+        return weight.grad, weight.is_inference()
+
+    with torch.inference_mode():
+        grad, is_inference = train()
+        assert torch.is_inference_mode_enabled()
+    assert torch.equal(grad, torch.full((3,), 2.0)) and not is_inference
