@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .atomic import atomic_write
 from .cameras import to_gltf_frame

@@ -8,9 +8,14 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for the headless runner, a top-level package of its own
 
+import torch  # noqa: E402
+
 from headless.pack import load_pack  # noqa: E402
 
 load_pack()
+# Tiny models: thread start-up costs more than it saves on CI's two shared cores (and spconv's CPU build is only
+# deterministic on one thread).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

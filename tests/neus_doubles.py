@@ -1,5 +1,4 @@
 """Test doubles for refinement: a cost volume whose decoder is a sphere offset by the volume's first channel."""
-import pytest
 import torch
 
 from geodream_pack.geodream_ops.cost_volume import CostVolume
@@ -29,11 +28,3 @@ def tiny_settings(**overrides) -> RefineSettings:
     settings.update(overrides)
     return RefineSettings(**settings)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: thread start-up costs more than it saves, and the CI machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -17,7 +17,7 @@ from geodream_pack.geodream_ops.mesh_finetune import (FineTuneConfig, MeshFineTu
                                                       mesh_edges, normal_consistency)
 from geodream_pack.geodream_ops.mesh_render import vertex_normals
 from tests import twins_sd
-from tests.neus_doubles import one_thread, sphere_cost_volume, tiny_settings  # noqa: F401  (autouse)
+from tests.neus_doubles import sphere_cost_volume, tiny_settings
 
 
 class SphereField:

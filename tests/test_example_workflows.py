@@ -1,10 +1,8 @@
 """Every example workflow, as shipped in example_workflows/ (UI format), runs headlessly on tiny twins installed
 under the file names the workflows name; only sizes and step counts are overridden to keep CI fast."""
-import json
 
 import numpy as np
 import pytest
-import torch
 import trimesh
 from PIL import Image
 

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from geodream_pack.geodream_ops.hash_grid import HashGridConfig, HashGridEncoding
-from tests.neus_doubles import one_thread  # noqa: F401  (autouse)
 
 SMALL = HashGridConfig(n_levels=4, n_features_per_level=2, log2_hashmap_size=8, base_resolution=4, max_resolution=32)
 

@@ -12,14 +12,6 @@ from geodream_pack.geodream_ops import cameras, mvdream_pipeline, object_preproc
 from geodream_pack.geodream_ops.mvdream_unet import MultiViewUNet, config_from_state_dict
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread on a shared CI machine (less oversubscription)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def unet():

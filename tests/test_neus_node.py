@@ -9,7 +9,7 @@ from geodream_pack.nodes import host, refine
 from geodream_pack.nodes.guidance import SAME, GeoDreamLoadVSDGuidance
 from geodream_pack.nodes.refine import GeoDreamLoadField, GeoDreamSaveField, GeoDreamVSDRefineNeuS
 from tests import twins_sd
-from tests.neus_doubles import one_thread, sphere_cost_volume, tiny_settings  # noqa: F401
+from tests.neus_doubles import sphere_cost_volume, tiny_settings
 
 
 @pytest.fixture(autouse=True)

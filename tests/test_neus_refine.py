@@ -9,7 +9,7 @@ from geodream_pack.geodream_ops.refine_neus import (NonFiniteError, Refinement, 
 from geodream_pack.geodream_ops.score_distillation import make_guidance_fn
 from geodream_pack.geodream_ops.sd_guidance import load_guidance
 from tests import twins_sd
-from tests.neus_doubles import one_thread, sphere_cost_volume, tiny_settings  # noqa: F401
+from tests.neus_doubles import sphere_cost_volume, tiny_settings
 
 
 class TargetSphere(torch.nn.Module):

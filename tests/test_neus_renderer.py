@@ -5,7 +5,6 @@ import torch
 
 from geodream_pack.geodream_ops.cameras import Cameras
 from geodream_pack.geodream_ops.neus_renderer import RenderSettings, render, render_with_loss, sample_pdf
-from tests.neus_doubles import one_thread  # noqa: F401  (autouse)
 
 RADIUS = 0.5
 

@@ -8,7 +8,6 @@ from geodream_pack.geodream_ops.score_distillation import make_guidance_fn
 from geodream_pack.geodream_ops.sd_guidance import load_guidance, load_model
 
 from tests import twins_sd  # noqa: E402  (a helper beside the tests, found through the pack root)
-from tests.neus_doubles import one_thread  # noqa: F401  (autouse)
 
 PROMPT = "a red ball"
 
