@@ -69,7 +69,7 @@ def run_one(resolution: int, steps: int) -> dict:
     total = (time.perf_counter() - start) / steps
     guidance_share = spent["guidance"] / steps / total
 
-    enc = run.field.encoding
+    enc = run.field.texture.encoding
     points = torch.rand(2 ** 18, 3)
     start = time.perf_counter()
     enc(points).square().sum().backward()

@@ -2,7 +2,7 @@
 neural environment map behind it.
 
     s(x) = f_g(E(x), V(x))        V learnable (a copy of the prior's volume), f_g frozen
-    c(x) = sigmoid(MLP(h(x)))     h the hash grid over the box mapped to [0, 1]^3, MLP 32 -> 64 -> 3 (release)
+    c(x) = sigmoid(MLP(h(x)))     texture_field.HashGridTexture: hash grid over the box, MLP 32 -> 64 -> 3 (release)
     inv_s = exp(10 * variance)    NeuS's deviation, as SparseNeuS parameterises it
 
 The DMTet stage reads only ``sdf``, ``color`` and ``bbox``."""
@@ -19,7 +19,8 @@ from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_write
 from .cost_volume import CostVolume
-from .hash_grid import HashGridConfig, HashGridEncoding
+from .hash_grid import HashGridConfig
+from .texture_field import HashGridTexture
 
 
 @dataclass
@@ -71,9 +72,7 @@ class NeuSField(torch.nn.Module):
         self.register_buffer("bbox", cost_volume.bbox.detach().clone().float())
         self.cost_volume = CostVolume(self.volume, self.decoder, self.bbox)
         self.variance = torch.nn.Parameter(torch.tensor(float(settings.variance_init)))
-        self.encoding = HashGridEncoding(HashGridConfig(**settings.hash_grid))
-        self.color_net = torch.nn.Sequential(torch.nn.Linear(self.encoding.n_output_dims, settings.color_hidden),
-                                             torch.nn.ReLU(), torch.nn.Linear(settings.color_hidden, 3))
+        self.texture = HashGridTexture(self.bbox, HashGridConfig(**settings.hash_grid), settings.color_hidden)
         self.background = EnvironmentMap(settings.background_hidden)
 
     @property
@@ -95,14 +94,12 @@ class NeuSField(torch.nn.Module):
 
     def color(self, points: torch.Tensor) -> torch.Tensor:
         """Albedo in 0..1 at world points [P, 3] -> [P, 3]."""
-        lo, hi = self.bbox[0], self.bbox[1]
-        unit = ((points - lo) / (hi - lo)).clamp(0.0, 1.0)
-        return torch.sigmoid(self.color_net(self.encoding(unit)))
+        return self.texture(points)
 
     def param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
         """The release's optimiser groups (frozen f_g is in none of them)."""
-        return {"volume": [self.volume], "hash_grid": list(self.encoding.parameters()),
-                "color_mlp": list(self.color_net.parameters()), "background": list(self.background.parameters()),
+        return {"volume": [self.volume], "hash_grid": self.texture.encoding_parameters(),
+                "color_mlp": self.texture.network_parameters(), "background": list(self.background.parameters()),
                 "deviation": [self.variance]}
 
     # --- files ------------------------------------------------------------------------------------------------

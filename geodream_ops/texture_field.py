@@ -1,4 +1,5 @@
-"""The texture pass's colour field: a fresh multiresolution hash grid and a small MLP, c(x) in 0..1.
+"""The colour field of both the NeuS stage and the DMTet texture pass (a fresh one each): a multiresolution hash
+grid and a small MLP, c(x) in 0..1.
 
     c(x) = sigmoid(MLP(h((x - lo) / (hi - lo))))     h: hash grid over the box mapped to [0, 1]^3
 

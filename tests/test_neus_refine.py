@@ -54,7 +54,7 @@ def test_wiring_learns_an_image_matching_loss():
     run.run()
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert last < 0.1 * first, (first, last)
-    for name in ("volume", "encoding.params", "color_net.0.weight"):
+    for name in ("volume", "texture.encoding.params", "texture.network.0.weight"):
         assert not torch.equal(start[name], dict(run.field.named_parameters())[name]), name
     assert (run.field.sdf(axes) > 0).all()  # the surface moved inside radius 0.45, towards the target's 0.35
 
@@ -101,10 +101,10 @@ def test_non_finite_steps_are_skipped_then_stop():
 
     run = Refinement(sphere_cost_volume(), flaky, tiny_settings(steps=10, max_bad_steps=3, checkpoint_every=10 ** 9))
     run.train_step()
-    after_good = run.field.encoding.params.detach().clone()
+    after_good = run.field.texture.encoding.params.detach().clone()
     run.train_step()
     run.train_step()
-    assert run.skipped == 2 and torch.equal(after_good, run.field.encoding.params)
+    assert run.skipped == 2 and torch.equal(after_good, run.field.texture.encoding.params)
     run.train_step()  # a good one resets the run of bad steps
     assert run.bad_run == 0
     with pytest.raises(NonFiniteError, match="in a row"):
