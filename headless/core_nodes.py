@@ -59,8 +59,7 @@ class SaveImage:
         for image in images:
             path = host.next_output_path(filename_prefix, "png")
             _images().to_pil(image).save(path)
-            out.append({"filename": path.name, "subfolder": str(path.parent.relative_to(host.output_dir())),
-                        "type": "output"})
+            out.append(host.output_entry(path))
         return {"ui": {"images": out}}
 
 
@@ -98,8 +97,7 @@ class SaveGLB:
         for i in range(mesh.vertices.shape[0]):
             path = host.next_output_path(filename_prefix, "glb")
             path.write_bytes(_glb(mesh, i))
-            out.append({"filename": path.name, "subfolder": str(path.parent.relative_to(host.output_dir())),
-                        "type": "output"})
+            out.append(host.output_entry(path))
         return {"ui": {"3d": out}}
 
 

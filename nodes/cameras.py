@@ -86,8 +86,7 @@ class GeoDreamSaveCameras:
                   "distance": cameras.distance.tolist()}
         with atomic_write(path) as tmp:
             tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
-        subfolder = str(path.parent.relative_to(host.output_dir()))
-        return {"ui": {"files": [{"filename": path.name, "subfolder": subfolder, "type": "output"}]}}
+        return {"ui": {"files": [host.output_entry(path)]}}
 
 
 NODES = {

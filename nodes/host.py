@@ -216,6 +216,12 @@ def input_dir() -> Path:
     return Path(os.environ.get("GEODREAM_INPUT_DIR", "input")).resolve()
 
 
+def output_entry(path: Path) -> dict:
+    """How ComfyUI names a file written to the output folder in a node's "ui" result."""
+    subfolder = Path(path).parent.relative_to(output_dir()).as_posix()
+    return {"filename": Path(path).name, "subfolder": "" if subfolder == "." else subfolder, "type": "output"}
+
+
 def next_output_path(filename_prefix: str, extension: str) -> Path:
     """``<output>/<prefix>_00001_.<ext>`` with the counter one past the highest existing, as ComfyUI names files."""
     base = output_dir()

@@ -36,9 +36,8 @@ class GeoDreamSaveMesh:
         _check_mesh(mesh)
         path = host.next_output_path(filename_prefix, format)
         save_mesh(mesh, path, format)
-        subfolder = path.parent.relative_to(host.output_dir()).as_posix()
         relative = path.relative_to(host.output_dir()).as_posix()
-        entry = {"filename": path.name, "subfolder": "" if subfolder == "." else subfolder, "type": "output"}
+        entry = host.output_entry(path)
         return {"ui": {"3d": [entry], "files": [entry]}, "result": (relative,)}
 
 

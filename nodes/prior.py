@@ -139,8 +139,7 @@ class GeoDreamSaveCostVolume:
     def save(self, cost_volume, filename_prefix):
         path = host.next_output_path(filename_prefix, "safetensors")
         cost_volume.save(path)
-        subfolder = str(path.parent.relative_to(host.output_dir()))
-        return {"ui": {"files": [{"filename": path.name, "subfolder": subfolder, "type": "output"}]},
+        return {"ui": {"files": [host.output_entry(path)]},
                 "result": (str(path),)}
 
 

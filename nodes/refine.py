@@ -134,9 +134,7 @@ class GeoDreamSaveField:
             raise TypeError("GeoDream: 'field' must come from a GeoDream VSD Refine NeuS node.")
         path = host.next_output_path(filename_prefix, "safetensors")
         field.save(path)
-        subfolder = str(path.parent.relative_to(host.output_dir()))
-        return {"ui": {"files": [{"filename": p.name, "subfolder": subfolder, "type": "output"}
-                                 for p in (path, path.with_suffix(".json"))]}}
+        return {"ui": {"files": [host.output_entry(p) for p in (path, path.with_suffix(".json"))]}}
 
 
 def _saved_fields() -> list[str]:

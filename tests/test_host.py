@@ -90,3 +90,10 @@ def test_needs_autograd_lifts_comfyui_inference_mode():
         grad, is_inference = train()
         assert torch.is_inference_mode_enabled()
     assert torch.equal(grad, torch.full((3,), 2.0)) and not is_inference
+
+
+def test_output_entry_names_files_as_comfyui_does(pack_dirs):
+    nested = host.next_output_path("GeoDream/meshes/owl", "glb")
+    top = host.next_output_path("owl", "glb")
+    assert host.output_entry(nested) == {"filename": "owl_00001_.glb", "subfolder": "GeoDream/meshes", "type": "output"}
+    assert host.output_entry(top) == {"filename": "owl_00001_.glb", "subfolder": "", "type": "output"}
