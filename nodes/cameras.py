@@ -9,7 +9,8 @@ from . import host
 
 class GeoDreamCameraRig:
     DESCRIPTION = ("The cameras of a published multi-view model (Zero123++ v1.1/v1.2: 6 views; MVDream: 4 views), "
-                   "in the pack's world frame (Z up, front facing +X). Use it to feed your own views to BuildCostVolume.")
+                   "in the pack's world frame (Z up, front facing +X). Use it to feed your own views to "
+                   "BuildCostVolume.")
     CATEGORY = T.CATEGORY
     RETURN_TYPES = (T.CAMERAS,)
     RETURN_NAMES = ("cameras",)
@@ -20,7 +21,8 @@ class GeoDreamCameraRig:
         return {"required": {
             "rig": (sorted(cameras.RIGS), {"default": "zero123plus-v1.2",
                                            "tooltip": "Which model's camera layout the views follow."}),
-            "elevation": ("FLOAT", {"default": cameras.MVDREAM_ELEVATION, "min": -90.0, "max": 90.0, "step": 0.5, "tooltip":
+            "elevation": ("FLOAT", {"default": cameras.MVDREAM_ELEVATION, "min": -90.0, "max": 90.0, "step": 0.5,
+                                    "tooltip":
                                     "Degrees. MVDream: the elevation of all four views (15 as in GeoDream's release). "
                                     "Zero123++ rigs have fixed absolute elevations and ignore it."}),
         }}
@@ -37,7 +39,8 @@ def _floats(text: str, what: str) -> list[float]:
 
 
 class GeoDreamCustomCameras:
-    DESCRIPTION = "Cameras typed in as lists of elevations and azimuths (degrees), one per view, all looking at the origin."
+    DESCRIPTION = ("Cameras typed in as lists of elevations and azimuths (degrees), one per view, all looking at "
+                   "the origin.")
     CATEGORY = T.CATEGORY
     RETURN_TYPES = (T.CAMERAS,)
     RETURN_NAMES = ("cameras",)
@@ -75,13 +78,15 @@ class GeoDreamSaveCameras:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"cameras": (T.CAMERAS,),
+        return {"required": {"cameras": (T.CAMERAS, {"tooltip": "Cameras from a rig, a Multi-View Generate node "
+                                                                 "or Custom Cameras."}),
                              "filename_prefix": ("STRING", {"default": "GeoDream/cameras",
                                                             "tooltip": "Path under the output folder."})}}
 
     def save(self, cameras, filename_prefix):
         path = host.next_output_path(filename_prefix, "json")
-        record = {**cameras.to_dict(), "convention": "Z up, front faces +X; c2w is OpenGL style (camera looks along -Z)",
+        record = {**cameras.to_dict(),
+                  "convention": "Z up, front faces +X; c2w is OpenGL style (camera looks along -Z)",
                   "elevation_deg": cameras.elevation_deg.tolist(), "azimuth_deg": cameras.azimuth_deg.tolist(),
                   "distance": cameras.distance.tolist()}
         with atomic_write(path) as tmp:

@@ -100,7 +100,8 @@ class GeoDreamPriorToMesh:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "cost_volume": (T.COST_VOLUME,),
+            "cost_volume": (T.COST_VOLUME, {"tooltip":
+                            "The cost volume from Build Cost Volume (or Load Cost Volume)."}),
             "resolution": ("INT", {"default": 128, "min": 16, "max": 512, "step": 1, "tooltip":
                                    "Grid points per axis where s(x) is evaluated. 128: 2M decoder queries, seconds "
                                    "on a GPU, 1-2 minutes on a small CPU; time grows with resolution^3."}),
@@ -132,7 +133,8 @@ class GeoDreamSaveCostVolume:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"cost_volume": (T.COST_VOLUME,),
+        return {"required": {"cost_volume": (T.COST_VOLUME, {"tooltip":
+                                             "The cost volume to keep, from Build Cost Volume."}),
                              "filename_prefix": ("STRING", {"default": "GeoDream/cost_volume", "tooltip":
                                                  "Path under the output folder; ~216 MB at resolution 150."})}}
 

@@ -52,9 +52,11 @@ def test_node_is_well_formed(node_id):
     assert node_id.startswith("GeoDream")
     types = cls.INPUT_TYPES()
     assert set(types) <= {"required", "optional", "hidden"}
+    assert len(getattr(cls, "DESCRIPTION", "")) > 20, f"{node_id} needs a DESCRIPTION for the editor"
     for section in ("required", "optional"):
         for name, spec in types.get(section, {}).items():
             _check_spec(node_id, name, spec)
+            assert len(spec) > 1 and spec[1].get("tooltip"), f"{node_id}.{name} needs a tooltip"
             kind = spec[0]
             if isinstance(kind, str) and kind not in workflow.WIDGET_TYPES:
                 assert kind.startswith("GEODREAM_") or kind in {"IMAGE", "MASK", "MESH", "*"}, kind
