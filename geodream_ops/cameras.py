@@ -201,16 +201,23 @@ RIGS = {
 
 
 # --- the random cameras of refinement -----------------------------------------------------------------------------
+def scene_unit(bbox: torch.Tensor) -> float:
+    """Half the largest side of a scene's box. The release refines in its prior's [-1, 1]^3 box, so its camera
+    distances are in this unit; in our frame that box is larger (release_frame.SCALE)."""
+    return float((bbox[1] - bbox[0]).max()) / 2
+
+
 @dataclass
 class CameraSampler:
-    """Random views for score distillation (threestudio's defaults in our frame: elevation -10..60, looking down)."""
+    """Random views for score distillation (threestudio's defaults in our frame: elevation -10..60, looking down).
+    Distances are in scene units (``scene_unit``): ``sample(..., unit=...)`` turns them into world lengths."""
 
     distance_range: tuple[float, float] = (1.0, 1.5)
     fovy_range: tuple[float, float] = (40.0, 60.0)
     elevation_range: tuple[float, float] = (-10.0, 60.0)
     azimuth_range: tuple[float, float] = (-180.0, 180.0)
 
-    def sample(self, batch: int, generator: torch.Generator | None = None) -> Cameras:
+    def sample(self, batch: int, generator: torch.Generator | None = None, unit: float = 1.0) -> Cameras:
         def uniform(lo_hi):
             lo, hi = lo_hi
             return lo + (hi - lo) * torch.rand(batch, generator=generator)
@@ -220,7 +227,7 @@ class CameraSampler:
         s_lo, s_hi = (math.sin(math.radians(e)) for e in self.elevation_range)
         elevation = torch.rad2deg(torch.asin(uniform((s_lo, s_hi))))
         azimuth = uniform(self.azimuth_range)
-        return Cameras.from_spherical(elevation, azimuth, distance, fovy, "random")
+        return Cameras.from_spherical(elevation, azimuth, distance * unit, fovy, "random")
 
 
 def view_direction(azimuth_deg: torch.Tensor, elevation_deg: torch.Tensor, front_threshold=45.0, overhead=60.0):

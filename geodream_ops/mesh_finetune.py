@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .atomic import atomic_write
-from .cameras import CameraSampler, Cameras
+from .cameras import CameraSampler, Cameras, scene_unit
 from .dmtet import DMTetGeometry, drop_small_components
 from .mesh_render import EnvironmentBackground, MeshRenderer, vertex_normals
 from .hash_grid import HashGridConfig
@@ -102,6 +102,7 @@ class MeshFineTuner:
         self.geometry_guidance, self.texture_guidance = geometry_guidance, texture_guidance
         self.geometry = DMTetGeometry.from_field(field, config.tet_resolution, config.isosurface_threshold, device)
         self.texture = HashGridTexture(self.geometry.grid.bbox, config.texture_grid).to(device)
+        self.unit = scene_unit(self.geometry.grid.bbox)  # the release's camera distances are in its box's unit
         self.background = EnvironmentBackground().to(device)
         self.geometry_optimizer = torch.optim.Adam(self.geometry.parameters(), lr=config.geometry_lr,
                                                    betas=(0.9, 0.99), eps=1e-15)
@@ -127,7 +128,7 @@ class MeshFineTuner:
         if faces.shape[0] == 0:
             raise RuntimeError("GeoDream: the DMTet surface vanished during geometry fine-tuning (every SDF value "
                                "has one sign); lower the guidance strength or the number of geometry steps.")
-        cameras = GEOMETRY_CAMERAS.sample(c.geometry_batch, self.generator).to(self.device)
+        cameras = GEOMETRY_CAMERAS.sample(c.geometry_batch, self.generator, self.unit).to(self.device)
         images = self.renderer.normals(vertices, faces, cameras, c.geometry_size)
         loss = self.geometry_guidance(images, cameras, self.step, c.geometry_steps)
         edges = mesh_edges(faces, vertices.shape[0])
@@ -141,7 +142,7 @@ class MeshFineTuner:
     def texture_step(self) -> float:
         c = self.config
         vertices, faces = self.mesh()
-        cameras = TEXTURE_CAMERAS.sample(c.texture_batch, self.generator).to(self.device)
+        cameras = TEXTURE_CAMERAS.sample(c.texture_batch, self.generator, self.unit).to(self.device)
         images = self.renderer.colors(vertices, faces, cameras, c.render_size, self.texture, self.background)
         loss = self.texture_guidance(downsample_for_guidance(images), cameras, self.step - c.geometry_steps,
                                      c.texture_steps)
@@ -164,7 +165,8 @@ class MeshFineTuner:
     @torch.no_grad()
     def preview(self, size: int = 256) -> torch.Tensor:
         """[H, W, 3] in 0..1 from a fixed three-quarter view: normals while shaping, colours while texturing."""
-        camera = Cameras.from_spherical(**PREVIEW_CAMERA).to(self.device)
+        camera = Cameras.from_spherical(**{**PREVIEW_CAMERA, "distance": PREVIEW_CAMERA["distance"] * self.unit})
+        camera = camera.to(self.device)
         vertices, faces = self.mesh()
         if self.step <= self.config.geometry_steps or self.config.texture_steps == 0:
             image = self.renderer.normals(vertices, faces, camera, size)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_write
-from .cameras import CameraSampler, Cameras
+from .cameras import CameraSampler, Cameras, scene_unit
 from .cost_volume import CostVolume
 from .neus_field import FieldSettings, NeuSField
 from .neus_renderer import RenderSettings, render, render_with_loss
@@ -79,10 +79,10 @@ def regularisers(opacity: torch.Tensor, step: int, settings: RefineSettings) -> 
 
 
 def turntable(field: NeuSField, views: int = 8, size: int = 128, settings: RenderSettings | None = None) -> torch.Tensor:
-    """IMAGE [views, size, size, 3] around the object (the release's evaluation camera: 1.25 away, fovy 50,
-    15 deg above the horizon), over the field's own background."""
+    """IMAGE [views, size, size, 3] around the object (the release's evaluation camera: 1.25 scene units away,
+    fovy 50, 15 deg above the horizon), over the field's own background."""
     azimuths = torch.arange(views) * 360.0 / views
-    cameras = Cameras.from_spherical(15.0, azimuths, 1.25, 50.0, "turntable")
+    cameras = Cameras.from_spherical(15.0, azimuths, 1.25 * scene_unit(field.bbox), 50.0, "turntable")
     settings = settings or RenderSettings()
     frames = [render(field, cameras[i], size, size, settings)["rgb"] for i in range(views)]
     return torch.cat(frames).clamp(0, 1).cpu()
@@ -119,7 +119,7 @@ class Refinement:
         s, step = self.settings, self.step
         for group in self.optimizer.param_groups:
             group["lr"] = s.lr[group["name"]] * lr_factor(group["name"], step, s)
-        cameras = s.cameras.sample(s.batch_size, self.generator)
+        cameras = s.cameras.sample(s.batch_size, self.generator, scene_unit(self.field.bbox))
         background = None
         if float(torch.rand((), generator=self.generator)) < s.background_aug_prob:
             background = torch.rand(s.batch_size, 3, generator=self.generator)

@@ -109,6 +109,16 @@ def test_sampler_ranges_hold():
     assert torch.equal(cams.c2w, again.c2w)
 
 
+def test_sampler_distances_are_in_scene_units():
+    """The release refines inside its prior's [-1, 1] box; our frame's box is larger, so distances scale with it."""
+    box = torch.tensor([[-1.34, -1.34, -1.3], [1.34, 1.34, 1.3]])
+    assert C.scene_unit(box) == pytest.approx(1.34)
+    plain = C.CameraSampler().sample(64, torch.Generator().manual_seed(3))
+    scaled = C.CameraSampler().sample(64, torch.Generator().manual_seed(3), unit=C.scene_unit(box))
+    assert torch.allclose(scaled.distance, plain.distance * 1.34, atol=1e-5)
+    assert torch.allclose(scaled.elevation_deg, plain.elevation_deg, atol=1e-3)
+
+
 def test_view_direction_prompts():
     names = C.view_direction(torch.tensor([0.0, 170.0, -100.0, 90.0, 20.0]), torch.tensor([0.0, 0.0, 10.0, 0.0, 75.0]))
     assert names == ["front", "back", "side", "side", "overhead"]
