@@ -22,6 +22,8 @@ class CostVolume:
     volume: torch.Tensor  # [1, C, D, H, W]; depth runs along world z, height along y, width along x
     decoder: torch.nn.Module  # f_g: (points [P, 3] in the box, features [P, C]) -> (sdf [P], feature [P, F])
     bbox: torch.Tensor  # [2, 3]: the box's min and max corners in the world frame of cameras.py
+    # NeuS's sharpness 1/s in world units (SDF-to-alpha), as the prior was trained with; None when unknown.
+    inv_s: float | None = None
 
     def normalized(self, points: torch.Tensor) -> torch.Tensor:
         """World points to grid_sample's [-1, 1] coordinates of the box."""
@@ -44,6 +46,8 @@ class CostVolume:
         if not isinstance(self.decoder, GeometryDecoder):
             raise TypeError("GeoDream: only cost volumes with the prior's geometry decoder can be saved.")
         tensors = {"volume": self.volume, "bbox": self.bbox}
+        if self.inv_s is not None:
+            tensors["inv_s"] = torch.tensor(self.inv_s)
         tensors.update({f"decoder.{k}": v for k, v in self.decoder.state_dict().items()})
         with atomic_write(path) as tmp:
             save_file({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
@@ -59,4 +63,5 @@ class CostVolume:
         decoder = GeometryDecoder()
         decoder.load_state_dict({k[len("decoder."):]: v for k, v in tensors.items() if k.startswith("decoder.")})
         decoder.requires_grad_(False)
-        return cls(tensors["volume"].to(device), decoder.to(device), tensors["bbox"].to(device))
+        inv_s = float(tensors["inv_s"]) if "inv_s" in tensors else None
+        return cls(tensors["volume"].to(device), decoder.to(device), tensors["bbox"].to(device), inv_s)

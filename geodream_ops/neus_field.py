@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from dataclasses import asdict, dataclass, field as dc_field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ class FieldSettings:
     hash_grid: dict = dc_field(default_factory=lambda: HashGridConfig().to_dict())
     color_hidden: int = 64
     # SparseNeuS lod0's deviation is stored as `variance` with inv_s = exp(10 variance); 0.3 gives inv_s ~ 20.
+    # Used only for a cost volume that does not carry the prior's own (CostVolume.inv_s).
     variance_init: float = 0.3
     background_hidden: int = 16
 
@@ -71,7 +73,9 @@ class NeuSField(torch.nn.Module):
         self.volume = torch.nn.Parameter(cost_volume.volume.detach().clone().float())
         self.register_buffer("bbox", cost_volume.bbox.detach().clone().float())
         self.cost_volume = CostVolume(self.volume, self.decoder, self.bbox)
-        self.variance = torch.nn.Parameter(torch.tensor(float(settings.variance_init)))
+        # Start as sharp as the prior was trained (its f_g is frozen, so its SDF keeps the same scale).
+        variance = settings.variance_init if cost_volume.inv_s is None else math.log(cost_volume.inv_s) / 10.0
+        self.variance = torch.nn.Parameter(torch.tensor(float(variance)))
         self.texture = HashGridTexture(self.bbox, HashGridConfig(**settings.hash_grid), settings.color_hidden)
         self.background = EnvironmentMap(settings.background_hidden)
 
@@ -119,6 +123,6 @@ class NeuSField(torch.nn.Module):
         settings = FieldSettings(**json.loads(path.with_suffix(".json").read_text(encoding="utf-8")))
         tensors = load_file(str(path.with_suffix(".safetensors")))
         volume = tensors["volume"]
-        field = cls(CostVolume(volume, cost_volume.decoder, tensors["bbox"]), settings)
+        field = cls(CostVolume(volume, cost_volume.decoder, tensors["bbox"], cost_volume.inv_s), settings)
         field.load_state_dict(tensors)
         return field

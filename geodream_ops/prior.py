@@ -43,18 +43,37 @@ class SdfNetworkLod0(nn.Module):
         self.sdf_layer = GeometryDecoder()
 
 
+class VarianceNetwork(nn.Module):
+    """The checkpoint's ``variance_network_lod0``: NeuS's deviation, inv_s = exp(10 * variance) (release units)."""
+
+    def __init__(self):
+        super().__init__()
+        self.variance = nn.Parameter(torch.tensor(0.3))
+
+
 class PriorModel(nn.Module):
-    """f_2D, f_3D and f_g with the checkpoint's section names (``pyramid_feature_network``, ``sdf_network_lod0``)."""
+    """f_2D, f_3D, f_g and NeuS's deviation with the checkpoint's section names (``pyramid_feature_network``,
+    ``sdf_network_lod0``, ``variance_network_lod0``)."""
 
     def __init__(self):
         super().__init__()
         self.pyramid_feature_network = FeatureNet()
         self.sdf_network_lod0 = SdfNetworkLod0()
+        self.variance_network_lod0 = VarianceNetwork()
         self.requires_grad_(False)
 
     @property
     def decoder(self) -> GeometryDecoder:
         return self.sdf_network_lod0.sdf_layer
+
+    def inv_s(self) -> float:
+        """The trained sharpness in our length unit (f_g's SDF is scaled by release_frame.SCALE into it)."""
+        return math.exp(10.0 * float(self.variance_network_lod0.variance)) / release_frame.SCALE
+
+    def cost_volume(self, release_volume: torch.Tensor) -> CostVolume:
+        """A volume in the release's [1, C, X, Y, Z] layout as a CostVolume of our frame, with f_g and inv_s."""
+        return CostVolume(release_frame.volume_from_release(release_volume), self.decoder,
+                          release_frame.BBOX.to(release_volume.device), self.inv_s())
 
     def device(self) -> torch.device:
         return next(self.parameters()).device
@@ -122,7 +141,7 @@ def build_cost_volume(model: PriorModel, views: torch.Tensor, cameras: Cameras,
     volume = SparseVolume(cost.coords, regularised, cost.shape).dense()
     if resolution != grid_size:
         volume = F.interpolate(volume, size=(resolution,) * 3, mode="trilinear", align_corners=False)
-    return CostVolume(release_frame.volume_from_release(volume), model.decoder, release_frame.BBOX.to(volume.device))
+    return model.cost_volume(volume)
 
 
 def cost_volume_from_release(volume: torch.Tensor, model: PriorModel) -> CostVolume:
@@ -130,5 +149,4 @@ def cost_volume_from_release(volume: torch.Tensor, model: PriorModel) -> CostVol
     with the prior's f_g (the release refines it with the same frozen decoder)."""
     if volume.ndim != 5 or volume.shape[:2] != (1, LATENT_CHANNELS):
         raise ValueError(f"GeoDream: a release cost volume is [1, {LATENT_CHANNELS}, X, Y, Z], got {tuple(volume.shape)}.")
-    volume = volume.to(model.device(), torch.float32)
-    return CostVolume(release_frame.volume_from_release(volume), model.decoder, release_frame.BBOX.to(volume.device))
+    return model.cost_volume(volume.to(model.device(), torch.float32))

@@ -16,7 +16,7 @@ from .prior import PriorModel
 
 log = logging.getLogger("GeoDream")
 
-SECTIONS = ("pyramid_feature_network", "sdf_network_lod0")
+SECTIONS = ("pyramid_feature_network", "sdf_network_lod0", "variance_network_lod0")
 # Batch-norm step counters only matter in training; inplace_abn never stored them.
 OPTIONAL_SUFFIXES = ("num_batches_tracked",)
 RELEASE_NAME = "ckpt_215000.pth"

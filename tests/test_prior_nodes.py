@@ -99,3 +99,18 @@ def test_interrupt_stops_the_build(prior):
     host.request_interrupt()
     with pytest.raises(host.Interrupted):
         _build(prior)
+
+
+def test_cost_volume_carries_the_priors_sharpness(prior, pack_dirs):
+    """NeuS's deviation from the checkpoint reaches the refinement in our length unit, and survives save/load."""
+    import math
+
+    from geodream_pack.geodream_ops.neus_field import NeuSField
+
+    volume = _build(prior)
+    variance = float(prior.variance_network_lod0.variance)
+    assert volume.inv_s == pytest.approx(math.exp(10 * variance) / R.SCALE)
+    path = GeoDreamSaveCostVolume().save(volume, "GeoDream/cv")["result"][0]
+    loaded = GeoDreamLoadCostVolume().load(path)[0]
+    assert loaded.inv_s == pytest.approx(volume.inv_s)
+    assert float(NeuSField(loaded).inv_s) == pytest.approx(volume.inv_s, rel=1e-5)

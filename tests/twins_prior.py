@@ -13,7 +13,9 @@ def random_prior(seed: int = 0) -> PriorModel:
         for name, tensor in model.state_dict().items():
             if name.endswith("num_batches_tracked"):
                 continue
-            if name.endswith("running_var"):
+            if name.endswith(".variance"):  # NeuS's deviation: a plausible trained sharpness
+                tensor.fill_(0.3 + 0.1 * float(torch.rand((), generator=generator)))
+            elif name.endswith("running_var"):
                 tensor.copy_(0.5 + torch.rand(tensor.shape, generator=generator))
             elif name.endswith(("running_mean", "bias")):
                 tensor.copy_(0.1 * torch.randn(tensor.shape, generator=generator))
@@ -39,16 +41,15 @@ def torchsparse_kernel(weight: torch.Tensor) -> torch.Tensor:
 
 
 def release_checkpoint(model: PriorModel) -> dict:
-    sections = {"pyramid_feature_network": {}, "sdf_network_lod0": {}}
+    sections = {}
     for name, tensor in model.state_dict().items():
         section, _, rest = name.partition(".")
         if rest.endswith(".net.0.weight"):
-            sections[section][rest[: -len("weight")] + "kernel"] = torchsparse_kernel(tensor)
+            sections.setdefault(section, {})[rest[: -len("weight")] + "kernel"] = torchsparse_kernel(tensor)
         else:
-            sections[section][rest] = tensor.clone()
+            sections.setdefault(section, {})[rest] = tensor.clone()
     # What else the release file holds and the prior does not use.
     sections["rendering_network_lod0"] = {"lin0.weight": torch.zeros(4, 4)}
-    sections["variance_network_lod0"] = {"variance": torch.tensor(0.2)}
     return {**sections, "iter_step": 215000, "val_step": 0}
 
 
