@@ -1,9 +1,16 @@
-"""Files appear whole or not at all: a crash or an interrupt never leaves a half-written checkpoint or mesh."""
+"""Files appear whole or not at all: a crash or an interrupt never leaves a half-written checkpoint or mesh; and a
+checkpoint of another layout is refused by name rather than half-loaded."""
 from __future__ import annotations
 
 import os
 from contextlib import contextmanager
 from pathlib import Path
+
+
+class CheckpointMismatch(RuntimeError):
+    def __init__(self, path):
+        super().__init__(f"GeoDream: {path} was written by another version of the pack and cannot be resumed; "
+                         "delete it, or queue again with resume off to start over.")
 
 
 @contextmanager

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .atomic import atomic_write
+from .atomic import CheckpointMismatch, atomic_write
 from .cameras import CameraSampler, Cameras, scene_unit
 from .dmtet import DMTetGeometry, drop_small_components
 from .mesh_render import EnvironmentBackground, MeshRenderer, vertex_normals
@@ -29,6 +29,7 @@ from .texture_field import HashGridTexture
 
 log = logging.getLogger("GeoDream")
 
+CHECKPOINT_FORMAT = 2  # bump when the checkpoint's layout changes: older files are then refused, never misread
 GUIDANCE_SIZE = 512  # Stable Diffusion's VAE resolution: larger renders are downsampled to it
 PREVIEW_CAMERA = dict(elevation_deg=15.0, azimuth_deg=30.0, distance=1.125, fovy_deg=50.0)
 # Reference ranges converted to our frame (the release's negative elevations look from above): geometry [-40, 30],
@@ -196,7 +197,8 @@ class MeshFineTuner:
 
     # --- checkpoints -------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"config": asdict(self.config), "step": self.step, "generator": self.generator.get_state(),
+        return {"format": CHECKPOINT_FORMAT, "config": asdict(self.config), "step": self.step,
+                "generator": self.generator.get_state(),
                 "geometry": self.geometry.state_dict(), "texture": self.texture.state_dict(),
                 "background": self.background.state_dict(),
                 "geometry_optimizer": self.geometry_optimizer.state_dict(),
@@ -231,6 +233,9 @@ class MeshFineTuner:
         path = Path(path)
         if not path.is_file():
             return False
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointMismatch(path)
+        self.load_state_dict(state)
         log.info("GeoDream DMTet: resumed from %s at step %d", path, self.step)
         return True

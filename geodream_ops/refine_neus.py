@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_write
+from .atomic import CheckpointMismatch, atomic_write
 from .cameras import CameraSampler, Cameras, scene_unit
 from .cost_volume import CostVolume
 from .neus_field import FieldSettings, NeuSField
@@ -24,6 +24,7 @@ from .neus_renderer import RenderSettings, render, render_with_loss
 
 log = logging.getLogger("GeoDream")
 
+CHECKPOINT_FORMAT = 2  # bump when the checkpoint's layout changes: older files are then refused, never misread
 RELEASE_OPTIMISER_STEPS = 25010
 RELEASE_ITERATIONS = RELEASE_OPTIMISER_STEPS / 3  # three optimisers per iteration
 
@@ -157,7 +158,7 @@ class Refinement:
 
     # --- checkpoints ----------------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
-        state = {"step": self.step, "skipped": self.skipped, "bad_run": self.bad_run,
+        state = {"format": CHECKPOINT_FORMAT, "step": self.step, "skipped": self.skipped, "bad_run": self.bad_run,
                  "field": self.field.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "generator": self.generator.get_state()}
         if hasattr(self.guidance_fn, "state_dict"):
@@ -167,6 +168,8 @@ class Refinement:
 
     def load_checkpoint(self) -> None:
         state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointMismatch(self.checkpoint_path)
         self.field.load_state_dict(state["field"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"].cpu())

@@ -7,7 +7,8 @@ from dataclasses import asdict
 import torch
 
 from ..geodream_ops.images import to_pil
-from ..geodream_ops.mesh_finetune import GEOMETRY_GUIDANCE, TEXTURE_GUIDANCE, FineTuneConfig, MeshFineTuner
+from ..geodream_ops.mesh_finetune import (CHECKPOINT_FORMAT, GEOMETRY_GUIDANCE, TEXTURE_GUIDANCE, FineTuneConfig,
+                                           MeshFineTuner)
 from ..geodream_ops.texture_bake import bake_texture
 from . import edge_types as T
 from . import host
@@ -22,7 +23,8 @@ def _run_key(field, guidance, prompt: str, seed: int, config: FineTuneConfig, te
     with torch.no_grad():
         points = (bbox[0] + (bbox[1] - bbox[0]) * probe).to(host.device())
         values = torch.cat([field.sdf(points).reshape(-1), field.color(points).reshape(-1)]).float().cpu()
-    digest = hashlib.sha256(json.dumps([prompt, guidance.name, seed, asdict(config), texture_size]).encode())
+    digest = hashlib.sha256(json.dumps([CHECKPOINT_FORMAT, prompt, guidance.name, seed, asdict(config),
+                                        texture_size]).encode())
     digest.update(values.numpy().round(5).tobytes())
     return digest.hexdigest()[:16]
 

@@ -1,7 +1,5 @@
 """Stage 3 nodes: refine the cost-volume prior into a NeuS field with Variational Score Distillation; save it."""
-import base64
 import hashlib
-import io
 import json
 
 import torch
@@ -10,10 +8,10 @@ from ..geodream_ops.cost_volume import CostVolume
 from ..geodream_ops.images import to_pil
 from ..geodream_ops.neus_field import NeuSField
 from ..geodream_ops.neus_renderer import render
-from ..geodream_ops.refine_neus import NonFiniteError, Refinement, RefineSettings, turntable
+from ..geodream_ops.refine_neus import CHECKPOINT_FORMAT, NonFiniteError, Refinement, RefineSettings, turntable
 from ..geodream_ops.score_distillation import make_guidance_fn
 from ..geodream_ops.sd_guidance import Guidance
-from ..geodream_ops.cameras import Cameras
+from ..geodream_ops.cameras import Cameras, scene_unit
 from . import edge_types as T
 from . import host
 
@@ -26,14 +24,9 @@ def _run_key(cost_volume: CostVolume, guidance: Guidance, prompt: str, settings:
     digest.update(cost_volume.volume.detach().float().cpu().numpy().tobytes())
     for tensor in cost_volume.decoder.state_dict().values():
         digest.update(tensor.detach().float().cpu().numpy().tobytes())
-    digest.update(json.dumps([prompt, guidance.name, settings.steps, settings.resolution, settings.seed]).encode())
+    digest.update(json.dumps([CHECKPOINT_FORMAT, prompt, guidance.name, settings.steps, settings.resolution,
+                              settings.seed]).encode())
     return digest.hexdigest()[:16]
-
-
-def _png_base64(image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
 
 
 class GeoDreamVSDRefineNeuS:
@@ -94,11 +87,10 @@ class GeoDreamVSDRefineNeuS:
         def on_step(step, refinement):
             preview = None
             if preview_every and step % preview_every == 0:
-                camera = Cameras.from_spherical(15.0, (step * 7.5) % 360, 1.25, 50.0)
+                distance = 1.25 * scene_unit(refinement.field.bbox)
+                camera = Cameras.from_spherical(15.0, (step * 7.5) % 360, distance, 50.0)
                 frame = render(refinement.field, camera, PREVIEW_SIZE, PREVIEW_SIZE, settings.render)["rgb"][0]
                 preview = to_pil(frame)
-                host.send_preview("geodream.preview", {"node": "GeoDreamVSDRefineNeuS", "step": step, "total": steps,
-                                                       "skipped": refinement.skipped, "image": _png_base64(preview)})
             progress.update(step, preview)
             host.check_interrupt()
 

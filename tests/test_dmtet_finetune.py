@@ -311,3 +311,13 @@ def test_node_with_the_real_guidance_on_a_refined_field(pack_dirs, monkeypatch):
     for name, value in made[1][0].lora.state_dict().items():
         assert torch.equal(value, texture_fn.lora.state_dict()[name]), name
     assert torch.equal(again.texture, mesh.texture)
+
+
+def test_dmtet_refuses_a_checkpoint_of_another_layout(tmp_path):
+    from geodream_pack.geodream_ops.atomic import CheckpointMismatch
+
+    path = tmp_path / "old.pt"
+    torch.save({"step": 1, "geometry": {}}, path)
+    tuner = MeshFineTuner(SphereField(), towards_red, towards_red, _config(), seed=0, device="cpu")
+    with pytest.raises(CheckpointMismatch, match="another version"):
+        tuner.resume(path)

@@ -35,11 +35,18 @@ def _refine(guidance, **overrides):
 
 def test_node_runs_resumes_and_saves(guidance, pack_dirs, monkeypatch):
     previews = []
-    monkeypatch.setattr(host, "send_preview", lambda event, data: previews.append((event, data["step"])))
+    update = host.Progress.update
+
+    def record(bar, value=None, preview=None):
+        if preview is not None:
+            previews.append((value, preview.size))
+        update(bar, value, preview)
+
+    monkeypatch.setattr(host.Progress, "update", record)
     field, frames = _refine(guidance)
     assert isinstance(field, NeuSField)
     assert frames.shape == (8, 32, 32, 3) and 0 <= frames.min() and frames.max() <= 1
-    assert previews == [("geodream.preview", 2)]
+    assert previews == [(2, (128, 128))]  # every preview_every steps, to the node's live preview
     checkpoints = list((pack_dirs["output"] / "GeoDream" / "refine").glob("*.pt"))
     assert len(checkpoints) == 1 and torch.load(checkpoints[0], weights_only=True)["step"] == 3
 

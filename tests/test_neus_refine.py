@@ -121,3 +121,13 @@ def test_schedules_follow_the_release():
     assert lr_factor("hash_grid", s.steps, s) == pytest.approx(1 - 0.95 * (8337 - 3500) / 20000, abs=1e-3)
     assert lr_factor("volume", s.steps, s) == pytest.approx(0.1 + 0.9 * (8337 - 3500) / 20000, abs=1e-3)
     assert lr_factor("background", s.steps, s) == 1.0
+
+
+def test_a_checkpoint_of_another_layout_is_refused_by_name(tmp_path):
+    """A checkpoint written by another version of the pack is never half-loaded: the error names it and the fix."""
+    from geodream_pack.geodream_ops.atomic import CheckpointMismatch
+
+    path = tmp_path / "old.pt"
+    torch.save({"step": 3, "field": {"encoding.params": torch.zeros(4)}}, path)
+    with pytest.raises(CheckpointMismatch, match=r"old\.pt was written by another version.*resume off"):
+        Refinement(sphere_cost_volume(), lambda *a: torch.zeros(()), tiny_settings(), torch.device("cpu"), path)
