@@ -79,11 +79,14 @@ def regularisers(opacity: torch.Tensor, step: int, settings: RefineSettings) -> 
     return loss
 
 
+def evaluation_cameras(field: NeuSField, azimuths) -> Cameras:
+    """The release's evaluation camera at each azimuth: 1.25 scene units away, fovy 50, 15 deg above the horizon."""
+    return Cameras.from_spherical(15.0, azimuths, 1.25 * scene_unit(field.bbox), 50.0, "turntable")
+
+
 def turntable(field: NeuSField, views: int = 8, size: int = 128, settings: RenderSettings | None = None) -> torch.Tensor:
-    """IMAGE [views, size, size, 3] around the object (the release's evaluation camera: 1.25 scene units away,
-    fovy 50, 15 deg above the horizon), over the field's own background."""
-    azimuths = torch.arange(views) * 360.0 / views
-    cameras = Cameras.from_spherical(15.0, azimuths, 1.25 * scene_unit(field.bbox), 50.0, "turntable")
+    """IMAGE [views, size, size, 3] around the object from the evaluation cameras, over the field's own background."""
+    cameras = evaluation_cameras(field, torch.arange(views) * 360.0 / views)
     settings = settings or RenderSettings()
     frames = [render(field, cameras[i], size, size, settings)["rgb"] for i in range(views)]
     return torch.cat(frames).clamp(0, 1).cpu()

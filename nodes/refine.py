@@ -8,10 +8,10 @@ from ..geodream_ops.cost_volume import CostVolume
 from ..geodream_ops.images import to_pil
 from ..geodream_ops.neus_field import NeuSField
 from ..geodream_ops.neus_renderer import render
-from ..geodream_ops.refine_neus import CHECKPOINT_FORMAT, NonFiniteError, Refinement, RefineSettings, turntable
+from ..geodream_ops.refine_neus import (CHECKPOINT_FORMAT, NonFiniteError, Refinement, RefineSettings,
+                                        evaluation_cameras, turntable)
 from ..geodream_ops.score_distillation import make_guidance_fn
 from ..geodream_ops.sd_guidance import Guidance
-from ..geodream_ops.cameras import Cameras, scene_unit
 from . import edge_types as T
 from . import host
 
@@ -87,8 +87,7 @@ class GeoDreamVSDRefineNeuS:
         def on_step(step, refinement):
             preview = None
             if preview_every and step % preview_every == 0:
-                distance = 1.25 * scene_unit(refinement.field.bbox)
-                camera = Cameras.from_spherical(15.0, (step * 7.5) % 360, distance, 50.0)
+                camera = evaluation_cameras(refinement.field, (step * 7.5) % 360)
                 frame = render(refinement.field, camera, PREVIEW_SIZE, PREVIEW_SIZE, settings.render)["rgb"][0]
                 preview = to_pil(frame)
             progress.update(step, preview)
