@@ -6,8 +6,10 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import GeoDreamError
 
-class CheckpointMismatch(RuntimeError):
+
+class CheckpointMismatch(GeoDreamError, RuntimeError):
     def __init__(self, path):
         super().__init__(f"GeoDream: {path} was written by another version of the pack and cannot be resumed; "
                          "delete it, or queue again with resume off to start over.")

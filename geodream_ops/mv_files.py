@@ -7,8 +7,10 @@ from pathlib import Path
 
 import torch
 
+from .errors import GeoDreamError
 
-class ModelFilesError(FileNotFoundError):
+
+class ModelFilesError(GeoDreamError, FileNotFoundError):
     """The model folder or file is incomplete or of the wrong kind; the message says what to put where."""
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import GeoDreamError
 from .prior import PriorModel
 
 log = logging.getLogger("GeoDream")
@@ -22,7 +23,7 @@ OPTIONAL_SUFFIXES = ("num_batches_tracked",)
 RELEASE_NAME = "ckpt_215000.pth"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(GeoDreamError, ValueError):
     pass
 
 

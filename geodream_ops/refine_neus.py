@@ -19,6 +19,7 @@ import torch
 from .atomic import CheckpointMismatch, atomic_write
 from .cameras import CameraSampler, Cameras, scene_unit
 from .cost_volume import CostVolume
+from .errors import GeoDreamError
 from .neus_field import FieldSettings, NeuSField
 from .neus_renderer import RenderSettings, render, render_with_loss
 
@@ -51,7 +52,7 @@ class RefineSettings:
     cameras: CameraSampler = dc_field(default_factory=CameraSampler)
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(GeoDreamError, RuntimeError):
     pass
 
 
