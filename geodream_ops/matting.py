@@ -11,6 +11,7 @@ Two ways to find the background of generated views, both without a download:
   also works for any view on a flat backdrop."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,8 @@ from PIL import Image
 from scipy import ndimage
 
 from .errors import GeoDreamError
+
+log = logging.getLogger("GeoDream")
 
 METHODS = ("auto", "rembg", "flat background", "none")
 ALPHA_THRESHOLD = 128  # of 255: at or below, a pixel is background and becomes white (the release's rule)
@@ -141,6 +144,11 @@ def matte_views(views: torch.Tensor, method: str, u2net_path=None, check=lambda:
         masks = U2NetMatting(u2net_path).masks(views, check)
     else:
         masks = flat_background_mask(views)
+    empty = is_background(masks).flatten(1).all(1)
+    if bool(empty.any()):
+        log.warning("GeoDream: %s matting found no object in view(s) %s; they are left unmatted (see the mask output)",
+                    method, empty.nonzero().flatten().tolist())
+        masks[empty] = 0.0
     return on_white(views, masks), masks, method
 
 

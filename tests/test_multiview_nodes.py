@@ -55,17 +55,17 @@ def _generate(model, **overrides):
 def test_zero123plus_generates_six_views_at_the_v12_rig(zero123plus):
     assert zero123plus.version == "v1.2" and zero123plus.num_views == 6
     image, mask = _object_image()
-    views, rig = _generate(zero123plus, image=image, mask=mask)
+    views, rig, _ = _generate(zero123plus, image=image, mask=mask)
     assert views.shape == (6, tw.TILE, tw.TILE, 3) and views.dtype == torch.float32
     assert views.min() >= 0 and views.max() <= 1 and views.std() > 0
     # The published v1.2 table: azimuths 30..330 in steps of 60 from the input view, elevations 20/-10, fov 30.
     assert torch.allclose(rig.azimuth_deg, torch.tensor([30.0, 90, 150, 210, 270, 330]), atol=1e-4)
     assert torch.allclose(rig.elevation_deg, torch.tensor([20.0, -10, 20, -10, 20, -10]), atol=1e-4)
     assert torch.allclose(rig.fovy_deg, torch.full((6,), 30.0))
-    again, _ = _generate(zero123plus, image=image, mask=mask)
+    again = _generate(zero123plus, image=image, mask=mask)[0]
     assert torch.equal(views, again)
-    other_seed, _ = _generate(zero123plus, image=image, mask=mask, seed=8)
-    other_image, _ = _generate(zero123plus, image=1 - image, mask=mask)
+    other_seed = _generate(zero123plus, image=image, mask=mask, seed=8)[0]
+    other_image = _generate(zero123plus, image=1 - image, mask=mask)[0]
     # Same inputs give bit-identical views; the seed and the condition image both move them.
     assert (other_seed - views).abs().max() > 1e-2 and (other_image - views).abs().max() > 1e-4
 
@@ -86,7 +86,7 @@ def test_mvdream_generates_four_views_from_either_format(pack_dirs, twin_files, 
     choice = f"{kind}/{name}"
     assert choice in GeoDreamLoadMVDream.INPUT_TYPES()["required"]["model"][0]
     model = GeoDreamLoadMVDream().load(choice, tw.MV_RESOLUTION)[0]
-    views, rig = _generate(model, prompt="a red owl", elevation=20.0)
+    views, rig, _ = _generate(model, prompt="a red owl", elevation=20.0)
     assert views.shape == (4, tw.MV_RESOLUTION, tw.MV_RESOLUTION, 3)
     assert views.min() >= 0 and views.max() <= 1 and views.std() > 0
     assert torch.allclose(rig.c2w, cameras.mvdream_rig(20.0).c2w)
