@@ -15,12 +15,11 @@ from . import host
 
 log = logging.getLogger("GeoDream")
 
-# As GeoDream's release ran each model for its volumes: MVDream by MVDream/t2i_single.py (DDIM 50 steps, CFG 10,
-# fp32: step1-run-mv.sh passes no --fp16), Zero123++ by zero123plus/examples/img_to_6mv.py (75 steps, the
-# pipeline's CFG 4, fp16).
-DEFAULTS = {"zero123plus": {"steps": 75, "guidance": 4.0, "dtype": torch.float16},
-            "mvdream": {"steps": 50, "guidance": 10.0, "dtype": torch.float32}}
 PRECISIONS = {"auto": None, "fp16": torch.float16, "fp32": torch.float32}
+# As GeoDream's release ran each model for its volumes (see each pipeline's RELEASE_* constants).
+DEFAULTS = {kind: {"steps": module.RELEASE_STEPS, "guidance": module.RELEASE_GUIDANCE,
+                   "dtype": PRECISIONS[module.RELEASE_PRECISION]}
+            for kind, module in (("zero123plus", zero123plus), ("mvdream", mvdream_pipeline))}
 
 MATTING_TOOLTIP = ("How the background is removed before the views go on white (alpha <= 128/255 becomes pure white, "
                    "everything else stays as it is, as the release feeds its 3D prior). rembg: U²-Net as the release "

@@ -158,3 +158,30 @@ def test_workflows_through_the_runner_swap_only_the_loader(pack_dirs, twin_files
         pngs, records = [w for w in written if w.endswith(".png")], [w for w in written if w.endswith(".json")]
         assert len(pngs) == views and len(records) == 1
         assert len(json.loads(open(records[0]).read())["c2w"]) == views
+
+
+def test_release_sampler_settings_and_precisions_are_the_defaults(zero123plus, pack_dirs, twin_files, monkeypatch):
+    """steps = guidance = 0 run each model as GeoDream's release did (t2i_single.py: DDIM 50, CFG 10, fp32;
+    img_to_6mv.py: 75 steps, CFG 4, fp16)."""
+    from geodream_pack.nodes import multiview
+
+    _install(pack_dirs, twin_files, "mvdream.pt", "checkpoints")
+    mvdream = GeoDreamLoadMVDream().load("checkpoints/mvdream.pt", tw.MV_RESOLUTION)[0]
+    calls = []
+
+    def record(model, size):
+        def generate(*args):
+            calls.append((model.kind, args[-4], args[-3], next(model.modules()[0].parameters()).dtype))
+            return torch.rand(model.num_views, size, size, 3)
+        return generate
+
+    monkeypatch.setattr(zero123plus, "generate", record(zero123plus, tw.TILE))
+    monkeypatch.setattr(mvdream, "generate", record(mvdream, tw.MV_RESOLUTION))
+    image, mask = _object_image()
+    _generate(zero123plus, image=image, mask=mask, steps=0)
+    _generate(mvdream, prompt="a red owl", steps=0)
+    assert calls == [("zero123plus", 75, 4.0, torch.float32), ("mvdream", 50, 10.0, torch.float32)]  # CPU: fp32
+    monkeypatch.setattr(host, "device", lambda: torch.device("cuda"))
+    assert multiview.model_dtype("mvdream", "auto") == torch.float32
+    assert multiview.model_dtype("zero123plus", "auto") == torch.float16
+    assert multiview.model_dtype("mvdream", "fp16") == torch.float16
