@@ -6,7 +6,12 @@
     s(x) = f_g(E(x), V(x))
 The grid is the release's: 96^3 voxel centres spanning its [-1, 1]^3, in its frame (release_frame.py). V is then
 upsampled (trilinear, align_corners=False, as GeoDream's script) to the requested resolution (150 in the release)
-and handed over in the pack's frame."""
+and handed over in the pack's frame.
+
+The release exports V with its networks in training mode, so every batch norm normalises by the current batch
+(f_2D's and the compression's InPlaceABN over all views x pixels, f_3D's over each sparse level's active voxels) and
+never by the checkpoint's running statistics; NORM_STATISTICS keeps the latter as an option. Views are expected on
+white (matting.py), as the prior was trained and as the release feeds it."""
 from __future__ import annotations
 
 import logging

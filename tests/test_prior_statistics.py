@@ -9,7 +9,9 @@ from geodream_pack.geodream_ops.prior import build_cost_volume
 from geodream_pack.geodream_ops.sparse_conv import SparseVolume, sparse_conv
 from geodream_pack.geodream_ops.sparse_unet import SparseBlock
 
-from tests.twins_prior import random_prior
+from geodream_pack.geodream_ops.prior_checkpoint import load_prior
+
+from tests.twins_prior import random_prior, release_checkpoint
 
 EPS = 1e-5
 
@@ -108,18 +110,29 @@ def _build(model, views, cams, backend="dense", statistics="batch"):
                              statistics=statistics).volume
 
 
-def test_volume_ignores_gamma_signs_and_stored_running_statistics(twin_and_views):
+def _edited_checkpoint(folder, name, edit):
+    """The twin written in the release's file layout with ``edit(key, tensor)`` applied to every tensor, loaded back
+    through the real loader."""
+    checkpoint = release_checkpoint(random_prior(3))
+    for section in ("pyramid_feature_network", "sdf_network_lod0"):
+        checkpoint[section] = {k: edit(k, v) for k, v in checkpoint[section].items()}
+    path = folder / name
+    torch.save(checkpoint, path)
+    return load_prior(path)
+
+
+def test_volume_ignores_gamma_signs_and_stored_running_statistics(twin_and_views, tmp_path):
     model, views, cams = twin_and_views
-    reference = _build(model, views, cams)
+    reference = _build(_edited_checkpoint(tmp_path, "same.pth", lambda k, v: v), views, cams)
+    assert torch.allclose(reference, _build(model, views, cams), atol=1e-6)
     assert reference.abs().max() > 0.1
-    flipped, replaced = random_prior(3), random_prior(3)
-    with torch.no_grad():
-        for module in flipped.modules():
-            if isinstance(module, InPlaceABNForward):
-                module.weight.neg_()
-        for name, buffer in replaced.named_buffers():
-            if name.endswith(("running_mean", "running_var")):
-                buffer.copy_(torch.rand_like(buffer) * 50 + 0.5)
+    checkpoint = release_checkpoint(model)
+    gammas = [k for s in ("pyramid_feature_network", "sdf_network_lod0") for k in checkpoint[s] if k.endswith("bn.weight")]
+    assert len(gammas) == 9  # every InPlaceABN: the 8 of f_2D and compress_layer's
+    flipped = _edited_checkpoint(tmp_path, "flipped.pth", lambda k, v: -v if k.endswith("bn.weight") else v)
+    replaced = _edited_checkpoint(
+        tmp_path, "replaced.pth",
+        lambda k, v: torch.rand_like(v) * 50 + 0.5 if k.endswith(("running_mean", "running_var")) else v)
     assert torch.allclose(_build(flipped, views, cams), reference, atol=1e-6, rtol=1e-5)
     assert torch.allclose(_build(replaced, views, cams), reference, atol=1e-6, rtol=1e-5)
     # The running statistics are a real alternative: with the twin's far-off ones the volume changes.
