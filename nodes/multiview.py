@@ -1,5 +1,6 @@
 """Multi-view prediction (stage 1): a loader per model, one generate node for both. Swapping Zero123++ for MVDream
-is swapping the loader; the views (IMAGE) and their cameras (GEODREAM_CAMERAS) downstream stay the same."""
+is swapping the loader; the views (IMAGE, on white), their cameras (GEODREAM_CAMERAS) and masks downstream stay the
+same. Expand Views runs Zero123++ on a view set, as the release turns MVDream's 4 views into its 14."""
 import logging
 
 import torch
