@@ -6,6 +6,7 @@ Weights are random (a twin of the release's layout): time and memory depend on s
 cameras see, not on weight values."""
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -25,13 +26,16 @@ def run_one(backend: str, views: int, mesh_resolution: int) -> dict:
     import torch
 
     from geodream_pack.geodream_ops import cameras as C
+    from geodream_pack.geodream_ops import view_recipe as V
     from geodream_pack.geodream_ops.marching_cubes import extract_mesh, sdf_grid
     from geodream_pack.geodream_ops.prior import build_cost_volume
     from tests.twins_prior import random_prior
 
     model = random_prior(0)
     rig = C.mvdream_rig()
-    if views > 4:  # the release's mix: 4 MVDream views and Zero123++ v1.1 views around them
+    if views == 14:  # the release's text recipe: 4 MVDream views + 10 Zero123++ v1.1 tiles at its pose table
+        rig = V.expanded_cameras(V.release_source_cameras(rig), V.RELEASE_TILES)
+    elif views > 4:  # 4 MVDream views and one Zero123++ v1.1 grid's views
         extra = C.zero123plus_rig("v1.1")
         rig = C.Cameras(torch.cat([rig.c2w, extra.c2w])[:views], torch.cat([rig.fovy_deg, extra.fovy_deg])[:views])
     images = torch.rand(len(rig), 256, 256, 3, generator=torch.Generator().manual_seed(0))
@@ -48,7 +52,7 @@ def run_one(backend: str, views: int, mesh_resolution: int) -> dict:
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--views", type=int, default=10)
+    parser.add_argument("--views", type=int, default=14)
     parser.add_argument("--mesh-resolution", type=int, default=128)
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -63,8 +67,9 @@ def main():
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     lines = [SECTION, "",
              f"CPU: {platform.processor() or platform.machine()}, {rows[0]['threads']} torch threads (shared machine); "
-             f"{rows[0]['views']} views of 256^2, 96^3 grid, output [1, 16, 150, 150, 150]. Random weights in the "
-             "release's layout. `python bench/bench_prior.py --write`.", "",
+             f"{rows[0]['views']} views of 256^2 (14: the release's text recipe), 96^3 grid, output "
+             "[1, 16, 150, 150, 150], batch statistics as the release. Random weights in the release's layout. "
+             f"Load average {os.getloadavg()[0]:.1f} when written. `python bench/bench_prior.py --write`.", "",
              "| backend | build cost volume (s) | peak RSS (MB) | PriorToMesh at %d^3 (s) |" % args.mesh_resolution,
              "|---|---|---|---|"]
     lines += [f"| {r['backend']} | {r['build_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['mesh_s']:.1f} |" for r in rows]

@@ -1,8 +1,8 @@
 """f_2D: SparseNeuS's 2D feature pyramid, fused to 56 channels per pixel (One-2-3-45 release, lod0).
 
 Parameter names and shapes follow the released checkpoint's ``pyramid_feature_network`` section. Its norm layers
-were inplace_abn's InPlaceABN (batch norm + leaky ReLU 0.01, no ``num_batches_tracked``); we run them as a frozen
-batch norm with the same keys, so the pack needs no CUDA extension."""
+were inplace_abn's InPlaceABN (batch norm + leaky ReLU 0.01, no ``num_batches_tracked``); ``InPlaceABNForward``
+computes InPlaceABN's forward in plain PyTorch with the same keys, so the pack needs no CUDA extension."""
 from __future__ import annotations
 
 import torch
@@ -12,8 +12,16 @@ from torch import nn
 FEATURE_CHANNELS = 56  # 32 (1/4 scale) + 16 (1/2 scale) + 8 (full scale)
 
 
-class ActivatedBatchNorm(nn.Module):
-    """InPlaceABN in inference: y = leaky_relu(batch_norm(x), 0.01), with InPlaceABN's state-dict keys."""
+class InPlaceABNForward(nn.Module):
+    """The forward of inplace_abn's InPlaceABN (leaky ReLU 0.01, eps 1e-5) on [N, C, ...] inputs:
+
+        y = leaky_relu((x - mean) / sqrt(var + eps) * (|gamma| + eps) + beta, 0.01)
+
+    InPlaceABN scales by |gamma| + eps, never by gamma (src/inplace_abn_cpu.cpp forward_cpu and the CUDA kernels;
+    its backward flips the gradient's sign instead, so a trained gamma may be stored negative). In training mode
+    (``self.training``) mean and var are the batch's, per channel over N and every spatial position, var biased
+    (``statistics_cpu``); in eval mode they are the stored running statistics. The release exports its volume in
+    training mode. Running statistics are never updated here: the prior is not trained."""
 
     def __init__(self, channels: int, eps: float = 1e-5, slope: float = 0.01):
         super().__init__()
@@ -24,7 +32,11 @@ class ActivatedBatchNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(channels))
 
     def forward(self, x):
-        x = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        scale = self.weight.abs() + self.eps
+        if self.training:
+            x = F.batch_norm(x, None, None, scale, self.bias, True, 0.0, self.eps)
+        else:
+            x = F.batch_norm(x, self.running_mean, self.running_var, scale, self.bias, False, 0.0, self.eps)
         return F.leaky_relu(x, self.slope)
 
 
@@ -32,7 +44,7 @@ class ConvBnAct(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, padding: int = 1):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=False)
-        self.bn = ActivatedBatchNorm(out_channels)
+        self.bn = InPlaceABNForward(out_channels)
 
     def forward(self, x):
         return self.bn(self.conv(x))

@@ -27,3 +27,13 @@ def bhwc_to_bchw(images: torch.Tensor) -> torch.Tensor:
 
 def bchw_to_bhwc(images: torch.Tensor) -> torch.Tensor:
     return images.permute(0, 2, 3, 1)
+
+
+def resize_views(views: torch.Tensor, size: int) -> torch.Tensor:
+    """[N, H, W, C] -> [N, size, size, C], bilinear and antialiased (as PIL's bilinear resize, which the release's
+    torchvision Resize runs on its views)."""
+    if views.shape[1:3] == (size, size):
+        return views
+    resized = torch.nn.functional.interpolate(bhwc_to_bchw(views.float()), size=(size, size), mode="bilinear",
+                                              antialias=True, align_corners=False)
+    return bchw_to_bhwc(resized).clamp(0, 1)

@@ -34,6 +34,11 @@ LATENT_SCALE = 0.18215
 RESOLUTION = 256
 # MVDream's t2i script (and GeoDream's views) append this to every prompt.
 PROMPT_SUFFIX = ", 3d asset"
+# How GeoDream's release sampled its views (mv-diffusion/MVDream/t2i_single.py as step1-run-mv.sh calls it: DDIM
+# 50 steps, eta 0, scale=10 hard-coded in its main; no --fp16, so fp32).
+RELEASE_STEPS = 50
+RELEASE_GUIDANCE = 10.0
+RELEASE_PRECISION = "fp32"
 DIFFUSERS_LAYOUT = ["model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors|unet/diffusion_pytorch_model.bin",
                     "vae/config.json", "vae/diffusion_pytorch_model.safetensors|vae/diffusion_pytorch_model.bin",
                     "text_encoder/config.json", "text_encoder/model.safetensors|text_encoder/pytorch_model.bin",

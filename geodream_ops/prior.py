@@ -6,11 +6,17 @@
     s(x) = f_g(E(x), V(x))
 The grid is the release's: 96^3 voxel centres spanning its [-1, 1]^3, in its frame (release_frame.py). V is then
 upsampled (trilinear, align_corners=False, as GeoDream's script) to the requested resolution (150 in the release)
-and handed over in the pack's frame."""
+and handed over in the pack's frame.
+
+The release exports V with its networks in training mode, so every batch norm normalises by the current batch
+(f_2D's and the compression's InPlaceABN over all views x pixels, f_3D's over each sparse level's active voxels) and
+never by the checkpoint's running statistics; NORM_STATISTICS keeps the latter as an option. Views are expected on
+white (matting.py), as the prior was trained and as the release feeds it."""
 from __future__ import annotations
 
 import logging
 import math
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +25,7 @@ from torch import nn
 from . import release_frame
 from .cameras import Cameras
 from .cost_volume import CostVolume
+from .errors import GeoDreamError
 from .feature_net import FEATURE_CHANNELS, ConvBnAct, FeatureNet
 from .geometry_decoder import LATENT_CHANNELS, GeometryDecoder
 from .sparse_conv import SparseVolume, select_backend
@@ -31,6 +38,10 @@ log = logging.getLogger("GeoDream")
 COMPRESSED_CHANNELS = 16
 MIN_VIEWS = 2  # a voxel enters the sparse volume when at least this many views see it
 CHUNK = 1 << 16  # voxels projected at a time, to bound memory
+# Which statistics every batch norm of f_2D, the compression and f_3D normalises with: "batch" (the current views'
+# pixels and the active voxels of each sparse level, as the release exports its volume: its networks stay in
+# training mode) or "running" (the checkpoint's stored running statistics, what eval mode would use).
+NORM_STATISTICS = ("batch", "running")
 
 
 class SdfNetworkLod0(nn.Module):
@@ -91,9 +102,24 @@ def build_steps(grid_size: int = release_frame.RELEASE_GRID) -> int:
     return math.ceil(grid_size**3 / CHUNK) + 2
 
 
+@contextmanager
+def norm_statistics(model: PriorModel, statistics: str):
+    """Runs ``model``'s batch norms on ``statistics`` (one of NORM_STATISTICS) inside the block, then restores its
+    mode. Batch statistics are PyTorch's training mode; no running statistic is ever updated."""
+    if statistics not in NORM_STATISTICS:
+        raise GeoDreamError(f"GeoDream: unknown normalisation statistics {statistics!r}; use one of {NORM_STATISTICS}.")
+    was_training = model.training
+    model.train(statistics == "batch")
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def view_features(model: PriorModel, views: torch.Tensor, image_size: int) -> torch.Tensor:
-    """IMAGE batch [N, H, W, 3] in 0..1 -> compressed features [N, 16, S, S] at the trained image size S."""
+    """IMAGE batch [N, H, W, 3] in 0..1 -> compressed features [N, 16, S, S] at the trained image size S. In
+    training mode every InPlaceABN normalises over the whole batch (N views x S x S pixels), as in the release."""
     images = views[..., :3].permute(0, 3, 1, 2).to(model.device(), torch.float32)
     if images.shape[-2:] != (image_size, image_size):
         images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
@@ -123,20 +149,24 @@ def sparse_cost(features: torch.Tensor, cameras: Cameras, grid_size: int, check=
 def build_cost_volume(model: PriorModel, views: torch.Tensor, cameras: Cameras,
                       resolution: int = release_frame.RELEASE_VOLUME_RESOLUTION,
                       grid_size: int = release_frame.RELEASE_GRID, image_size: int = release_frame.RELEASE_IMAGE_SIZE,
-                      backend: str | None = None, check=lambda: None) -> CostVolume:
-    """V_p and f_g from N views and their cameras (pack frame). ``check`` is called between steps (interrupts)."""
+                      backend: str | None = None, check=lambda: None, statistics: str = "batch") -> CostVolume:
+    """V_p and f_g from N views [N, H, W, 3] in 0..1 (on white) and their cameras (pack frame). ``statistics``
+    picks the batch norms' statistics (NORM_STATISTICS; "batch" is the release's export). ``check`` is called
+    between steps (interrupts)."""
     if views.shape[0] != len(cameras):
         raise ValueError(f"GeoDream: {views.shape[0]} views but {len(cameras)} cameras; give one camera per view.")
     backend = select_backend(backend, model.device())
-    log.info("GeoDream: building the cost volume (%d views, %d^3 grid) with the %s sparse backend",
-             len(cameras), grid_size, backend)
-    features = view_features(model, views, image_size)
-    check()
-    cost = sparse_cost(features, cameras, grid_size, check)
-    if len(cost.coords) == 0:
-        raise ValueError("GeoDream: no voxel of the [-1, 1]^3 volume is seen by two views; check that the cameras "
-                         "look at the origin from about the release's distance (1.2 at a 49 degree field of view).")
-    regularised = model.sdf_network_lod0.sparse_costreg_net(cost, backend)
+    log.info("GeoDream: building the cost volume (%d views, %d^3 grid) with the %s sparse backend, %s statistics",
+             len(cameras), grid_size, backend, statistics)
+    with norm_statistics(model, statistics):
+        features = view_features(model, views, image_size)
+        check()
+        cost = sparse_cost(features, cameras, grid_size, check)
+        if len(cost.coords) == 0:
+            raise ValueError("GeoDream: no voxel of the [-1, 1]^3 volume is seen by two views; check that the "
+                             "cameras look at the origin from about the release's distance (1.2 at a 49 degree "
+                             "field of view).")
+        regularised = model.sdf_network_lod0.sparse_costreg_net(cost, backend)
     check()
     volume = SparseVolume(cost.coords, regularised, cost.shape).dense()
     if resolution != grid_size:

@@ -1,8 +1,14 @@
 """f_3D: SparseNeuS's sparse cost-regularisation U-Net (SparseCostRegNet, lod0), over the voxels seen by >= 2 views.
 
 Parameter names follow the released checkpoint (``sdf_network_lod0.sparse_costreg_net.*``); each block is a
-3x3x3 sparse convolution (``net.0``, no bias), a batch norm (``net.1``) and a ReLU. The release stored kernels in
-torchsparse's layout; ours are spconv's (see prior_checkpoint.py for the conversion)."""
+3x3x3 sparse convolution (``net.0``, no bias), a batch norm (``net.1``, torchsparse's ``spnn.BatchNorm``: an
+``nn.BatchNorm1d`` over the active voxels' features) and a ReLU. The release stored kernels in torchsparse's layout;
+ours are spconv's (see prior_checkpoint.py for the conversion).
+
+The release exports its volume with the network in training mode, so each batch norm normalises by the mean and
+(biased) variance of its own level's active voxels; eval mode (``self.training`` False) uses the stored running
+statistics instead. Both backends hand the batch norm the features of exactly the active sites (the dense path
+reads its convolution back at them), so the statistics are the same on either."""
 from __future__ import annotations
 
 import math
@@ -32,8 +38,12 @@ class SparseBlock(nn.Module):
     def forward(self, x: SparseVolume, out_coords: torch.Tensor, out_shape, backend: str) -> SparseVolume:
         features = sparse_conv(x, self.net[0].weight, self.kind, out_coords, backend)
         bn = self.net[1]
-        # Inference only: the running statistics, whatever the module's train/eval flag.
-        features = F.batch_norm(features, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        # Running statistics are never updated: the prior is not trained.
+        if self.training:
+            mean, var = features.mean(0), features.var(0, unbiased=False)
+        else:
+            mean, var = bn.running_mean, bn.running_var
+        features = (features - mean) * torch.rsqrt(var + bn.eps) * bn.weight + bn.bias
         return SparseVolume(out_coords, F.relu(features), tuple(out_shape))
 
 

@@ -31,6 +31,11 @@ GRID_ROWS, GRID_COLS = 3, 2
 LATENT_SHIFT, LATENT_GAIN = 0.22, 0.75
 IMAGE_GAIN = 0.5 / 0.8
 VERSIONS = ("v1.2", "v1.1")
+# How GeoDream's release ran Zero123++ (mv-diffusion/zero123plus/examples/img_to_6mv.py: v1.1, 75 steps, Euler
+# ancestral with trailing spacing, the pipeline's default CFG 4, torch_dtype float16).
+RELEASE_STEPS = 75
+RELEASE_GUIDANCE = 4.0
+RELEASE_PRECISION = "fp16"
 DIFFUSERS_LAYOUT = [
     "model_index.json", "scheduler/scheduler_config.json",
     "unet/config.json", "unet/diffusion_pytorch_model.safetensors|unet/diffusion_pytorch_model.bin",

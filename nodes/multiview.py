@@ -1,14 +1,78 @@
 """Multi-view prediction (stage 1): a loader per model, one generate node for both. Swapping Zero123++ for MVDream
-is swapping the loader; the views (IMAGE) and their cameras (GEODREAM_CAMERAS) downstream stay the same."""
+is swapping the loader; the views (IMAGE, on white), their cameras (GEODREAM_CAMERAS) and masks downstream stay the
+same. Expand Views runs Zero123++ on a view set, as the release turns MVDream's 4 views into its 14."""
+import logging
+
 import torch
 
-from ..geodream_ops import cameras, mvdream_pipeline, zero123plus
+from ..geodream_ops import cameras, mvdream_pipeline, release_frame, view_recipe, zero123plus
+from ..geodream_ops.errors import GeoDreamError
+from ..geodream_ops.images import resize_views
+from ..geodream_ops.matting import METHODS as MATTING_METHODS
+from ..geodream_ops.matting import U2NET_FILE, matte_views
 from ..geodream_ops.object_preprocess import object_on_grey, resize_square
 from . import edge_types as T
 from . import host
 
-# The authors' settings: Zero123++'s README (28 steps, CFG 4) and MVDream's t2i script (DDIM 50, CFG 7.5).
-DEFAULTS = {"zero123plus": {"steps": 28, "guidance": 4.0}, "mvdream": {"steps": 50, "guidance": 7.5}}
+log = logging.getLogger("GeoDream")
+
+PRECISIONS = {"auto": None, "fp16": torch.float16, "fp32": torch.float32}
+# As GeoDream's release ran each model for its volumes (see each pipeline's RELEASE_* constants).
+DEFAULTS = {kind: {"steps": module.RELEASE_STEPS, "guidance": module.RELEASE_GUIDANCE,
+                   "dtype": PRECISIONS[module.RELEASE_PRECISION]}
+            for kind, module in (("zero123plus", zero123plus), ("mvdream", mvdream_pipeline))}
+
+MATTING_TOOLTIP = ("How the background is removed before the views go on white (alpha <= 128/255 becomes pure white, "
+                   "everything else stays as it is, as the release feeds its 3D prior). rembg: U²-Net as the release "
+                   "ran it, read from models/rembg/u2net.onnx (rembg's file; needs onnxruntime). flat background: no "
+                   "model, the border's colour connected to the border; always right for Zero123++'s flat grey, fine "
+                   "for MVDream on a plain backdrop. auto: rembg when that file is there, else flat background. "
+                   "none: views as generated (e.g. to connect a better remover's mask to Build Cost Volume).")
+PRECISION_TOOLTIP = ("Number format on a GPU (the CPU always runs fp32). auto: as the release ran each model, "
+                     "MVDream fp32 (about 6 GB of VRAM) and Zero123++ fp16 (about 5 GB). fp16 halves MVDream's memory "
+                     "and runs faster, but its views drift from the release's fp32 sampling.")
+
+
+def u2net_path():
+    """rembg's U²-Net in models/rembg/ when it is there, else None."""
+    for root in host.model_folders("rembg"):
+        if (root / U2NET_FILE).is_file():
+            return root / U2NET_FILE
+    return None
+
+
+def matte(views, method):
+    """Views on white and their masks (1 = background) by ``method`` (matting.METHODS)."""
+    views, masks, used = matte_views(views, method, u2net_path(), host.check_interrupt)
+    log.info("GeoDream: %d views put on white by %s matting", len(views), used)
+    return views, masks
+
+
+def model_dtype(kind: str, precision: str) -> torch.dtype:
+    if host.device().type != "cuda":
+        return torch.float32
+    return PRECISIONS[precision] or DEFAULTS[kind]["dtype"]
+
+
+def run_on_device(mv_model, dtype, desc, steps, generate):
+    """Moves the model to the device in ``dtype``, runs ``generate(on_step)`` with a progress bar and interrupts,
+    and offloads the model afterwards whatever happens."""
+    progress = host.Progress(steps, desc)
+
+    def on_step(step):
+        progress.update(step + 1)
+        host.check_interrupt()
+
+    device = host.device()
+    for module in mv_model.modules():
+        module.to(device, dtype)
+    try:
+        return generate(on_step)
+    finally:
+        progress.close()
+        for module in mv_model.modules():
+            module.to(host.offload_device())
+        host.soft_empty_cache()
 
 
 class GeoDreamLoadZero123Plus:
@@ -80,11 +144,12 @@ class GeoDreamLoadMVDream:
 
 class GeoDreamMultiViewGenerate:
     DESCRIPTION = ("Predicts views of one object at a fixed camera rig: Zero123++ from an image (6 views), MVDream "
-                   "from a prompt (4 views). Outputs the views as an IMAGE batch and their cameras, ready for "
-                   "BuildCostVolume. The first run takes the model to the GPU; it is offloaded afterwards.")
+                   "from a prompt (4 views). Outputs the views on white as the release feeds its 3D prior (background "
+                   "removed, see matting), their cameras, and each view's background mask to check or fix. The "
+                   "first run takes the model to the GPU; it is offloaded afterwards.")
     CATEGORY = T.CATEGORY
-    RETURN_TYPES = ("IMAGE", T.CAMERAS)
-    RETURN_NAMES = ("views", "cameras")
+    RETURN_TYPES = ("IMAGE", T.CAMERAS, "MASK")
+    RETURN_NAMES = ("views", "cameras", "mask")
     FUNCTION = "generate"
 
     @classmethod
@@ -98,11 +163,13 @@ class GeoDreamMultiViewGenerate:
                 "negative_prompt": ("STRING", {"multiline": True, "default": "", "tooltip":
                                     "MVDream: what to avoid (empty in MVDream's scripts). Ignored by Zero123++."}),
                 "steps": ("INT", {"default": 0, "min": 0, "max": 500, "tooltip":
-                          "Denoising steps; 0 uses the authors' setting (Zero123++ 28, raise to 75 for faces; "
-                          "MVDream 50). Time grows linearly: about 0.1-0.2 s per step on a recent GPU."}),
+                          "Denoising steps; 0 uses the release's (Zero123++ 75, MVDream 50). Time grows linearly, "
+                          "about 0.1-0.2 s per step on a recent GPU; fewer steps (e.g. Zero123++'s own 28) are "
+                          "faster but give blurrier, less consistent views, and the 3D prior inherits that."}),
                 "guidance": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 50.0, "step": 0.1, "tooltip":
-                             "Classifier-free guidance scale; 0 uses the authors' setting (Zero123++ 4, MVDream 7.5; "
-                             "GeoDream used 10 for MVDream). 1 turns guidance off and halves the time per step."}),
+                             "Classifier-free guidance scale; 0 uses the release's (Zero123++ 4, MVDream 10). 1 "
+                             "turns guidance off and halves the time per step, but the views follow the prompt "
+                             "or image far less."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 63 - 1, "tooltip":
                          "Same seed, same inputs: the same views."}),
             },
@@ -114,11 +181,13 @@ class GeoDreamMultiViewGenerate:
                 "elevation": ("FLOAT", {"default": cameras.MVDREAM_ELEVATION, "min": -30.0, "max": 60.0, "step": 0.5,
                               "tooltip": "Degrees. MVDream: the elevation of all four views (15 in GeoDream). "
                               "Zero123++ (both versions) generates at fixed absolute elevations and ignores it."}),
+                "matting": (list(MATTING_METHODS), {"default": "auto", "tooltip": MATTING_TOOLTIP}),
+                "precision": (list(PRECISIONS), {"default": "auto", "tooltip": PRECISION_TOOLTIP}),
             },
         }
 
     def generate(self, mv_model, prompt, negative_prompt, steps, guidance, seed, image=None, mask=None,
-                 elevation=cameras.MVDREAM_ELEVATION):
+                 elevation=cameras.MVDREAM_ELEVATION, matting="auto", precision="auto"):
         defaults = DEFAULTS[mv_model.kind]
         steps = steps or defaults["steps"]
         guidance = guidance or defaults["guidance"]
@@ -130,27 +199,15 @@ class GeoDreamMultiViewGenerate:
                 raise ValueError("GeoDream: MVDream needs a prompt; type what to make, e.g. 'a ceramic owl'.")
             rig = cameras.mvdream_rig(elevation)
 
-        progress = host.Progress(steps, f"GeoDream {mv_model.kind}")
-
-        def on_step(step):
-            progress.update(step + 1)
-            host.check_interrupt()
-
-        device = host.device()
-        dtype = torch.float16 if device.type == "cuda" else torch.float32
-        for module in mv_model.modules():
-            module.to(device, dtype)
-        try:
+        def generate(on_step):
             if mv_model.kind == "zero123plus":
-                views = mv_model.generate(condition, steps, guidance, seed, on_step)
-            else:
-                views = mv_model.generate(prompt, negative_prompt, rig, steps, guidance, seed, on_step)
-        finally:
-            progress.close()
-            for module in mv_model.modules():
-                module.to(host.offload_device())
-            host.soft_empty_cache()
-        return (views, rig)
+                return mv_model.generate(condition, steps, guidance, seed, on_step)
+            return mv_model.generate(prompt, negative_prompt, rig, steps, guidance, seed, on_step)
+
+        views = run_on_device(mv_model, model_dtype(mv_model.kind, precision), f"GeoDream {mv_model.kind}", steps,
+                              generate)
+        views, masks = matte(views, matting)
+        return (views, rig, masks)
 
     @staticmethod
     def _object_image(image, mask, size):
@@ -164,7 +221,86 @@ class GeoDreamMultiViewGenerate:
         return resize_square(object_on_grey(image[0], mask), size)
 
 
+class GeoDreamExpandViews:
+    DESCRIPTION = ("Adds Zero123++ views to a view set, as GeoDream's release does for text to 3D: Zero123++ (v1.1 in "
+                   "the release) runs on each view and the chosen tiles join the set with their cameras (Zero123++'s "
+                   "published rig, relative to the view they came from). The default recipe turns MVDream's 4 views "
+                   "into the release's 14 (4 + 10); all views come out at 256 px on white, with their masks.")
+    CATEGORY = T.CATEGORY
+    RETURN_TYPES = ("IMAGE", T.CAMERAS, "MASK")
+    RETURN_NAMES = ("views", "cameras", "mask")
+    FUNCTION = "expand"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "mv_model": (T.MV_MODEL, {"tooltip": "Zero123++ from GeoDream Load Zero123++; the release used v1.1 "
+                                      "(its rig, elevations 30/-20, is the one its pose table has)."}),
+            "views": ("IMAGE", {"tooltip": "The views to expand, e.g. Multi-View Generate's MVDream views on white "
+                                "(the release conditions Zero123++ on exactly those)."}),
+            "cameras": (T.CAMERAS, {"tooltip": "The cameras of those views, one per view."}),
+            "recipe": (list(view_recipe.RECIPES), {"default": view_recipe.RECIPES[0], "tooltip":
+                       "release 14 views: from MVDream's front, left, back and right views, Zero123++ tiles "
+                       "{none}, {1,3,4,5,6}, {6}, {1,2,3,6}, as the release picks them (3 Zero123++ runs). "
+                       "all 6 per view: every tile of every view (one run per view; any view set)."}),
+            "source_cameras": (list(view_recipe.SOURCE_CAMERAS), {"default": view_recipe.SOURCE_CAMERAS[0],
+                               "tooltip": "Cameras of the input views in the output. release pose table: as the "
+                               "release's pose.json has MVDream's views, at elevation 0 (though generated at 15), "
+                               "radius 1.2, focal 280 px. as given: the cameras connected here."}),
+            "steps": ("INT", {"default": 0, "min": 0, "max": 500, "tooltip":
+                      "Zero123++ denoising steps per view; 0 uses the release's 75. Fewer are faster (time is "
+                      "linear, three runs for the release recipe) but give less consistent tiles."}),
+            "guidance": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 50.0, "step": 0.1, "tooltip":
+                         "Classifier-free guidance; 0 uses the release's 4. 1 halves the time but follows the "
+                         "view far less."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 63 - 1, "tooltip":
+                     "View k is expanded with seed + k: same seed, same inputs, the same views."}),
+        }, "optional": {
+            "matting": (list(MATTING_METHODS), {"default": "auto", "tooltip": MATTING_TOOLTIP}),
+            "precision": (list(PRECISIONS), {"default": "auto", "tooltip": PRECISION_TOOLTIP}),
+        }}
+
+    def expand(self, mv_model, views, cameras, recipe, source_cameras, steps, guidance, seed, matting="auto",
+               precision="auto"):
+        if mv_model.kind != "zero123plus":
+            raise GeoDreamError("GeoDream: Expand Views runs Zero123++; connect GeoDream Load Zero123++ (v1.1 as in "
+                                "the release) to mv_model.")
+        if views.ndim != 4 or views.shape[0] != len(cameras):
+            raise GeoDreamError(f"GeoDream: {views.shape[0] if views.ndim == 4 else 'no'} views for {len(cameras)} "
+                                "cameras; give one camera per view.")
+        if source_cameras not in view_recipe.SOURCE_CAMERAS:
+            raise GeoDreamError(f"GeoDream: unknown source_cameras {source_cameras!r}; use one of "
+                                f"{view_recipe.SOURCE_CAMERAS}.")
+        selection = view_recipe.tile_selection(recipe, len(cameras))
+        if source_cameras == view_recipe.SOURCE_CAMERAS[0]:
+            cameras = view_recipe.release_source_cameras(cameras)
+        steps = steps or DEFAULTS["zero123plus"]["steps"]
+        guidance = guidance or DEFAULTS["zero123plus"]["guidance"]
+        sources = [k for k, tiles in enumerate(selection) if tiles]
+
+        def generate(on_step):
+            tiles = {}
+            for run, k in enumerate(sources):
+                condition = resize_square(object_on_grey(views[k, ..., :3]), mv_model.tile_size)
+                grid = mv_model.generate(condition, steps, guidance, seed + k,
+                                         lambda step, run=run: on_step(run * steps + step))
+                tiles[k] = grid[list(selection[k])]
+            return tiles
+
+        tiles = run_on_device(mv_model, model_dtype("zero123plus", precision), "GeoDream Zero123++ expansion",
+                              steps * len(sources), generate)
+        size = release_frame.RELEASE_IMAGE_SIZE
+        parts = []
+        for k in range(len(selection)):
+            parts.append(resize_views(views[k:k + 1, ..., :3], size))
+            if k in tiles:
+                parts.append(resize_views(tiles[k], size))
+        out_views, masks = matte(torch.cat(parts), matting)
+        return (out_views, view_recipe.expanded_cameras(cameras, selection, mv_model.version), masks)
+
+
 NODES = {
+    "GeoDreamExpandViews": (GeoDreamExpandViews, "GeoDream Expand Views (Zero123++)"),
     "GeoDreamLoadZero123Plus": (GeoDreamLoadZero123Plus, "GeoDream Load Zero123++"),
     "GeoDreamLoadMVDream": (GeoDreamLoadMVDream, "GeoDream Load MVDream"),
     "GeoDreamMultiViewGenerate": (GeoDreamMultiViewGenerate, "GeoDream Multi-View Generate"),

@@ -6,7 +6,8 @@ import torch
 
 from ..geodream_ops import marching_cubes, prior_checkpoint, release_frame
 from ..geodream_ops.cost_volume import CostVolume
-from ..geodream_ops.prior import build_cost_volume, build_steps, cost_volume_from_release
+from ..geodream_ops.matting import views_on_white
+from ..geodream_ops.prior import NORM_STATISTICS, build_cost_volume, build_steps, cost_volume_from_release
 from ..geodream_ops.sparse_conv import BACKENDS
 from . import edge_types as T
 from . import host
@@ -42,8 +43,9 @@ class GeoDreamBuildCostVolume:
     DESCRIPTION = ("Builds GeoDream's 3D prior from posed views: 2D features of every view, their variance and mean "
                    "over the views that see each voxel of a 96^3 grid, a sparse 3D U-Net over the voxels seen twice "
                    "or more, upsampled to the cost volume V. With the geometry decoder f_g it gives an SDF anywhere "
-                   "(refine it with VSDRefineNeuS, or look at it with PriorToMesh). Views: white background, the "
-                   "object centred, the cameras those views were made with.")
+                   "(refine it with VSDRefineNeuS, or look at it with PriorToMesh). Views: the object centred on "
+                   "white (as Multi-View Generate gives them; a mask or an alpha channel puts others on white), "
+                   "the cameras those views were made with.")
     CATEGORY = T.CATEGORY
     RETURN_TYPES = (T.COST_VOLUME,)
     RETURN_NAMES = ("cost_volume",)
@@ -66,15 +68,28 @@ class GeoDreamBuildCostVolume:
                         "Sparse convolution engine: spconv when a build for your device is installed (auto), or "
                         "dense PyTorch convolutions; same numbers. At grid 96 on a 2-core CPU: dense ~20 s, spconv's "
                         "CPU build ~40 s (it must run single-threaded), both under 2 GB."}),
+        }, "optional": {
+            "mask": ("MASK", {"tooltip": "Optional background mask per view (or one for all), ComfyUI's convention "
+                              "as LoadImage gives it: 1 = background. Background pixels (alpha <= 128/255) become "
+                              "white, the rest stay as they are, as the release mattes its views. Use it for views "
+                              "with a transparent background (LoadImage's MASK) or a better background remover's "
+                              "mask (through InvertMask if it marks the object with 1). A 4-channel IMAGE's alpha "
+                              "is used the same way when no mask is connected."}),
+            "norm_statistics": (list(NORM_STATISTICS), {"default": "batch", "tooltip":
+                                "Which statistics the prior's batch norms use. batch: those of these views' pixels "
+                                "and of each sparse level's active voxels, as the release built its volumes (its "
+                                "networks ran in training mode). running: the checkpoint's stored running "
+                                "statistics (eval mode), which the release never used to build a volume."}),
         }}
 
-    def build(self, prior, views, cameras, resolution, grid, backend):
+    def build(self, prior, views, cameras, resolution, grid, backend, mask=None, norm_statistics="batch"):
         if views.ndim != 4 or views.shape[-1] < 3:
             raise ValueError(f"GeoDream: views must be an IMAGE batch [N, H, W, 3], got {tuple(views.shape)}.")
         if views.shape[0] < 2:
             raise ValueError("GeoDream: the cost volume needs at least 2 views (a voxel must be seen twice).")
         if views.shape[0] != len(cameras):
             raise ValueError(f"GeoDream: {views.shape[0]} views but {len(cameras)} cameras; give one camera per view.")
+        views = views_on_white(views, mask)
         progress = host.Progress(build_steps(grid), "GeoDream cost volume")
 
         def step():
@@ -83,7 +98,8 @@ class GeoDreamBuildCostVolume:
 
         try:
             volume = build_cost_volume(prior, views, cameras, resolution, grid,
-                                       backend=None if backend == "auto" else backend, check=step)
+                                       backend=None if backend == "auto" else backend, check=step,
+                                       statistics=norm_statistics)
         finally:
             progress.close()
         return (volume,)

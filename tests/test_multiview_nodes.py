@@ -55,17 +55,17 @@ def _generate(model, **overrides):
 def test_zero123plus_generates_six_views_at_the_v12_rig(zero123plus):
     assert zero123plus.version == "v1.2" and zero123plus.num_views == 6
     image, mask = _object_image()
-    views, rig = _generate(zero123plus, image=image, mask=mask)
+    views, rig, _ = _generate(zero123plus, image=image, mask=mask)
     assert views.shape == (6, tw.TILE, tw.TILE, 3) and views.dtype == torch.float32
     assert views.min() >= 0 and views.max() <= 1 and views.std() > 0
     # The published v1.2 table: azimuths 30..330 in steps of 60 from the input view, elevations 20/-10, fov 30.
     assert torch.allclose(rig.azimuth_deg, torch.tensor([30.0, 90, 150, 210, 270, 330]), atol=1e-4)
     assert torch.allclose(rig.elevation_deg, torch.tensor([20.0, -10, 20, -10, 20, -10]), atol=1e-4)
     assert torch.allclose(rig.fovy_deg, torch.full((6,), 30.0))
-    again, _ = _generate(zero123plus, image=image, mask=mask)
+    again = _generate(zero123plus, image=image, mask=mask)[0]
     assert torch.equal(views, again)
-    other_seed, _ = _generate(zero123plus, image=image, mask=mask, seed=8)
-    other_image, _ = _generate(zero123plus, image=1 - image, mask=mask)
+    other_seed = _generate(zero123plus, image=image, mask=mask, seed=8)[0]
+    other_image = _generate(zero123plus, image=1 - image, mask=mask)[0]
     # Same inputs give bit-identical views; the seed and the condition image both move them.
     assert (other_seed - views).abs().max() > 1e-2 and (other_image - views).abs().max() > 1e-4
 
@@ -86,7 +86,7 @@ def test_mvdream_generates_four_views_from_either_format(pack_dirs, twin_files, 
     choice = f"{kind}/{name}"
     assert choice in GeoDreamLoadMVDream.INPUT_TYPES()["required"]["model"][0]
     model = GeoDreamLoadMVDream().load(choice, tw.MV_RESOLUTION)[0]
-    views, rig = _generate(model, prompt="a red owl", elevation=20.0)
+    views, rig, _ = _generate(model, prompt="a red owl", elevation=20.0)
     assert views.shape == (4, tw.MV_RESOLUTION, tw.MV_RESOLUTION, 3)
     assert views.min() >= 0 and views.max() <= 1 and views.std() > 0
     assert torch.allclose(rig.c2w, cameras.mvdream_rig(20.0).c2w)
@@ -158,3 +158,30 @@ def test_workflows_through_the_runner_swap_only_the_loader(pack_dirs, twin_files
         pngs, records = [w for w in written if w.endswith(".png")], [w for w in written if w.endswith(".json")]
         assert len(pngs) == views and len(records) == 1
         assert len(json.loads(open(records[0]).read())["c2w"]) == views
+
+
+def test_release_sampler_settings_and_precisions_are_the_defaults(zero123plus, pack_dirs, twin_files, monkeypatch):
+    """steps = guidance = 0 run each model as GeoDream's release did (t2i_single.py: DDIM 50, CFG 10, fp32;
+    img_to_6mv.py: 75 steps, CFG 4, fp16)."""
+    from geodream_pack.nodes import multiview
+
+    _install(pack_dirs, twin_files, "mvdream.pt", "checkpoints")
+    mvdream = GeoDreamLoadMVDream().load("checkpoints/mvdream.pt", tw.MV_RESOLUTION)[0]
+    calls = []
+
+    def record(model, size):
+        def generate(*args):
+            calls.append((model.kind, args[-4], args[-3], next(model.modules()[0].parameters()).dtype))
+            return torch.rand(model.num_views, size, size, 3)
+        return generate
+
+    monkeypatch.setattr(zero123plus, "generate", record(zero123plus, tw.TILE))
+    monkeypatch.setattr(mvdream, "generate", record(mvdream, tw.MV_RESOLUTION))
+    image, mask = _object_image()
+    _generate(zero123plus, image=image, mask=mask, steps=0)
+    _generate(mvdream, prompt="a red owl", steps=0)
+    assert calls == [("zero123plus", 75, 4.0, torch.float32), ("mvdream", 50, 10.0, torch.float32)]  # CPU: fp32
+    monkeypatch.setattr(host, "device", lambda: torch.device("cuda"))
+    assert multiview.model_dtype("mvdream", "auto") == torch.float32
+    assert multiview.model_dtype("zero123plus", "auto") == torch.float16
+    assert multiview.model_dtype("mvdream", "fp16") == torch.float16

@@ -6,7 +6,9 @@ from geodream_pack.geodream_ops.prior import PriorModel
 
 
 def random_prior(seed: int = 0) -> PriorModel:
-    """Random weights and plausible batch-norm statistics, so features neither vanish nor explode."""
+    """Random weights with what trained weights have and a random init lacks: InPlaceABN gammas stored negative in
+    about a third of the channels (InPlaceABN scales by |gamma|, so its training never kept the sign), and running
+    statistics far from any batch's (means around 3, variances 10-40), so using them instead of the batch's shows."""
     generator = torch.Generator().manual_seed(seed)
     model = PriorModel()
     with torch.no_grad():
@@ -16,10 +18,15 @@ def random_prior(seed: int = 0) -> PriorModel:
             if name.endswith(".variance"):  # NeuS's deviation: a plausible trained sharpness
                 tensor.fill_(0.3 + 0.1 * float(torch.rand((), generator=generator)))
             elif name.endswith("running_var"):
-                tensor.copy_(0.5 + torch.rand(tensor.shape, generator=generator))
-            elif name.endswith(("running_mean", "bias")):
+                tensor.copy_(10.0 + 30.0 * torch.rand(tensor.shape, generator=generator))
+            elif name.endswith("running_mean"):
+                tensor.copy_(3.0 + torch.randn(tensor.shape, generator=generator))
+            elif name.endswith("bias"):
                 tensor.copy_(0.1 * torch.randn(tensor.shape, generator=generator))
-            elif name.endswith("bn.weight") or ".net.1.weight" in name:
+            elif name.endswith("bn.weight"):  # InPlaceABN
+                sign = torch.where(torch.rand(tensor.shape, generator=generator) < 1 / 3, -1.0, 1.0)
+                tensor.copy_(sign * (1.0 + 0.1 * torch.randn(tensor.shape, generator=generator)))
+            elif ".net.1.weight" in name:  # torchsparse's BatchNorm1d uses gamma as it is
                 tensor.copy_(1.0 + 0.1 * torch.randn(tensor.shape, generator=generator))
             else:
                 fan_in = tensor[0].numel()
