@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from geodream_pack.geodream_ops import cameras, mv_files
+from geodream_pack.geodream_ops.errors import GeoDreamError
 from geodream_pack.nodes import host
 from geodream_pack.nodes.multiview import GeoDreamLoadMVDream, GeoDreamLoadZero123Plus, GeoDreamMultiViewGenerate
 from headless.run import run_workflow
@@ -71,7 +72,7 @@ def test_zero123plus_generates_six_views_at_the_v12_rig(zero123plus):
 
 
 def test_zero123plus_needs_an_image_and_honours_interrupts(zero123plus):
-    with pytest.raises(ValueError, match="Zero123\\+\\+ needs an image"):
+    with pytest.raises(GeoDreamError, match="Zero123\\+\\+ needs an image"):
         _generate(zero123plus)
     image, mask = _object_image()
     host.request_interrupt()
