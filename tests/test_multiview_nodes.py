@@ -131,7 +131,8 @@ def test_loader_errors_name_the_folder_and_expected_files(pack_dirs, twin_files)
     # A single file without MVDream's parts (e.g. a plain SD checkpoint) names what it lacks.
     (pack_dirs["models"] / "checkpoints").mkdir()
     torch.save({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1)}, pack_dirs["models"] / "checkpoints" / "sd.pt")
-    with pytest.raises(mv_files.ModelFilesError, match=r"not an MVDream .*camera_embed.*models/checkpoints/"):
+    with pytest.raises(GeoDreamError, match=r"sd\.pt' is not MVDream's .*holds a Stable Diffusion single-file "
+                                            r"checkpoint \(no .*camera_embed.*models/checkpoints/"):
         GeoDreamLoadMVDream().load("checkpoints/sd.pt", 256)
 
 
