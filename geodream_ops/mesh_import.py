@@ -57,7 +57,8 @@ def _part(geometry, transform: np.ndarray, gltf: bool) -> _Part:
     from trimesh.visual.texture import TextureVisuals
 
     linear = transform[:3, :3]
-    vertices = np.asarray(geometry.vertices, dtype=np.float64) @ linear.T + transform[:3, 3]
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite vertices are refused by name after the merge
+        vertices = np.asarray(geometry.vertices, dtype=np.float64) @ linear.T + transform[:3, 3]
     faces = np.asarray(geometry.faces, dtype=np.int64)
     if np.linalg.det(linear) < 0:  # a mirroring node turns the winding inside out
         faces = faces[:, ::-1].copy()

@@ -28,6 +28,18 @@ def check_vertices(vertices: torch.Tensor, what: str) -> None:
                             f"infinite (the first is vertex {int(bad.nonzero()[0])}); repair or re-export the mesh.")
 
 
+def check_faces(faces: torch.Tensor, num_vertices: int, what: str) -> torch.Tensor:
+    """``faces`` as [F, 3] long, refused (GeoDreamError naming ``what``) when not [F, 3] or naming a vertex outside
+    0..num_vertices-1 (native code reads out of bounds; torch would wrap negative indices)."""
+    if faces.ndim != 2 or faces.shape[-1] != 3:
+        raise GeoDreamError(f"GeoDream: {what}: faces must be [F, 3], got {tuple(faces.shape)}.")
+    faces = faces.long()
+    if faces.numel() and (faces.min() < 0 or faces.max() >= num_vertices):
+        raise GeoDreamError(f"GeoDream: {what} has faces naming vertices outside 0..{num_vertices - 1} "
+                            f"(found {int(faces.min())}..{int(faces.max())}); the file is damaged, re-export it.")
+    return faces
+
+
 def clean_faces(vertices: torch.Tensor, faces: torch.Tensor, what: str, allow_empty: bool = False) -> torch.Tensor:
     """The faces [F', 3] of ``faces`` [F, 3] worth keeping, in their order: the first of each set of faces on the
     same three vertices (duplicates and opposite windings), none naming a vertex twice, none of zero area.
@@ -35,12 +47,7 @@ def clean_faces(vertices: torch.Tensor, faces: torch.Tensor, what: str, allow_em
     ``vertices`` [V, 3] must be finite (checked). Raises GeoDreamError naming ``what`` for out-of-range indices, and
     when no face is left unless ``allow_empty``. Differentiable in ``vertices`` (faces are only selected)."""
     check_vertices(vertices, what)
-    if faces.ndim != 2 or faces.shape[-1] != 3:
-        raise GeoDreamError(f"GeoDream: {what}: faces must be [F, 3], got {tuple(faces.shape)}.")
-    faces = faces.long()
-    if faces.numel() and (faces.min() < 0 or faces.max() >= vertices.shape[0]):
-        raise GeoDreamError(f"GeoDream: {what} has faces naming vertices outside 0..{vertices.shape[0] - 1} "
-                            f"(found {int(faces.min())}..{int(faces.max())}); the file is damaged, re-export it.")
+    faces = check_faces(faces, vertices.shape[0], what)
     keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 2] != faces[:, 0])
     if faces.shape[0]:
         corners = vertices.detach().double()[faces]

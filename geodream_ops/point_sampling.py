@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from .cameras import to_gltf_frame
 from .errors import GeoDreamError
 from .mesh import TexturedMesh
+from .mesh_repair import check_faces, check_vertices
 
 UNI3D_NUM_POINTS = 10_000  # Uni3D's --npoints, for training and evaluation
 NO_COLOUR = 0.4  # the grey Uni3D feeds when a shape has no colour (its training drops colour to this value)
@@ -16,7 +17,10 @@ NO_COLOUR = 0.4  # the grey Uni3D feeds when a shape has no colour (its training
 def sample_surface(mesh: TexturedMesh, num_points: int = UNI3D_NUM_POINTS, seed: int = 0):
     """``num_points`` points on the surface, each face hit in proportion to its area, and their colours:
     (xyz [N, 3], rgb [N, 3]). Colours come from the texture through the UVs (times the vertex colours when the mesh
-    has both), else the vertex colours, else grey. GeoDreamError for a mesh with no area or non-finite vertices."""
+    has both), else the vertex colours, else grey. GeoDreamError for a mesh with no area, non-finite vertices or
+    faces naming missing vertices."""
+    check_vertices(mesh.vertices, "the mesh to sample")
+    check_faces(mesh.faces, mesh.vertices.shape[0], "the mesh to sample")
     areas = mesh.face_areas().double()
     if mesh.faces.shape[0] == 0 or not torch.isfinite(areas).all() or areas.sum() <= 0:
         raise GeoDreamError("GeoDream: the mesh has no surface to sample (no faces, all faces of zero area, or "
