@@ -107,3 +107,19 @@ def test_spconv_refuses_sites_outside_the_grid_or_twice():
         sites = torch.tensor(coords)
         with pytest.raises(GeoDreamError, match="unique voxels inside"):
             sparse_conv(SparseVolume(sites, torch.ones(2, 2), (4, 4, 4)), weight, "subm", sites, "spconv")
+
+
+class NanField:
+    """A field whose SDF is a sphere except for NaN on one side, as a diverged refinement leaves it."""
+    bbox = torch.tensor([[-1.0, -1, -1], [1, 1, 1]])
+
+    def sdf(self, points):
+        values = points.norm(dim=-1) - 0.5
+        return torch.where(points[:, 0] > 0.9, torch.tensor(float("nan")), values)
+
+
+def test_dmtet_refuses_a_field_with_nan_sdf_before_marching():
+    from geodream_pack.geodream_ops.dmtet import DMTetGeometry
+
+    with pytest.raises(GeoDreamError, match="NaN or infinite at [1-9][0-9]* of [0-9]+ tet grid points"):
+        DMTetGeometry.from_field(NanField(), 8)
