@@ -146,3 +146,19 @@ def test_truncated_weights_inside_a_diffusers_folder_name_the_file(tmp_path):
     with pytest.raises(GeoDreamError, match=rf"{weights.name}' is not Zero123\+\+ v1.2's vae/.*"
                                             r"download stopped early.*sudo-ai/zero123plus-v1.2"):
         zero123plus.load_diffusers(folder, "v1.2")
+
+
+def test_saved_field_of_another_decoder_or_damaged_names_the_file(tmp_path):
+    """A field saved beside its .json: a decoder of other shapes, then a truncated tensor file."""
+    from geodream_pack.geodream_ops.neus_field import FieldSettings, NeuSField
+
+    settings = FieldSettings()
+    volume = CostVolume(torch.zeros(1, 16, 4, 4, 4), GeometryDecoder(), torch.tensor([[-1.0] * 3, [1.0] * 3]))
+    NeuSField(volume, settings).save(tmp_path / "field")
+    other = CostVolume(volume.volume, torch.nn.Linear(3, 3), volume.bbox)
+    with pytest.raises(GeoDreamError, match=r"field\.safetensors' is not a field saved by GeoDream Save Field: its "
+                                            r"weights do not fit.*connect the cost volume it was refined from"):
+        NeuSField.load(tmp_path / "field", other)
+    cut(tmp_path / "field.safetensors")
+    with pytest.raises(GeoDreamError, match=r"field\.safetensors' is not a field.*stopped early"):
+        NeuSField.load(tmp_path / "field", volume)
