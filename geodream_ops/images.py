@@ -89,7 +89,8 @@ def bchw_to_bhwc(images: torch.Tensor) -> torch.Tensor:
 def srgb_to_linear(values):
     """The sRGB transfer function inverted (IEC 61966-2-1, as glTF 2.0 defines for colour textures): encoded values
     in 0..1 (numpy array or tensor) to linear light."""
-    return ((values + 0.055) / 1.055) ** 2.4 * (values > 0.04045) + values / 12.92 * (values <= 0.04045)
+    clipped = values.clip(0, 1)
+    return ((clipped + 0.055) / 1.055) ** 2.4 * (clipped > 0.04045) + clipped / 12.92 * (clipped <= 0.04045)
 
 
 def linear_to_srgb(values):

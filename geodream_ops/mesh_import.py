@@ -68,8 +68,10 @@ def _part(geometry, transform: np.ndarray, gltf: bool) -> _Part:
         material = visual.material
         pbr = isinstance(material, PBRMaterial)
         factor = getattr(material, "baseColorFactor" if pbr else "diffuse", None)
-        factor = np.ones(3, np.float32) if factor is None else _unit(factor)
         image = getattr(material, "baseColorTexture" if pbr else "image", None)
+        if not pbr and image is not None and "kd" not in getattr(material, "kwargs", {}):
+            factor = None  # map_Kd without Kd: the texture is the colour (trimesh would put its grey default there)
+        factor = np.ones(3, np.float32) if factor is None else _unit(factor)
         vertex = visual.vertex_attributes.get("color")
         vertex = None if vertex is None or len(vertex) != len(vertices) else _unit(vertex)
         if image is not None and visual.uv is not None and len(visual.uv) == len(vertices):

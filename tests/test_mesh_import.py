@@ -104,13 +104,18 @@ def test_node_transforms_place_each_part_and_mirrors_keep_faces_outward(tmp_path
 
 def test_obj_parts_read_kd_times_map_kd(tmp_path):
     Image.new("RGB", (2, 2), (0, 0, 255)).save(tmp_path / "blue.png")
-    (tmp_path / "parts.mtl").write_text("newmtl red\nKd 1 0 0\nnewmtl tinted\nKd 0.5 1 1\nmap_Kd blue.png\n")
+    (tmp_path / "parts.mtl").write_text("newmtl red\nKd 1 0 0\nnewmtl tinted\nKd 0.5 1 1\nmap_Kd blue.png\n"
+                                        "newmtl texture_only\nmap_Kd blue.png\n")
     lines = ["mtllib parts.mtl"]
     lines += [f"v {x} {y} 0" for x, y in ((0, 0), (1, 0), (0, 1), (3, 0), (4, 0), (3, 1))]
     lines += ["vt 0 0", "vt 1 0", "vt 0 1", "usemtl red", "f 1 2 3", "usemtl tinted", "f 4/1 5/2 6/3"]
     (tmp_path / "parts.obj").write_text("\n".join(lines) + "\n")
     red, blue = colours_by_side(load_mesh(tmp_path / "parts.obj"))
     assert red.tolist() == pytest.approx([1, 0, 0], abs=2e-3)
+    assert blue.tolist() == pytest.approx([0, 0, 1], abs=2e-3)
+    # map_Kd without Kd: the texture as it is (trimesh's default Kd is a 0.4 grey)
+    (tmp_path / "parts.obj").write_text("\n".join(lines).replace("usemtl tinted", "usemtl texture_only") + "\n")
+    _, blue = colours_by_side(load_mesh(tmp_path / "parts.obj"))
     assert blue.tolist() == pytest.approx([0, 0, 1], abs=2e-3)
 
 
