@@ -180,3 +180,18 @@ def test_face_sampling_follows_the_areas_and_never_picks_zero_area_faces():
     counts = torch.bincount(sample_faces(areas, 50_000, torch.Generator().manual_seed(1)), minlength=7).double()
     assert counts[areas == 0].sum() == 0
     assert (counts / counts.sum()).tolist() == pytest.approx((areas / areas.sum()).tolist(), abs=0.01)
+
+
+def test_vertex_colours_round_trip_through_our_glb_and_obj(tmp_path):
+    """GLB stores COLOR_0 in linear light (8 bits), OBJ/PLY store display values: both read back as written."""
+    from geodream_pack.geodream_ops.mesh import TexturedMesh
+    from geodream_pack.geodream_ops.mesh_export import save_mesh
+
+    box = trimesh.creation.box()
+    colours = torch.rand(len(box.vertices), 3, generator=torch.Generator().manual_seed(3))
+    mesh = TexturedMesh(torch.tensor(box.vertices).float(), torch.tensor(box.faces), vertex_colors=colours)
+    # 8-bit linear quantisation is coarsest in the darks: sRGB'(0) = 12.92, so one step is up to 0.05 there
+    for file_format, tolerance in (("glb", 0.05), ("obj", 1 / 255)):
+        loaded = load_mesh(save_mesh(mesh, tmp_path / "round", file_format)[0])
+        assert (loaded.vertex_colors - colours).abs().max() < tolerance
+        assert torch.allclose(loaded.vertices, mesh.vertices, atol=1e-6)
