@@ -107,23 +107,25 @@ def read_safetensors(path, what: str, fix: str, keep: Callable[[str], bool] = la
         raise _fail(path, what, f"safetensors cannot read it ({err}); the file is corrupted", fix) from err
 
 
-def read_checkpoint(path, what: str, fix: str, trusted_pickle: bool = False, device="cpu") -> Any:
+def read_checkpoint(path, what: str, fix: str, trusted_pickle: bool = False, device="cpu", mmap: bool = True) -> Any:
     """The object stored in ``path`` (.safetensors: its tensors; pickles: whatever ``torch.load`` returns, tensors
     only unless ``trusted_pickle``: a published file known to pickle its training config, loaded in full with a
     warning). ``what``: the expected content for the message ("MVDream's sd-v2.1-base-4view.pt"); ``fix``: what
-    the user should do. Raises GeoDreamError for anything unreadable."""
+    the user should do. ``mmap``: map a zip-format file rather than read it (published weights; not for files the
+    pack rewrites in place, which Windows cannot replace while mapped). Raises GeoDreamError for anything
+    unreadable."""
     path = Path(path)
     if path.suffix.lower() == ".safetensors":
         return read_safetensors(path, what, fix)[0]
     _check_file(path, what, fix)
     if path.suffix.lower() not in PICKLE_SUFFIXES:
         raise _fail(path, what, f"'{path.suffix}' is not a weights file (.safetensors, {', '.join(PICKLE_SUFFIXES)})", fix)
-    mmap = zipfile.is_zipfile(path)  # the large releases are zip archives: map them rather than read them
+    is_zip = zipfile.is_zipfile(path)  # torch.save's format since 1.6; older files are a bare pickle
     with open(path, "rb") as f:
-        if not mmap and f.read(1) != b"\x80":  # neither torch.save's zip nor its legacy pickle (protocol 2+)
+        if not is_zip and f.read(1) != b"\x80":  # neither torch.save's zip nor its legacy pickle (protocol 2+)
             raise _fail(path, what, "it is not a PyTorch file at all (neither a zip archive nor a pickle)", fix)
     try:
-        return torch.load(path, map_location=device, weights_only=True, mmap=mmap)
+        return torch.load(path, map_location=device, weights_only=True, mmap=mmap and is_zip)
     except pickle.UnpicklingError as err:
         if not trusted_pickle:
             raise _fail(path, what, "it holds Python objects besides tensors, which the pack does not run", fix) from err
@@ -142,7 +144,7 @@ def read_resume_checkpoint(path, what: str, device="cpu") -> dict:
     anything unreadable is a GeoDreamError whose way out is to start over."""
     path = Path(path)
     fix = f"Queue again with resume off to start over, or delete '{path}'."
-    state = read_checkpoint(path, what, fix, device=device)
+    state = read_checkpoint(path, what, fix, device=device, mmap=False)
     if not isinstance(state, dict):
         raise _fail(path, what, f"it holds a {type(state).__name__}", fix)
     return state
