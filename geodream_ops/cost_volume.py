@@ -8,10 +8,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 from safetensors.torch import save_file
 
+from . import model_files
 from .atomic import atomic_write
+from .errors import GeoDreamError
 from .geometry_decoder import GeometryDecoder
 
 FILE_FORMAT = "geodream-cost-volume/1"  # safetensors metadata tag of a saved cost volume
@@ -55,13 +56,17 @@ class CostVolume:
 
     @classmethod
     def load(cls, path, device="cpu") -> "CostVolume":
-        """A cost volume written by ``save``; its decoder comes back frozen."""
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            if (f.metadata() or {}).get("format") != FILE_FORMAT:
-                raise ValueError(f"GeoDream: {path} is not a cost volume saved by GeoDream (no '{FILE_FORMAT}' tag).")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        """A cost volume written by ``save``; its decoder comes back frozen. GeoDreamError naming the file when it is
+        unreadable or not one of ours."""
+        what = "a cost volume saved by GeoDream Save Cost Volume"
+        fix = "Pick another file, or build and save the cost volume again."
+        tensors, metadata = model_files.read_safetensors(path, what, fix)
+        if metadata.get("format") != FILE_FORMAT or "volume" not in tensors or "bbox" not in tensors:
+            raise GeoDreamError(f"GeoDream: '{path}' is not {what}: it has no '{FILE_FORMAT}' tag and looks like "
+                                f"{model_files.identify(tensors.keys())}. {fix}")
         decoder = GeometryDecoder()
-        decoder.load_state_dict({k[len("decoder."):]: v for k, v in tensors.items() if k.startswith("decoder.")})
+        model_files.load_weights(decoder, {k[len("decoder."):]: v for k, v in tensors.items() if k.startswith("decoder.")},
+                                 path, what, fix)
         decoder.requires_grad_(False)
         inv_s = float(tensors["inv_s"]) if "inv_s" in tensors else None
         return cls(tensors["volume"].to(device), decoder.to(device), tensors["bbox"].to(device), inv_s)

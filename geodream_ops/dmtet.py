@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import GeoDreamError
 from .marching_tets import marching_tets
 from .tet_grid import TetGrid
 
@@ -31,6 +32,10 @@ class DMTetGeometry(nn.Module):
         values = [field.sdf(chunk).reshape(-1).float().to(geometry.sdf.device)
                   for chunk in geometry.grid.vertices.split(QUERY_CHUNK)]
         geometry.sdf.copy_(torch.cat(values) - threshold)
+        bad = int((~torch.isfinite(geometry.sdf)).sum())
+        if bad:  # marching tetrahedra would place NaN vertices, which no later stage can mesh or unwrap
+            raise GeoDreamError(f"GeoDream: the field's SDF is NaN or infinite at {bad} of {geometry.sdf.numel()} tet "
+                                "grid points; the field is damaged (did refinement diverge?): refine or load it again.")
         if not (geometry.sdf < 0).any() or not (geometry.sdf > 0).any():
             raise ValueError("GeoDream: the field's SDF has no zero crossing inside its box at this threshold, so "
                              "there is no surface to mesh; check the field (did refinement diverge?) or the threshold.")

@@ -13,7 +13,8 @@ class TexturedMesh:
     uvs: torch.Tensor | None = None  # [V, 2] in [0, 1], one per vertex (vertices are split along UV seams)
     # [H, W, 3] in [0, 1], row 0 at the top; uv follows OBJ and trimesh: (0, 0) is the bottom-left of the image
     texture: torch.Tensor | None = None
-    vertex_colors: torch.Tensor | None = None  # [V, 3] in [0, 1], when there is no texture
+    # [V, 3] in [0, 1]: the colour, or with a texture a per-vertex multiplier of it (a multi-part file's plain parts)
+    vertex_colors: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.vertices.ndim != 2 or self.vertices.shape[-1] != 3:

@@ -25,6 +25,7 @@ from .cameras import CameraSampler, Cameras, scene_unit
 from .dmtet import DMTetGeometry, drop_small_components
 from .mesh_render import EnvironmentBackground, MeshRenderer, vertex_normals
 from .hash_grid import HashGridConfig
+from .model_files import read_resume_checkpoint
 from .texture_field import HashGridTexture
 
 log = logging.getLogger("GeoDream")
@@ -233,7 +234,7 @@ class MeshFineTuner:
         path = Path(path)
         if not path.is_file():
             return False
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        state = read_resume_checkpoint(path, "a DMTet fine-tuning checkpoint", self.device)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointMismatch(path)
         self.load_state_dict(state)

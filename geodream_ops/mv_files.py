@@ -1,29 +1,15 @@
-"""Reading the published multi-view model files: state dicts, and the check that a diffusers folder is complete
-(a missing part is an error naming the folder and every expected file, not a deep traceback)."""
+"""The published multi-view model folders: the check that a diffusers folder is complete (a missing part is an error
+naming the folder and every expected file, not a deep traceback). Files themselves are read by model_files."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
-
-import torch
 
 from .errors import GeoDreamError
 
 
 class ModelFilesError(GeoDreamError, FileNotFoundError):
     """The model folder or file is incomplete or of the wrong kind; the message says what to put where."""
-
-
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A checkpoint's tensors, from .safetensors or a pickled .pt/.ckpt/.bin (tensors only, never code)."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    # Lightning checkpoints wrap the weights; MVDream's published file is the bare state dict.
-    return state.get("state_dict", state)
 
 
 def require_files(folder: Path, expected: list[str], what: str, source: str) -> None:
@@ -45,4 +31,9 @@ def weights_file(folder: Path, stem: str = "diffusion_pytorch_model") -> Path:
 
 
 def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """A model folder's JSON file; ModelFilesError naming it when it is not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ModelFilesError(f"GeoDream: '{path}' is not valid JSON ({err}); the model folder is damaged: "
+                              "download that file (or the whole folder) again.") from err

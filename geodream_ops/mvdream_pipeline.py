@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from . import mv_files
+from . import model_files, mv_files
 from .cameras import Cameras, mvdream_camera_embedding
 from .mvdream_unet import HEAD_CHANNELS, MultiViewUNet, config_from_state_dict
 
@@ -39,6 +39,10 @@ PROMPT_SUFFIX = ", 3d asset"
 RELEASE_STEPS = 50
 RELEASE_GUIDANCE = 10.0
 RELEASE_PRECISION = "fp32"
+SINGLE_FILE = "MVDream's sd-v2.1-base-4view.pt (the whole multi-view model)"
+SINGLE_FILE_FIX = ("Pick sd-v2.1-base-4view.pt in models/checkpoints/; if that is the file, download it again from "
+                   "Hugging Face MVDream/MVDream.")
+PORT_SOURCE = "converted ashawkey/mvdream_diffusers (e.g. Hugging Face ashawkey/mvdream-sd2.1-diffusers)"
 DIFFUSERS_LAYOUT = ["model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors|unet/diffusion_pytorch_model.bin",
                     "vae/config.json", "vae/diffusion_pytorch_model.safetensors|vae/diffusion_pytorch_model.bin",
                     "text_encoder/config.json", "text_encoder/model.safetensors|text_encoder/pytorch_model.bin",
@@ -158,17 +162,12 @@ def _text_encoder_from_open_clip(state: dict[str, torch.Tensor]):
 
 
 def load_single_file(path: Path) -> MVDream:
-    state = mv_files.read_state_dict(path)
+    required = [UNET_PREFIX + "camera_embed.0.weight", UNET_PREFIX + "input_blocks.0.0.weight",
+                VAE_PREFIX + "post_quant_conv.weight", TEXT_PREFIX + "token_embedding.weight"]
+    state = model_files.read_state_dict(path, SINGLE_FILE, SINGLE_FILE_FIX, required)
     unet_state = {k[len(UNET_PREFIX):]: v for k, v in state.items() if k.startswith(UNET_PREFIX)}
-    parts = {"UNet": UNET_PREFIX + "camera_embed.0.weight", "VAE": VAE_PREFIX + "post_quant_conv.weight",
-             "text encoder": TEXT_PREFIX + "token_embedding.weight"}
-    missing = [f"{name} ({key})" for name, key in parts.items() if key not in state]
-    if missing:
-        raise mv_files.ModelFilesError(
-            f"GeoDream: '{path}' is not an MVDream single-file checkpoint; it lacks the {', '.join(missing)}. "
-            f"Expected the published sd-v2.1-base-4view.pt (or a .safetensors of it) in models/checkpoints/.")
     unet = MultiViewUNet(**config_from_state_dict(unet_state))
-    unet.load_state_dict(unet_state, strict=True)
+    model_files.load_weights(unet, unet_state, path, SINGLE_FILE, SINGLE_FILE_FIX)
     context_length = state[TEXT_PREFIX + "positional_embedding"].shape[0]
     return MVDream(unet, _vae_from_ldm(state), _text_encoder_from_open_clip(state), _open_clip_tokenizer(context_length),
                    source=str(path))
@@ -179,16 +178,20 @@ def load_diffusers(folder: Path) -> MVDream:
     from transformers import CLIPTextModel, CLIPTokenizer
 
     folder = Path(folder)
-    mv_files.require_files(folder, DIFFUSERS_LAYOUT, "MVDream (diffusers port)",
-                           "converted ashawkey/mvdream_diffusers (e.g. Hugging Face ashawkey/mvdream-sd2.1-diffusers)")
+    mv_files.require_files(folder, DIFFUSERS_LAYOUT, "MVDream (diffusers port)", PORT_SOURCE)
+    what = f"MVDream's multi-view UNet (unet/ of the diffusers port in '{folder.name}')"
+    fix = f"Pick an MVDream folder in models/diffusers/ (the whole {PORT_SOURCE}), or download it again."
     unet_config = mv_files.read_json(folder / "unet/config.json")
     if unet_config.get("ip_dim", 0) or unet_config.get("num_head_channels", HEAD_CHANNELS) != HEAD_CHANNELS:
         raise mv_files.ModelFilesError(f"GeoDream: '{folder}' holds an ImageDream or non-standard UNet; use the "
                                        "text-to-multi-view MVDream (sd-v2.1-base-4view) port.")
-    unet_state = mv_files.read_state_dict(mv_files.weights_file(folder / "unet"))
+    weights = mv_files.weights_file(folder / "unet")
+    unet_state = model_files.read_state_dict(weights, what, fix, ["camera_embed.0.weight", "input_blocks.0.0.weight"])
     unet = MultiViewUNet(**config_from_state_dict(unet_state))
-    unet.load_state_dict(unet_state, strict=True)
+    model_files.load_weights(unet, unet_state, weights, what, fix)
     scheduler_config = {**SCHEDULER_CONFIG, **{k: v for k, v in mv_files.read_json(folder / "scheduler/scheduler_config.json").items()
                                                if not k.startswith("_")}}
-    return MVDream(unet, AutoencoderKL.from_pretrained(folder / "vae"), CLIPTextModel.from_pretrained(folder / "text_encoder"),
-                   _hf_tokenizer(CLIPTokenizer.from_pretrained(folder / "tokenizer")), scheduler_config, source=str(folder))
+    parts = [model_files.from_folder(lambda: loader.from_pretrained(folder / part), folder / part,
+                                     f"the MVDream port's {part}/", fix)
+             for part, loader in (("vae", AutoencoderKL), ("text_encoder", CLIPTextModel), ("tokenizer", CLIPTokenizer))]
+    return MVDream(unet, parts[0], parts[1], _hf_tokenizer(parts[2]), scheduler_config, source=str(folder))

@@ -16,10 +16,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from . import model_files
 from .atomic import atomic_write
 from .cost_volume import CostVolume
+from .errors import GeoDreamError
 from .hash_grid import HashGridConfig
 from .texture_field import HashGridTexture
 
@@ -120,9 +122,17 @@ class NeuSField(torch.nn.Module):
     def load(cls, path, cost_volume: CostVolume) -> "NeuSField":
         """Rebuild a saved field; ``cost_volume`` supplies the decoder's structure, its tensors come from the file."""
         path = Path(path).with_suffix("")
-        settings = FieldSettings(**json.loads(path.with_suffix(".json").read_text(encoding="utf-8")))
-        tensors = load_file(str(path.with_suffix(".safetensors")))
-        volume = tensors["volume"]
-        field = cls(CostVolume(volume, cost_volume.decoder, tensors["bbox"], cost_volume.inv_s), settings)
-        field.load_state_dict(tensors)
+        what, fix = "a field saved by GeoDream Save Field", ("Pick another saved field, or save this one again; "
+                                                            "connect the cost volume it was refined from.")
+        try:
+            settings = FieldSettings(**json.loads(path.with_suffix(".json").read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError) as err:  # missing, not JSON, or settings of another version
+            raise GeoDreamError(f"GeoDream: '{path.with_suffix('.json')}' is not the settings of {what} ({err}). "
+                                f"{fix}") from err
+        tensors = model_files.read_safetensors(path.with_suffix(".safetensors"), what, fix)[0]
+        if "volume" not in tensors or "bbox" not in tensors:
+            raise GeoDreamError(f"GeoDream: '{path.with_suffix('.safetensors')}' is not {what}: it looks like "
+                                f"{model_files.identify(tensors.keys())} (no volume). {fix}")
+        field = cls(CostVolume(tensors["volume"], cost_volume.decoder, tensors["bbox"], cost_volume.inv_s), settings)
+        model_files.load_weights(field, tensors, path.with_suffix(".safetensors"), what, fix)
         return field

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .errors import GeoDreamError
+
 GREY = 127.0 / 255.0
 OBJECT_FILL = 0.75
 
@@ -21,18 +23,18 @@ def object_on_grey(image: torch.Tensor, mask: torch.Tensor | None = None, fill: 
     scaled so its longer side spans ``fill`` of the square. Without one (or with an all-zero one) the image is
     taken as already composed and only padded to a square with grey."""
     if image.ndim != 3 or image.shape[-1] < 3:
-        raise ValueError(f"GeoDream: expected one [H, W, 3] image, got {tuple(image.shape)}")
+        raise GeoDreamError(f"GeoDream: expected one [H, W, 3] image, got {tuple(image.shape)}")
     rgb = image[..., :3].float()
     # An all-zero mask marks no background: ComfyUI's LoadImage gives one (64x64) for images without alpha.
     if mask is None or not mask.any():
         return _pad_square(rgb, torch.ones(rgb.shape[:2]))
     alpha = 1.0 - mask.float().to(rgb.device)
     if alpha.shape != rgb.shape[:2]:
-        raise ValueError(f"GeoDream: the mask is {tuple(alpha.shape)} but the image is {tuple(rgb.shape[:2])}; "
+        raise GeoDreamError(f"GeoDream: the mask is {tuple(alpha.shape)} but the image is {tuple(rgb.shape[:2])}; "
                          "use the mask that came with the image (LoadImage's MASK output).")
     rows, cols = torch.nonzero(alpha > alpha_threshold, as_tuple=True)
     if rows.numel() == 0:
-        raise ValueError("GeoDream: the mask leaves no object visible (ComfyUI masks mark the background with 1; "
+        raise GeoDreamError("GeoDream: the mask leaves no object visible (ComfyUI masks mark the background with 1; "
                          "connect LoadImage's MASK, or leave the mask unconnected for an image already on grey).")
     top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
     rgb, alpha = rgb[top:bottom, left:right], alpha[top:bottom, left:right]

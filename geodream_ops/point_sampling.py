@@ -6,7 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from .cameras import to_gltf_frame
+from .errors import GeoDreamError
 from .mesh import TexturedMesh
+from .mesh_repair import check_faces, check_vertices
 
 UNI3D_NUM_POINTS = 10_000  # Uni3D's --npoints, for training and evaluation
 NO_COLOUR = 0.4  # the grey Uni3D feeds when a shape has no colour (its training drops colour to this value)
@@ -14,12 +16,17 @@ NO_COLOUR = 0.4  # the grey Uni3D feeds when a shape has no colour (its training
 
 def sample_surface(mesh: TexturedMesh, num_points: int = UNI3D_NUM_POINTS, seed: int = 0):
     """``num_points`` points on the surface, each face hit in proportion to its area, and their colours:
-    (xyz [N, 3], rgb [N, 3]). Colours come from the texture through the UVs, else the vertex colours, else grey."""
+    (xyz [N, 3], rgb [N, 3]). Colours come from the texture through the UVs (times the vertex colours when the mesh
+    has both), else the vertex colours, else grey. GeoDreamError for a mesh with no area, non-finite vertices or
+    faces naming missing vertices."""
+    check_vertices(mesh.vertices, "the mesh to sample")
+    check_faces(mesh.faces, mesh.vertices.shape[0], "the mesh to sample")
     areas = mesh.face_areas().double()
     if mesh.faces.shape[0] == 0 or not torch.isfinite(areas).all() or areas.sum() <= 0:
-        raise ValueError("the mesh has no surface to sample (no faces, or all faces have zero area)")
+        raise GeoDreamError("GeoDream: the mesh has no surface to sample (no faces, all faces of zero area, or "
+                            "vertices that are NaN or infinite).")
     generator = torch.Generator().manual_seed(seed)
-    face = torch.multinomial(areas / areas.sum(), num_points, replacement=True, generator=generator)
+    face = sample_faces(areas, num_points, generator)
     # Uniform barycentrics over a triangle: the square-root warp of two uniform numbers.
     r1, r2 = torch.rand(2, num_points, 1, generator=generator, dtype=torch.float64)
     root = r1.sqrt()
@@ -32,11 +39,23 @@ def sample_surface(mesh: TexturedMesh, num_points: int = UNI3D_NUM_POINTS, seed:
     xyz = interpolate(mesh.vertices)
     if mesh.texture is not None and mesh.uvs is not None:
         rgb = sample_texture(mesh.texture, interpolate(mesh.uvs))
+        if mesh.vertex_colors is not None:
+            rgb = rgb * interpolate(mesh.vertex_colors).to(rgb.dtype)
     elif mesh.vertex_colors is not None:
         rgb = interpolate(mesh.vertex_colors)
     else:
         rgb = torch.full_like(xyz, NO_COLOUR)
     return xyz.float(), rgb.float().clamp(0, 1)
+
+
+def sample_faces(areas: torch.Tensor, num: int, generator: torch.Generator) -> torch.Tensor:
+    """``num`` face indices drawn with replacement, face f with probability areas[f] / sum(areas) ([F] float64,
+    finite, >= 0, positive sum): inverse-CDF search on the cumulative areas, linear in F in time and memory and
+    without torch.multinomial's limit of 2^24 categories."""
+    cumulative = torch.cumsum(areas, 0)
+    draws = torch.rand(num, generator=generator, dtype=torch.float64) * cumulative[-1]
+    # right=True: a draw equal to a cumulative value belongs to the next face, so zero-area faces are never picked.
+    return torch.searchsorted(cumulative, draws, right=True).clamp_max(areas.shape[0] - 1)
 
 
 def sample_texture(texture: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
@@ -51,8 +70,8 @@ def normalize_unit_sphere(xyz: torch.Tensor) -> torch.Tensor:
     """Centred on the mean, the farthest point at distance 1: Uni3D's ``pc_norm``. Removes scale and position."""
     centred = xyz - xyz.mean(dim=0, keepdim=True)
     radius = centred.norm(dim=-1).max()
-    if radius <= 0:
-        raise ValueError("all sampled points coincide; the mesh is degenerate")
+    if not radius > 0:
+        raise GeoDreamError("GeoDream: all sampled points coincide (or are not finite); the mesh is degenerate.")
     return centred / radius
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from . import model_files
 from .errors import GeoDreamError
 from .prior import PriorModel
 
@@ -77,19 +78,25 @@ def convert_state_dict(checkpoint: dict, model: PriorModel) -> dict:
     return converted
 
 
+PRIOR_FILE = f"SparseNeuS's lod0 prior checkpoint ({RELEASE_NAME} of One-2-3-45 / GeoDream)"
+PRIOR_FIX = (f"Pick {RELEASE_NAME} in models/geodream/; if that is the file, download it again from the One-2-3-45 "
+             "release (its sparseneus checkpoint, as GeoDream's README links it).")
+
+
 def load_prior(path, device="cpu") -> PriorModel:
+    """The prior from One-2-3-45's ``ckpt_215000.pth``; GeoDreamError (CheckpointError) naming the file for anything
+    unreadable or of another model."""
     path = Path(path)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a truncated download or another file format
-        raise CheckpointError(f"could not read {path.name} as a PyTorch checkpoint ({err}).") from err
+    checkpoint = model_files.read_checkpoint(path, PRIOR_FILE, PRIOR_FIX)
     if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"{path.name} does not hold a dict of state dicts; expected One-2-3-45's {RELEASE_NAME}.")
+        raise CheckpointError(f"GeoDream: '{path}' is not {PRIOR_FILE}: it holds a {type(checkpoint).__name__}, not "
+                              f"a dict of state dicts. {PRIOR_FIX}")
     model = PriorModel()
     try:
         state = convert_state_dict(checkpoint, model)
     except CheckpointError as err:
-        raise CheckpointError(f"{path.name}: {err}") from None
+        raise CheckpointError(f"GeoDream: '{path}': {err} It looks like {model_files.identify(checkpoint.keys())}. "
+                              f"{PRIOR_FIX}") from None
     model.load_state_dict(state, strict=False)
     log.info("GeoDream: loaded the SparseNeuS lod0 prior from %s (%d tensors, sparse kernels converted to spconv layout)",
              path, len(state))

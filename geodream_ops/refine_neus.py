@@ -20,6 +20,7 @@ from .atomic import CheckpointMismatch, atomic_write
 from .cameras import CameraSampler, Cameras, scene_unit
 from .cost_volume import CostVolume
 from .errors import GeoDreamError
+from .model_files import read_resume_checkpoint
 from .neus_field import FieldSettings, NeuSField
 from .neus_renderer import RenderSettings, render, render_with_loss
 
@@ -171,7 +172,7 @@ class Refinement:
             torch.save(state, tmp)
 
     def load_checkpoint(self) -> None:
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        state = read_resume_checkpoint(self.checkpoint_path, "a refinement checkpoint", self.device)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointMismatch(self.checkpoint_path)
         self.field.load_state_dict(state["field"])

@@ -5,7 +5,6 @@ Models load from a diffusers folder, or from a single-file checkpoint (published
 the component configs shipped in ``configs/`` and converted by diffusers' own single-file converters."""
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +12,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from . import model_files
+from .errors import GeoDreamError
+from .mv_files import read_json
+
 log = logging.getLogger("GeoDream")
 
 CONFIGS = Path(__file__).parent / "configs"
 OPEN_CLIP_PREFIX = "cond_stage_model.model."
+SINGLE_FILE = "a Stable Diffusion 2.x single-file checkpoint"
+SINGLE_FILE_FIX = ("Pick Stable Diffusion 2.1-base (e.g. v2-1_512-ema-pruned.safetensors from Hugging Face "
+                   "stabilityai/stable-diffusion-2-1-base) in models/checkpoints/; if that is the file, download it again.")
+FOLDER_FIX = ("Pick a Stable Diffusion 2.1(-base) diffusers folder in models/diffusers/ (the whole Hugging Face "
+              "stabilityai/stable-diffusion-2-1-base repository); if that is the folder, download it again.")
 
 
 @dataclass
@@ -85,7 +93,7 @@ def _open_clip_tokenizer():
 def _scheduler(config_file: Path):
     from diffusers import DDPMScheduler
 
-    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config = read_json(config_file)
     config.pop("_class_name", None)
     return DDPMScheduler.from_config(config)
 
@@ -98,20 +106,25 @@ def load_diffusers_folder(folder: Path, unet_only: bool = False) -> DiffusionMod
         if not (folder / part).is_dir():
             raise FileNotFoundError(f"GeoDream: '{folder}' is not a complete diffusers folder: '{part}/' is missing. "
                                     "Download the whole model repository (e.g. stabilityai/stable-diffusion-2-1-base).")
-    model = DiffusionModel(UNet2DConditionModel.from_pretrained(folder, subfolder="unet"),
+    def part(loader, name):
+        return model_files.from_folder(lambda: loader(folder / name), folder / name,
+                                       f"Stable Diffusion's {name}/ in '{folder.name}'", FOLDER_FIX)
+
+    model = DiffusionModel(part(UNet2DConditionModel.from_pretrained, "unet"),
                            _scheduler(folder / "scheduler" / "scheduler_config.json"))
     if not unet_only:
-        model.vae = AutoencoderKL.from_pretrained(folder, subfolder="vae")
-        model.text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder")
-        model.tokenize = _clip_tokenizer(folder / "tokenizer")
+        model.vae = part(AutoencoderKL.from_pretrained, "vae")
+        model.text_encoder = part(CLIPTextModel.from_pretrained, "text_encoder")
+        model.tokenize = part(_clip_tokenizer, "tokenizer")
     return model
 
 
 def _load_converted(module: torch.nn.Module, state: dict, what: str, path: Path) -> None:
-    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing, unexpected = model_files.load_weights(module, state, path, f"{SINGLE_FILE} ({what})", SINGLE_FILE_FIX,
+                                                   strict=False)
     if missing:
-        raise ValueError(f"GeoDream: '{path.name}' is not a Stable Diffusion 2.x checkpoint: its {what} lacks "
-                         f"{len(missing)} tensors (e.g. {missing[0]}). Use an SD 2.1(-base) .safetensors/.ckpt file.")
+        raise GeoDreamError(f"GeoDream: '{path}' is not {SINGLE_FILE}: its {what} lacks {len(missing)} tensors "
+                            f"(e.g. {missing[0]}). {SINGLE_FILE_FIX}")
     if unexpected:
         log.debug("GeoDream: %s: %d unused %s tensors", path.name, len(unexpected), what)
 
@@ -124,13 +137,11 @@ def load_single_file(path: Path, config_dir: Path, unet_only: bool = False) -> D
                                                      convert_open_clip_checkpoint)
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        checkpoint = load_file(str(path))
-    else:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        checkpoint = checkpoint.get("state_dict", checkpoint)
+    checkpoint = model_files.read_state_dict(path, SINGLE_FILE, SINGLE_FILE_FIX,
+                                             required=["model.diffusion_model.input_blocks.0.0.weight"])
+    if "model.diffusion_model.camera_embed.0.weight" in checkpoint:
+        raise GeoDreamError(f"GeoDream: '{path}' is not {SINGLE_FILE}: it is MVDream's multi-view model, which "
+                            f"plugs into GeoDream Load MVDream. {SINGLE_FILE_FIX}")
 
     unet_config = UNet2DConditionModel.load_config(config_dir / "unet")
     unet = UNet2DConditionModel.from_config(unet_config)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .errors import GeoDreamError
+
 log = logging.getLogger("GeoDream")
 
 BACKENDS = ("spconv", "dense")
@@ -110,6 +112,14 @@ def _one_cpu_thread(device: torch.device):
         torch.set_num_threads(threads)
 
 
+def _check_sites(coords: torch.Tensor, shape) -> None:
+    """spconv reads out of bounds (a crash, not an exception) for sites outside the grid or given twice."""
+    inside = (coords >= 0).all() and (coords < torch.tensor(shape, device=coords.device)).all()
+    if not inside or torch.unique(coords, dim=0).shape[0] != coords.shape[0]:
+        raise GeoDreamError(f"GeoDream: sparse convolution sites must be unique voxels inside the {tuple(shape)} grid; "
+                            "refusing to pass them to spconv (set GEODREAM_SPARSE_BACKEND=dense to compare).")
+
+
 def _spconv_conv(x: SparseVolume, weight: torch.Tensor, kind: str, out_coords: torch.Tensor) -> torch.Tensor:
     import spconv.pytorch as spconv
 
@@ -123,6 +133,7 @@ def _spconv_conv(x: SparseVolume, weight: torch.Tensor, kind: str, out_coords: t
     else:
         # Its output grid (2n - 1) covers the finer level, whose sites are then read back.
         module = spconv.SparseConvTranspose3d(in_channels, out_channels, 3, stride=2, padding=1, bias=False)
+    _check_sites(x.coords, x.shape)
     indices = torch.cat([torch.zeros_like(x.coords[:, :1]), x.coords], dim=1).int()
     tensor = spconv.SparseConvTensor(x.features, indices, shape, 1)
     with _one_cpu_thread(x.features.device):

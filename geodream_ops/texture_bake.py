@@ -7,18 +7,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import GeoDreamError
 from .mesh import TexturedMesh
+from .mesh_repair import clean_faces
 from .rasterizer import Rasterizer
 
 QUERY_CHUNK = 1 << 18
 
 
 def unwrap_uv(vertices: torch.Tensor, faces: torch.Tensor):
-    """xatlas charts -> (vertex index into the input per output vertex [V'], faces [F, 3], uvs [V', 2])."""
+    """xatlas charts -> (vertex index into the input per output vertex [V'], faces [F', 3], uvs [V', 2]).
+
+    The faces are cleaned first (mesh_repair.clean_faces: xatlas crashes on two faces over the same three vertices
+    and returns NaN UVs for zero-area ones), so F' <= F. GeoDreamError when no face is usable."""
     import xatlas
 
+    faces = clean_faces(vertices, faces, "the mesh to unwrap")
     mapping, indices, uvs = xatlas.parametrize(vertices.detach().cpu().numpy().astype(np.float32),
-                                               faces.detach().cpu().numpy().astype(np.uint32))
+                                               faces.cpu().numpy().astype(np.uint32))
+    if not np.isfinite(uvs).all():
+        raise GeoDreamError("GeoDream: xatlas could not unwrap the mesh (non-finite UVs); the mesh is degenerate.")
     as_long = lambda a: torch.from_numpy(a.astype(np.int64)).to(vertices.device)  # noqa: E731
     return as_long(mapping), as_long(indices), torch.from_numpy(uvs).float().to(vertices.device)
 

@@ -9,7 +9,6 @@ head) are in the checkpoint too."""
 from __future__ import annotations
 
 import logging
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import model_files
+from .errors import GeoDreamError
 from .point_groups import farthest_point_sample, gather, knn
 
 log = logging.getLogger("GeoDream")
@@ -120,26 +121,17 @@ class Uni3D(nn.Module):
         return nn.functional.normalize(embedding.float(), dim=-1)
 
 
+UNI3D_FILE = "a Uni3D checkpoint (BAAI/Uni3D modelzoo/uni3d-*/model.pt)"
+UNI3D_FIX = ("Pick one of BAAI/Uni3D's modelzoo/uni3d-g (or -l, -b) model.pt files in models/geodream/; if that is the "
+             "file, download it again from Hugging Face BAAI/Uni3D.")
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The weights of a released Uni3D file: ``module`` of a DeepSpeed checkpoint (or ``state_dict``, or a plain
-    dict; a .safetensors file), with any ``module.`` prefix of distributed training removed."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except pickle.UnpicklingError:
-            # DeepSpeed stores its config and scheduler beside the weights; the release is a trusted file.
-            log.warning("GeoDream: %s holds more than tensors; loading it with full unpickling", path.name)
-            state = torch.load(path, map_location="cpu", weights_only=False)
-    for key in ("module", "state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    dict; a .safetensors file), with any ``module.`` prefix of distributed training removed. DeepSpeed pickles its
+    config beside the weights, so the release (a trusted file) may be unpickled in full."""
+    return model_files.read_state_dict(path, UNI3D_FILE, UNI3D_FIX, required=["point_encoder.cls_token"],
+                                       trusted_pickle=True)
 
 
 def detect_size(state: dict[str, torch.Tensor]) -> str:
@@ -149,18 +141,16 @@ def detect_size(state: dict[str, torch.Tensor]) -> str:
         if (config.width, config.depth) == (width, depth):
             return name
     known = ", ".join(f"{n} ({c.width} wide, {c.depth} blocks)" for n, c in SIZES.items())
-    raise ValueError(f"a Uni3D encoder {width} wide with {depth} blocks is none of the released sizes: {known}")
+    raise GeoDreamError(f"GeoDream: a Uni3D encoder {width} wide with {depth} blocks is none of the released sizes: "
+                        f"{known}. {UNI3D_FIX}")
 
 
 def load_uni3d(path, device="cpu", dtype=torch.float32) -> Uni3D:
     """A released Uni3D checkpoint (any size; recognised from its shapes), in eval mode."""
     state = read_state_dict(path)
-    if "point_encoder.cls_token" not in state:
-        raise ValueError(f"{Path(path).name} is not a Uni3D checkpoint (no point_encoder.cls_token); use one of "
-                         "BAAI/Uni3D's modelzoo/uni3d-*/model.pt files")
     size = detect_size(state)
     with torch.device(device):  # random initialisation of a billion parameters is much faster on a GPU
         model = Uni3D(SIZES[size])
-    model.load_state_dict(state, strict=True)
+    model_files.load_weights(model, state, path, UNI3D_FILE, UNI3D_FIX)
     log.info("GeoDream: Uni3D-%s loaded from %s", size, Path(path).name)
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)

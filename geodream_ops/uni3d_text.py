@@ -9,6 +9,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from . import model_files
+from .errors import GeoDreamError
+
 log = logging.getLogger("GeoDream")
 
 CLIP_MODEL = "EVA02-E-14-plus"
@@ -57,20 +60,18 @@ class TextEncoder:
         return torch.stack(embeddings)
 
 
+CLIP_FILE = "the EVA02-E-14-plus open_clip checkpoint (its text tower)"
+CLIP_FIX = ("Pick open_clip_pytorch_model.bin of Hugging Face timm/eva02_enormous_patch14_plus_clip_224."
+            "laion2b_s9b_b144k in models/geodream/ or models/clip/; if that is the file, download it again.")
+
+
 def _read_text_weights(path: Path) -> dict[str, torch.Tensor]:
     """The text tower's weights (keys without the ``text.`` prefix) of an open_clip checkpoint, in either of
     open_clip's layouts. Memory-mapped, so the image tower's gigabytes are never read."""
     from open_clip.model import convert_to_custom_text_state_dict
 
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            state = {k: f.get_tensor(k) for k in f.keys() if not k.startswith("visual.")}
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        state = state.get("state_dict", state)
-    state = convert_to_custom_text_state_dict({k.removeprefix("module."): v for k, v in state.items()})
+    state = model_files.read_state_dict(path, CLIP_FILE, CLIP_FIX, keep=lambda key: not key.startswith("visual."))
+    state = convert_to_custom_text_state_dict(state)
     return {k.removeprefix("text."): v for k, v in state.items() if k.startswith("text.")}
 
 
@@ -89,9 +90,8 @@ def load_text_encoder(path, model_name: str = CLIP_MODEL, device="cpu", dtype=to
                                   cast_dtype=dtype if dtype != torch.float32 else None)
     weights = _read_text_weights(Path(path))
     if not weights:
-        raise ValueError(f"{Path(path).name} holds no CLIP text tower; use the open_clip_pytorch_model.bin of "
-                         "timm/eva02_enormous_patch14_plus_clip_224.laion2b_s9b_b144k")
-    tower.load_state_dict(weights, strict=True)
+        raise GeoDreamError(f"GeoDream: '{path}' is not {CLIP_FILE}: it holds no CLIP text tower. {CLIP_FIX}")
+    model_files.load_weights(tower, weights, path, CLIP_FILE, CLIP_FIX)
     log.info("GeoDream: %s text tower loaded from %s", model_name, Path(path).name)
     tower = tower.to(device).eval().requires_grad_(False)
     if dtype != torch.float32:

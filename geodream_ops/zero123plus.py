@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from . import mv_files
+from . import model_files, mv_files
 from .images import to_pil
 
 GRID_ROWS, GRID_COLS = 3, 2
@@ -221,14 +221,16 @@ def load_diffusers(folder: Path, version: str) -> Zero123Plus:
                                        "it is not a Zero123++ release folder (sudo-ai/zero123plus-v1.1 or -v1.2).")
     scheduler_config = {k: v for k, v in mv_files.read_json(folder / "scheduler/scheduler_config.json").items()
                         if not k.startswith("_")}
+    fix = (f"Download the whole Hugging Face sudo-ai/zero123plus-{version} repository again into "
+           f"models/diffusers/{folder.name}/.")
+    loaders = {"unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel,
+               "tokenizer": CLIPTokenizer, "vision_encoder": CLIPVisionModelWithProjection,
+               "feature_extractor_clip": CLIPImageProcessor, "feature_extractor_vae": CLIPImageProcessor}
+    parts = {part: model_files.from_folder(lambda: loader.from_pretrained(folder / part), folder / part,
+                                           f"Zero123++ {version}'s {part}/", fix)
+             for part, loader in loaders.items()}
     return Zero123Plus(
-        unet=UNet2DConditionModel.from_pretrained(folder / "unet"),
-        vae=AutoencoderKL.from_pretrained(folder / "vae"),
-        text_encoder=CLIPTextModel.from_pretrained(folder / "text_encoder"),
-        tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
-        vision_encoder=CLIPVisionModelWithProjection.from_pretrained(folder / "vision_encoder"),
-        feature_extractor_clip=CLIPImageProcessor.from_pretrained(folder / "feature_extractor_clip"),
-        feature_extractor_vae=CLIPImageProcessor.from_pretrained(folder / "feature_extractor_vae"),
+        **parts,
         scheduler_config=scheduler_config,
         ramping_coefficients=torch.tensor(index["ramping_coefficients"], dtype=torch.float32),
         version=version, source=str(folder))

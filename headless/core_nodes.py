@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 
 import numpy as np
-import torch
 import trimesh
 from PIL import Image
 
@@ -33,10 +32,7 @@ class LoadImage:
         return {"required": {"image": (files, {"image_upload": True})}}
 
     def load(self, image):
-        rgb, alpha = _images().from_pil(Image.open(_host().input_dir() / image))
-        # ComfyUI's mask is 1 - alpha: 1 where the background is.
-        mask = 1.0 - alpha if alpha is not None else torch.zeros(rgb.shape[:2])
-        return rgb[None], mask[None]
+        return _images().load_image_file(_host().input_dir() / image)
 
 
 class SaveImage:

@@ -61,8 +61,8 @@ class GeoDreamMeshToCoreMesh:
 
 
 class GeoDreamLoadMesh:
-    DESCRIPTION = ("Reads a mesh file from ComfyUI's input folder (GLB, glTF, OBJ, PLY, OFF) with its texture or vertex "
-                   "colours, e.g. to score any mesh with Uni3D.")
+    DESCRIPTION = ("Reads a mesh file from ComfyUI's input folder (GLB, glTF, OBJ, PLY, OFF), every part of the scene "
+                   "placed by its node transform with its own textures and colours, e.g. to score any mesh with Uni3D.")
     CATEGORY = T.CATEGORY
     RETURN_TYPES = (T.MESH,)
     RETURN_NAMES = ("mesh",)

@@ -212,13 +212,22 @@ class GeoDreamMultiViewGenerate:
     @staticmethod
     def _object_image(image, mask, size):
         if image is None:
-            raise ValueError("GeoDream: Zero123++ needs an image of the object; connect one to 'image' "
-                             "(and LoadImage's MASK to 'mask' if it has a transparent background).")
+            raise GeoDreamError("GeoDream: Zero123++ needs an image of the object; connect one to 'image' "
+                                "(and LoadImage's MASK to 'mask' if it has a transparent background).")
+        if image.ndim != 4 or image.shape[0] == 0 or 0 in image.shape[1:3]:
+            raise GeoDreamError(f"GeoDream: the image input is empty ({tuple(image.shape)}); connect an image.")
         if image.shape[0] != 1:
-            raise ValueError(f"GeoDream: Zero123++ takes one image, got a batch of {image.shape[0]}.")
+            raise GeoDreamError(f"GeoDream: Zero123++ takes one image, got a batch of {image.shape[0]} (a multi-frame "
+                                "file gives one per frame); pick one, e.g. with core Image From Batch.")
         if mask is not None:
+            if mask.numel() == 0:
+                raise GeoDreamError("GeoDream: the mask input is empty; connect LoadImage's MASK or leave it out.")
             mask = mask.reshape(-1, *mask.shape[-2:])[0]
-        return resize_square(object_on_grey(image[0], mask), size)
+        square = object_on_grey(image[0], mask)
+        if square.shape[0] < size:
+            log.warning("GeoDream: the object fills a %d px square, smaller than Zero123++'s %d px input; it is "
+                        "upscaled and the views will be blurry. Use a larger image.", square.shape[0], size)
+        return resize_square(square, size)
 
 
 class GeoDreamExpandViews:

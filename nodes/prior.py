@@ -4,8 +4,9 @@ from pathlib import Path
 
 import torch
 
-from ..geodream_ops import marching_cubes, prior_checkpoint, release_frame
+from ..geodream_ops import marching_cubes, model_files, prior_checkpoint, release_frame
 from ..geodream_ops.cost_volume import CostVolume
+from ..geodream_ops.errors import GeoDreamError
 from ..geodream_ops.matting import views_on_white
 from ..geodream_ops.prior import NORM_STATISTICS, build_cost_volume, build_steps, cost_volume_from_release
 from ..geodream_ops.sparse_conv import BACKENDS
@@ -181,14 +182,16 @@ class GeoDreamLoadCostVolume:
         file = file if file.is_absolute() else host.output_dir() / file
         if not file.is_file():
             raise FileNotFoundError(f"GeoDream: no cost volume at {file}.")
-        if file.suffix == ".safetensors":
+        if file.suffix.lower() == ".safetensors":
             return (CostVolume.load(file, host.device()),)
-        if file.suffix in (".pth", ".pt"):
+        if file.suffix.lower() in (".pth", ".pt"):
             if prior is None:
                 raise ValueError("GeoDream: a release .pth cost volume holds no decoder; connect GeoDreamLoadPrior.")
-            volume = torch.load(file, map_location="cpu", weights_only=True)
+            what, fix = "the release's cost volume (con_volume_lod_150.pth)", "Pick another file, or export it again."
+            volume = model_files.read_checkpoint(file, what, fix)
             if not isinstance(volume, torch.Tensor):
-                raise ValueError(f"GeoDream: {file.name} does not hold one tensor as con_volume_lod_150.pth does.")
+                raise GeoDreamError(f"GeoDream: '{file}' is not {what}: it holds a {type(volume).__name__}, not "
+                                    f"the one tensor that file holds. {fix}")
             return (cost_volume_from_release(volume, prior),)
         raise ValueError(f"GeoDream: {file.name}: expected a .safetensors (ours) or .pth (the release's) file.")
 

@@ -158,12 +158,8 @@ class GeoDreamLoadField:
         if host.output_dir().resolve() not in path.parents or not path.with_suffix(".json").exists():
             raise FileNotFoundError(f"GeoDream: '{field_file}' is not a saved field (a .safetensors with its .json) "
                                     "under the output folder; save one with GeoDream Save Field.")
-        try:
-            field = NeuSField.load(path, cost_volume)
-        except (KeyError, RuntimeError) as error:
-            raise ValueError(f"GeoDream: '{field_file}' does not fit this cost volume's decoder ({error}). "
-                             "Connect the cost volume the field was refined from.") from None
-        return (field.to(host.device()),)
+        # A damaged file, or one that does not fit this cost volume's decoder, is a GeoDreamError naming it.
+        return (NeuSField.load(path, cost_volume).to(host.device()),)
 
 
 NODES = {

@@ -9,6 +9,7 @@ import torch
 from tests import twins_multiview as tw
 
 from geodream_pack.geodream_ops import cameras, mvdream_pipeline, object_preprocess, zero123plus
+from geodream_pack.geodream_ops.errors import GeoDreamError
 from geodream_pack.geodream_ops.mvdream_unet import MultiViewUNet, config_from_state_dict
 
 
@@ -204,7 +205,7 @@ def test_object_on_grey_centres_and_scales_by_hand():
     padded = object_preprocess.object_on_grey(image)
     assert padded.shape == (60, 60, 3) and torch.equal(padded[10:50], image) and torch.allclose(padded[0, 0], grey)
     assert torch.equal(object_preprocess.object_on_grey(image, torch.zeros(64, 64)), padded)  # LoadImage, no alpha
-    with pytest.raises(ValueError, match="no object"):
+    with pytest.raises(GeoDreamError, match="no object"):
         object_preprocess.object_on_grey(image, torch.ones(40, 60))
 
 

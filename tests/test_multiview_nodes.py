@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from geodream_pack.geodream_ops import cameras, mv_files
+from geodream_pack.geodream_ops.errors import GeoDreamError
 from geodream_pack.nodes import host
 from geodream_pack.nodes.multiview import GeoDreamLoadMVDream, GeoDreamLoadZero123Plus, GeoDreamMultiViewGenerate
 from headless.run import run_workflow
@@ -71,7 +72,7 @@ def test_zero123plus_generates_six_views_at_the_v12_rig(zero123plus):
 
 
 def test_zero123plus_needs_an_image_and_honours_interrupts(zero123plus):
-    with pytest.raises(ValueError, match="Zero123\\+\\+ needs an image"):
+    with pytest.raises(GeoDreamError, match="Zero123\\+\\+ needs an image"):
         _generate(zero123plus)
     image, mask = _object_image()
     host.request_interrupt()
@@ -130,7 +131,8 @@ def test_loader_errors_name_the_folder_and_expected_files(pack_dirs, twin_files)
     # A single file without MVDream's parts (e.g. a plain SD checkpoint) names what it lacks.
     (pack_dirs["models"] / "checkpoints").mkdir()
     torch.save({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1)}, pack_dirs["models"] / "checkpoints" / "sd.pt")
-    with pytest.raises(mv_files.ModelFilesError, match=r"not an MVDream .*camera_embed.*models/checkpoints/"):
+    with pytest.raises(GeoDreamError, match=r"sd\.pt' is not MVDream's .*holds a Stable Diffusion single-file "
+                                            r"checkpoint \(no .*camera_embed.*models/checkpoints/"):
         GeoDreamLoadMVDream().load("checkpoints/sd.pt", 256)
 
 

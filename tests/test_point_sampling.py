@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from geodream_pack.geodream_ops.errors import GeoDreamError
 from geodream_pack.geodream_ops.mesh import TexturedMesh
 from geodream_pack.geodream_ops.cameras import to_gltf_frame
 from geodream_pack.geodream_ops.point_sampling import NO_COLOUR, mesh_point_cloud, normalize_unit_sphere, sample_surface
@@ -81,5 +82,5 @@ def test_sampling_is_seeded():
 
 def test_mesh_without_area_is_refused():
     flat = TexturedMesh(torch.zeros(3, 3), torch.tensor([[0, 1, 2]]))
-    with pytest.raises(ValueError, match="no surface"):
+    with pytest.raises(GeoDreamError, match="no surface"):
         sample_surface(flat, 10)

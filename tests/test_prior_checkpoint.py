@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from geodream_pack.geodream_ops.errors import GeoDreamError
 from geodream_pack.geodream_ops.prior_checkpoint import CheckpointError, load_prior
 
 from tests.twins_prior import release_checkpoint, write_prior_checkpoint
@@ -48,5 +49,5 @@ def test_missing_section_or_other_file_is_a_clear_error(tmp_path):
         load_prior(_broken(tmp_path, lambda c: c.pop("pyramid_feature_network")))
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="could not read junk.pth"):
+    with pytest.raises(GeoDreamError, match=r"junk\.pth.*not a PyTorch file at all.*download it again"):
         load_prior(junk)

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from geodream_pack.geodream_ops import uni3d
+from geodream_pack.geodream_ops.errors import GeoDreamError
 from geodream_pack.geodream_ops.mesh import TexturedMesh
 from geodream_pack.geodream_ops.point_sampling import mesh_point_cloud
 from geodream_pack.geodream_ops.uni3d_text import UNI3D_TEMPLATES, load_text_encoder
@@ -40,10 +41,10 @@ def test_distributed_prefix_is_removed(twin, tmp_path):
 
 def test_wrong_files_are_refused_with_a_reason(twin, tmp_path, monkeypatch):
     torch.save({"module": {"weight": torch.zeros(1)}}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="not a Uni3D checkpoint"):
+    with pytest.raises(GeoDreamError, match=r"other\.pt' is not a Uni3D checkpoint.*holds 1 entry \(weight\)"):
         uni3d.load_uni3d(tmp_path / "other.pt")
     monkeypatch.delitem(uni3d.SIZES, "twin")
-    with pytest.raises(ValueError, match="32 wide with 2 blocks is none of the released sizes"):
+    with pytest.raises(GeoDreamError, match="32 wide with 2 blocks is none of the released sizes"):
         uni3d.load_uni3d(twin)
 
 
@@ -124,7 +125,7 @@ def test_text_encoder_matches_open_clip(tmp_path, legacy_layout):
 def test_text_file_without_text_tower_is_refused(tmp_path):
     register_twin_clip(tmp_path / "configs")
     torch.save({"visual.proj": torch.zeros(2)}, tmp_path / "vision_only.bin")
-    with pytest.raises(ValueError, match="holds no CLIP text tower"):
+    with pytest.raises(GeoDreamError, match=r"vision_only\.bin' is not the EVA02.*holds an open_clip CLIP image tower"):
         load_text_encoder(tmp_path / "vision_only.bin", TWIN_CLIP)
 
 
