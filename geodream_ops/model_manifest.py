@@ -5,6 +5,7 @@ it, so they never disagree. Plain Python (no torch): the command's ``list`` star
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -18,6 +19,10 @@ COMMAND = "python -m headless.models"
 # offline), and the folder where transfers grow until they are verified and moved in whole.
 RECORD_NAME = ".geodream-verified.json"
 STAGING_NAME = ".geodream-download"
+
+
+class ModelNotFound(GeoDreamError, FileNotFoundError):
+    """A model file or folder is not where the loaders look; the message says which, where, and the command."""
 
 
 @dataclass(frozen=True)
@@ -70,11 +75,19 @@ _FIELDS = set(ModelEntry.__dataclass_fields__) - {"key", "extra"}
 
 
 def load_manifest(path: Path | None = None) -> dict[str, ModelEntry]:
-    """The manifest's entries by key, in file order."""
+    """The manifest's entries by key, in file order (read once per change of the file: loaders' lists ask often)."""
     path = Path(path or MANIFEST_PATH)
     try:
+        return _parse(path, path.stat().st_mtime_ns)
+    except OSError as err:
+        raise GeoDreamError(f"GeoDream: the model manifest {path} cannot be read ({err}); reinstall the pack.") from None
+
+
+@functools.lru_cache(maxsize=4)
+def _parse(path: Path, _mtime: int) -> dict[str, ModelEntry]:
+    try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+    except json.JSONDecodeError as err:
         raise GeoDreamError(f"GeoDream: the model manifest {path} cannot be read ({err}); reinstall the pack.") from None
     entries = {}
     for key, spec in data["models"].items():
@@ -100,14 +113,14 @@ def entry_for_choice(node: str, input_name: str, value, manifest=None) -> ModelE
     return None
 
 
-def order_choices(node: str, input_name: str, present: list[str], prefix: str = "", manifest=None) -> list[str]:
+def order_choices(node: str, input_name: str, present: list[str], manifest=None) -> list[str]:
     """A loader's list: present names that can be this input's model first (the manifest's own name, then names
     that look like it), then the other present names, then the manifest's choices not yet downloaded -- so a
     workflow naming one still validates, and running it says which command fetches the file."""
     entries = entries_for(node, input_name, manifest)
 
     def rank(choice: str) -> int:
-        name = choice[len(prefix):] if choice.startswith(prefix) else choice
+        name = choice.split("/", 1)[-1]  # "checkpoints/x.pt" -> "x.pt"
         if any(use["choice"] == choice for e in entries for use in e.used_by if use["node"] == node):
             return 0
         return 1 if any(e.matches_name(name) for e in entries) else 2
@@ -124,7 +137,15 @@ def missing_message(entry: ModelEntry, searched: list[Path], wanted: str | None 
     renamed = (f" (it is now stored as '{entry.name}'; pick that name once downloaded)"
                if wanted and wanted != entry.name else "")
     return (f"GeoDream: {entry.title} {asked} is missing; looked in {where}{renamed}. "
-            f"Fetch it with: {entry.command}   (from the pack's folder; `{COMMAND} list` shows every model).")
+            f"Fetch it with: {entry.command}   (run in {MANIFEST_PATH.parent}; `{COMMAND} list` shows every model).")
+
+
+def fetch_hint(folder_name: str) -> str:
+    """For an incomplete model folder or file: the command that fetches it whole (by its manifest name)."""
+    entry = next((e for e in load_manifest().values() if e.name == folder_name), None)
+    if entry is None:
+        return f"`{COMMAND} list` (run in {MANIFEST_PATH.parent}) names the published models and their downloads."
+    return f"Fetch it whole with: {entry.command} (run in {MANIFEST_PATH.parent})."
 
 
 def unknown_message(name: str, folder: str, searched: list[Path], candidates: list[ModelEntry]) -> str:
@@ -132,7 +153,7 @@ def unknown_message(name: str, folder: str, searched: list[Path], candidates: li
     where = ", ".join(str(p) for p in searched)
     offer = "; ".join(f"{e.title}: {e.command}" for e in candidates) or f"`{COMMAND} list` shows every model"
     return (f"GeoDream: '{name}' was not found in {where}. Put the file there (models/{folder}/ of your ComfyUI "
-            f"install), or fetch a published one -- {offer}.")
+            f"install), or fetch a published one (run in {MANIFEST_PATH.parent}) -- {offer}.")
 
 
 # --- what a workflow needs -------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from . import model_manifest
+
 log = logging.getLogger("GeoDream")
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -96,8 +98,8 @@ def load_diffusers_folder(folder: Path, unet_only: bool = False) -> DiffusionMod
 
     for part in ("unet", "scheduler") if unet_only else ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         if not (folder / part).is_dir():
-            raise FileNotFoundError(f"GeoDream: '{folder}' is not a complete diffusers folder: '{part}/' is missing. "
-                                    "Download the whole model repository (e.g. stabilityai/stable-diffusion-2-1-base).")
+            raise model_manifest.ModelNotFound(f"GeoDream: '{folder}' is not a complete diffusers folder: '{part}/' "
+                                               f"is missing. {model_manifest.fetch_hint(folder.name)}")
     model = DiffusionModel(UNet2DConditionModel.from_pretrained(folder, subfolder="unet"),
                            _scheduler(folder / "scheduler" / "scheduler_config.json"))
     if not unet_only:
