@@ -14,9 +14,9 @@ PACK_ROOT = Path(__file__).resolve().parent.parent
 LEGACY_NAMES = {"unet": "diffusion_models", "clip": "text_encoders"}
 
 
-def comfyui_root(pack_root: Path = PACK_ROOT) -> Path | None:
-    """The ComfyUI install this pack sits in (``<root>/custom_nodes/<pack>``), or None."""
-    parent = pack_root.parent
+def comfyui_root(pack_root: Path | None = None) -> Path | None:
+    """The ComfyUI install this pack (or ``pack_root``) sits in (``<root>/custom_nodes/<pack>``), or None."""
+    parent = (pack_root or PACK_ROOT).parent
     if parent.name == "custom_nodes" and (parent.parent / "folder_paths.py").is_file():
         return parent.parent
     return None

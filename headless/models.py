@@ -66,28 +66,36 @@ def _expected_digests(entry, root: Path) -> dict[str, dict]:
     return {".": {"size": entry.bytes, **digests}} if digests else {}
 
 
+def _problems(entry, status) -> list[str] | None:
+    """What is wrong with a present model: missing or truncated files (model_status) and files whose hash differs
+    from the download record's or the manifest's; None when no checksum is known (a model placed by hand)."""
+    expected = _expected_digests(entry, status.path.parent)
+    if not expected:
+        return None
+    problems = list(status.problems)
+    for rel, want in expected.items():
+        path = status.path if rel == "." else status.path / rel
+        if not path.is_file() or path.stat().st_size != want.get("size", path.stat().st_size):
+            continue  # missing or truncated: named by model_status already
+        for kind in ("sha256", "md5", "git"):
+            if want.get(kind) and mm.file_digest(path, kind) != want[kind]:
+                problems.append(f"{path} is corrupt: its {kind} differs from the published one")
+    return problems
+
+
 def check_models(manifest, models_dir=None, names=None, out=print) -> int:
     """Hash every present model file against its checksum; names each truncated or corrupt file. 1 if any is bad."""
     bad = 0
     for entry in _select(manifest, names):
-        folders = search_folders(entry.folder, models_dir)
-        status = mm.model_status(entry, folders)
+        status = mm.model_status(entry, search_folders(entry.folder, models_dir))
         if status.path is None:
             out(f"missing    {entry.key}: `{entry.command}`")
             continue
-        expected = _expected_digests(entry, status.path.parent)
-        if not expected:
+        problems = _problems(entry, status)
+        if problems is None:
             out(f"unchecked  {entry.key}: no checksum known for {status.path} (placed by hand?); "
                 f"`{entry.command}` checks it against the hub and records it")
             continue
-        problems = list(status.problems)
-        for rel, want in expected.items():
-            path = status.path if rel == "." else status.path / rel
-            if not path.is_file() or path.stat().st_size != want.get("size", path.stat().st_size):
-                continue  # missing or truncated: named by model_status already
-            for kind in ("sha256", "md5", "git"):
-                if want.get(kind) and mm.file_digest(path, kind) != want[kind]:
-                    problems.append(f"{path} is corrupt: its {kind} differs from the published one")
         bad += bool(problems)
         out(f"{'BAD' if problems else 'ok':<10} {entry.key}: {status.path}")
         for problem in problems:
@@ -166,7 +174,7 @@ def download(entry, models_dir=None, out=print) -> Path:
     """Fetch one model into the first folder ComfyUI searches for it, verified, appearing whole or not at all."""
     folders = search_folders(entry.folder, models_dir)
     status = mm.model_status(entry, folders)
-    if status.state == "present" and status.verified:
+    if status.verified and _problems(entry, status) == []:
         out(f"{entry.key}: already there, verified ({status.path})")
         return status.path
     root = folders[0]
