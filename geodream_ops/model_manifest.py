@@ -148,11 +148,12 @@ def fetch_hint(folder_name: str) -> str:
     return f"Fetch it whole with: {entry.command} (run in {MANIFEST_PATH.parent})."
 
 
-def unknown_message(name: str, folder: str, searched: list[Path], candidates: list[ModelEntry]) -> str:
+def unknown_message(name: str, kinds: tuple[str, ...], searched: list[Path], candidates: list[ModelEntry]) -> str:
     """The error for a name the manifest does not know and that is not on disk."""
     where = ", ".join(str(p) for p in searched)
+    folders = " or ".join(f"models/{kind}/" for kind in kinds)
     offer = "; ".join(f"{e.title}: {e.command}" for e in candidates) or f"`{COMMAND} list` shows every model"
-    return (f"GeoDream: '{name}' was not found in {where}. Put the file there (models/{folder}/ of your ComfyUI "
+    return (f"GeoDream: '{name}' was not found in {where}. Put the file there ({folders} of your ComfyUI "
             f"install), or fetch a published one (run in {MANIFEST_PATH.parent}) -- {offer}.")
 
 

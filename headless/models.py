@@ -130,10 +130,7 @@ def _hub_files(entry) -> tuple[str, list[tuple[str, str, int | None, dict]]]:
             raise GeoDreamError(f"GeoDream: huggingface.co/{source['repo']} at {source['revision']} has no file "
                                 f"matching {pattern}; the manifest (models.json) needs updating.")
         chosen.update({s.rfilename: s for s in hits})
-    # A folder published in both formats: the safetensors copy only.
-    names = set(chosen)
-    chosen = {n: s for n, s in chosen.items() if not (n.endswith(".bin") and
-              any(o.startswith(n.rsplit("/", 1)[0]) and o.endswith(".safetensors") for o in names))}
+    chosen = {n: s for n, s in chosen.items() if _safetensors_copy(n) not in chosen}
     files = []
     for name, sibling in chosen.items():
         digests = {"sha256": sibling.lfs.sha256} if sibling.lfs else {"git": sibling.blob_id}
@@ -144,6 +141,16 @@ def _hub_files(entry) -> tuple[str, list[tuple[str, str, int | None, dict]]]:
         rel = "." if entry.kind == "file" else name
         files.append((rel, hf_hub_url(source["repo"], name, revision=info.sha, endpoint=_endpoint()), size, digests))
     return info.sha or source["revision"], files
+
+
+def _safetensors_copy(name: str) -> str | None:
+    """For weights published in both formats, the safetensors name of a .bin (diffusers: x.bin -> x.safetensors;
+    transformers: pytorch_model.bin -> model.safetensors), so only that copy is fetched."""
+    if not name.endswith(".bin"):
+        return None
+    folder, _, base = name.rpartition("/")
+    base = "model.safetensors" if base == "pytorch_model.bin" else base[:-4] + ".safetensors"
+    return f"{folder}/{base}" if folder else base
 
 
 def _transfer(url: str, part: Path, size: int | None, hub: bool) -> None:
@@ -293,7 +300,8 @@ def main(argv=None, manifest=None) -> int:
             print(f"{args.workflow} needs: {', '.join(e.key for e in entries) or 'no manifest model'}")
             for line in own:
                 print(f"  not in the manifest (your own file; put it in place yourself): {line}")
-            entries += [e for e in _select(manifest, args.names) if args.names and e not in entries]
+            if args.names:
+                entries += [e for e in _select(manifest, args.names) if e not in entries]
         elif args.names:
             entries = _select(manifest, args.names)
         else:

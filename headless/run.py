@@ -19,7 +19,7 @@ def written_files(ui: dict) -> list[str]:
     return list(dict.fromkeys(paths))
 
 
-def check_models(api: dict, path, log=print) -> None:
+def require_models(api: dict, path, log=print) -> None:
     """Before anything runs: every manifest model the workflow selects must be there, else one error listing them
     all, where they were looked for, and the command that fetches exactly these."""
     pack = load_pack()
@@ -44,6 +44,6 @@ def run_workflow(path, overrides: dict | None = None, log=print) -> list[str]:
     api = workflow.load_api(path, classes)
     for node in api.values():
         node["inputs"].update((overrides or {}).get(node["class_type"], {}))
-    check_models(api, path, log)
+    require_models(api, path, log)
     results = executor.execute(api, classes, log=log)
     return written_files(results["ui"])

@@ -214,7 +214,7 @@ def find_model(folders: str | tuple[str, ...], name: str, node: str | None = Non
         raise model_manifest.ModelNotFound(model_manifest.missing_message(known[0], roots, name))
     offered = (model_manifest.entries_for(node, input_name, manifest) if node else
                [e for e in manifest.values() if e.folder in kinds])
-    raise model_manifest.ModelNotFound(model_manifest.unknown_message(name, kinds[0], roots, offered))
+    raise model_manifest.ModelNotFound(model_manifest.unknown_message(name, kinds, roots, offered))
 
 
 def output_dir() -> Path:
