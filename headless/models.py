@@ -278,6 +278,8 @@ def workflow_models(path, manifest) -> tuple[list, list[str]]:
 
 
 def main(argv=None, manifest=None) -> int:
+    """The command line; ``manifest`` replaces models.json (tests point it at twins). 0 on success, 1 on a clear
+    error printed as one line."""
     parser = argparse.ArgumentParser(prog="python -m headless.models", description=__doc__.split("\n\n")[1])
     parser.add_argument("--models-dir", help="the models folder (default: ComfyUI's, or $GEODREAM_MODELS_DIR)")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -307,14 +309,18 @@ def main(argv=None, manifest=None) -> int:
         else:
             parser.error("download needs model names or --for WORKFLOW.json; `list` shows the names")
         if args.dry_run:
+            for entry in entries:
+                print(f"would fetch {entry.key} ({entry.size}) from {entry.origin} to "
+                      f"{search_folders(entry.folder, args.models_dir)[0] / entry.name}")
             return 0
         for entry in entries:
             download(entry, args.models_dir)
     except GeoDreamError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except (OSError, ValueError) as err:  # network and hub errors, which huggingface_hub words clearly
-        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+    except Exception as err:  # network and hub errors (huggingface_hub words them clearly): one line, no traceback
+        print(f"error: {type(err).__name__}: {err}\nCheck the connection to {_endpoint() or 'huggingface.co'} and run "
+              "the command again: verified files are kept and a cut transfer resumes.", file=sys.stderr)
         return 1
     return 0
 

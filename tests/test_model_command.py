@@ -110,7 +110,7 @@ def test_clip_is_kept_as_its_text_tower_and_scores_as_the_full_file(hub, pack_di
     assert any("GeoDreamUni3DScore done" in line for line in log)
 
 
-def test_a_cut_transfer_resumes_where_it_stopped(hub, pack_dirs, monkeypatch):
+def test_a_cut_transfer_resumes_where_it_stopped(hub, pack_dirs, monkeypatch, capsys):
     import huggingface_hub.constants
 
     # huggingface_hub writes in chunks of this size (10 MB), so a resume restarts at the last whole chunk; the
@@ -127,6 +127,9 @@ def test_a_cut_transfer_resumes_where_it_stopped(hub, pack_dirs, monkeypatch):
     part = pack_dirs["models"] / mm.STAGING_NAME / "sparseneus-lod0" / "ckpt_215000.pth.part"
     part.parent.mkdir(parents=True)
     part.write_bytes(data[:1000])
+    assert _run(hub, "list") == 0
+    assert "a download was cut at 1000 B; `python -m headless.models download sparseneus-lod0` resumes it" in \
+        capsys.readouterr().out
     hub.requests.clear()
     assert _run(hub, "download", "sparseneus-lod0") == 0
     assert [r[2] for r in hub.requests if r[:2] == ("GET", PRIOR_URL)] == ["bytes=1000-"]
