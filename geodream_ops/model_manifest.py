@@ -46,6 +46,7 @@ class ModelEntry:
     md5: str | None = None
     checksum: str | None = None
     keep: str | None = None
+    signature: dict | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -66,9 +67,17 @@ class ModelEntry:
             return f"md5 {self.md5}"
         return self.checksum or "none published"
 
-    def matches_name(self, name: str) -> bool:
-        """Whether a file or folder name looks like this model (its own name, an older name, or a name pattern)."""
-        return name in (self.name, *self.also_named) or any(fnmatch.fnmatch(name.lower(), p.lower()) for p in self.match)
+    def looks_like(self, name: str, path: Path | None = None) -> bool:
+        """Whether a file or folder can be this model: by its name (its own, an older one, or a name pattern), or
+        by its signature (``signature``: a small file inside the folder that holds a telling string, e.g.
+        Zero123++'s ramping_coefficients in model_index.json)."""
+        if name in (self.name, *self.also_named) or any(fnmatch.fnmatch(name.lower(), p.lower()) for p in self.match):
+            return True
+        sign = self.signature
+        if not sign or path is None or not (path / sign["file"]).is_file():
+            return False
+        with open(path / sign["file"], encoding="utf-8", errors="replace") as f:
+            return sign["contains"] in f.read(1 << 16)
 
 
 _FIELDS = set(ModelEntry.__dataclass_fields__) - {"key", "extra"}
@@ -113,17 +122,19 @@ def entry_for_choice(node: str, input_name: str, value, manifest=None) -> ModelE
     return None
 
 
-def order_choices(node: str, input_name: str, present: list[str], manifest=None) -> list[str]:
-    """A loader's list: present names that can be this input's model first (the manifest's own name, then names
-    that look like it), then the other present names, then the manifest's choices not yet downloaded -- so a
-    workflow naming one still validates, and running it says which command fetches the file."""
+def order_choices(node: str, input_name: str, present: list[str], locate=lambda choice: None,
+                  manifest=None) -> list[str]:
+    """A loader's list: present names that can be this input's model first (the manifest's own name, then those
+    that look like it by name or signature; ``locate`` gives a choice's path), then the other present names, then
+    the manifest's choices not yet downloaded -- so a workflow naming one still validates, and running it says
+    which command fetches the file."""
     entries = entries_for(node, input_name, manifest)
 
     def rank(choice: str) -> int:
         name = choice.split("/", 1)[-1]  # "checkpoints/x.pt" -> "x.pt"
         if any(use["choice"] == choice for e in entries for use in e.used_by if use["node"] == node):
             return 0
-        return 1 if any(e.matches_name(name) for e in entries) else 2
+        return 1 if any(e.looks_like(name, locate(choice)) for e in entries) else 2
 
     ordered = sorted(present, key=lambda c: (rank(c), c.lower()))
     wanted = [use["choice"] for e in entries for use in e.used_by if use["node"] == node and use["input"] == input_name]
@@ -217,14 +228,14 @@ def _files_on_disk(path: Path) -> dict[str, int]:
 def model_status(entry: ModelEntry, searched: list[Path]) -> ModelStatus:
     """Is the model there, and whole? Sizes are checked against what its download verified (the record beside it)
     or the manifest; a folder model without a record against the manifest's file patterns."""
-    for root in searched:
-        path = root / entry.name
+    for root, name in ((r, n) for r in searched for n in (entry.name, *entry.also_named)):
+        path = root / name  # an older name (the full CLIP file) serves as well
         if not path.exists():
             continue
         files = _files_on_disk(path)
         status = ModelStatus(entry, "present", path, searched, sum(files.values()))
-        recorded = read_record(root).get(entry.name, {}).get("files")
-        expected = recorded or ({".": {"size": entry.bytes}} if entry.kind == "file" and entry.bytes else None)
+        recorded = read_record(root).get(name, {}).get("files")
+        expected = recorded or ({".": {"size": entry.bytes}} if name == entry.name and entry.bytes else None)
         if expected:
             status.verified = recorded is not None
             for rel, want in expected.items():

@@ -195,7 +195,14 @@ def list_models(folder: str, directories: bool = False) -> list[str]:
 def model_choices(node: str, input_name: str, present: list[str]) -> list[str]:
     """A loader's list for ``input_name``: files that can be its model first, then the rest, then the manifest's
     models not downloaded yet (choosing one says which command fetches it); see model_manifest.order_choices."""
-    return model_manifest.order_choices(node, input_name, present)
+    entries = model_manifest.entries_for(node, input_name)
+
+    def locate(choice: str) -> Path | None:
+        kind, _, name = choice.rpartition("/")  # "diffusers/x" in lists of several kinds, else a bare name
+        kinds = [kind] if kind else list(dict.fromkeys(e.folder for e in entries))
+        return next((root / name for k in kinds for root in model_folders(k) if (root / name).exists()), None)
+
+    return model_manifest.order_choices(node, input_name, present, locate)
 
 
 def find_model(folders: str | tuple[str, ...], name: str, node: str | None = None, input_name: str | None = None) -> Path:

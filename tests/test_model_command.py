@@ -128,7 +128,7 @@ def test_a_cut_transfer_resumes_where_it_stopped(hub, pack_dirs, monkeypatch, ca
     part.parent.mkdir(parents=True)
     part.write_bytes(data[:1000])
     assert _run(hub, "list") == 0
-    assert "a download was cut at 1000 B; `python -m headless.models download sparseneus-lod0` resumes it" in \
+    assert "a download was cut at 1.0 KB; `python -m headless.models download sparseneus-lod0` resumes it" in \
         capsys.readouterr().out
     hub.requests.clear()
     assert _run(hub, "download", "sparseneus-lod0") == 0
@@ -205,10 +205,13 @@ def test_missing_models_name_the_folder_and_the_command(pack_dirs):
         twins_uni3d.save_uni3d_twin(pack_dirs["models"] / "geodream" / "uni3d-g.pt")
         GeoDreamLoadUni3D().load("uni3d-g.pt", "open_clip_pytorch_model.bin", "EVA02-E-14-plus", "fp32")
     # The lists: what can be the model first, then the rest, then the published names not downloaded yet.
-    (pack_dirs["models"] / "diffusers" / "my-sd").mkdir(parents=True)
-    (pack_dirs["models"] / "diffusers" / "zero123plus-v1.1-fp16").mkdir()
+    diffusers = pack_dirs["models"] / "diffusers"
+    (diffusers / "my-sd").mkdir(parents=True)
+    (diffusers / "my-sd" / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    (diffusers / "zero123plus-v1.1-fp16").mkdir()  # by its name
+    twins_multiview.write_zero123plus(diffusers / "renamed")  # by its signature: ramping_coefficients
     folders = GeoDreamLoadZero123Plus.INPUT_TYPES()["required"]["folder"][0]
-    assert folders == ["zero123plus-v1.1-fp16", "my-sd", "zero123plus-v1.2", "zero123plus-v1.1"]
+    assert folders == ["renamed", "zero123plus-v1.1-fp16", "my-sd", "zero123plus-v1.2", "zero123plus-v1.1"]
     # The runner: a name that is no choice says where it looked and what fetches a published model ...
     with pytest.raises(executor.WorkflowError, match=r"searched .*diffusers.*download zero123plus-v1.2"):
         executor._validate("2", "GeoDreamLoadZero123Plus", GeoDreamLoadZero123Plus,
