@@ -89,7 +89,8 @@ def load_manifest(path: Path | None = None) -> dict[str, ModelEntry]:
     try:
         return _parse(path, path.stat().st_mtime_ns)
     except OSError as err:
-        raise GeoDreamError(f"GeoDream: the model manifest {path} cannot be read ({err}); reinstall the pack.") from None
+        raise GeoDreamError(f"GeoDream: the model manifest {path} cannot be read ({err}); reinstall the pack.") \
+            from None
 
 
 @functools.lru_cache(maxsize=4)
@@ -97,7 +98,8 @@ def _parse(path: Path, _mtime: int) -> dict[str, ModelEntry]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise GeoDreamError(f"GeoDream: the model manifest {path} cannot be read ({err}); reinstall the pack.") from None
+        raise GeoDreamError(f"GeoDream: the model manifest {path} is not valid JSON ({err}); reinstall the pack.") \
+            from None
     entries = {}
     for key, spec in data["models"].items():
         known = {k: (tuple(v) if isinstance(v, list) else v) for k, v in spec.items() if k in _FIELDS}
@@ -266,12 +268,13 @@ def staging_dir(target_root: Path) -> Path:
 def readme_table(manifest=None) -> str:
     """README's model table, generated from the manifest."""
     manifest = manifest or load_manifest()
-    rows = ["| model | `download` name | goes to `ComfyUI/models/` | size | source | checksum |", "|---|---|---|---|---|---|"]
+    rows = ["| model | `download` name | goes to `ComfyUI/models/` | size | source | checksum |",
+            "|---|---|---|---|---|---|"]
     for e in manifest.values():
         source = e.source.get("url") or f"[{e.source['repo']}](https://huggingface.co/{e.source['repo']})"
         if "publisher" in e.source:
             source += f" (mirror; the publisher's {e.source['publisher'].split(' ')[0]} is gone)"
         kept = f" ({e.keep} only)" if e.keep else ""
-        rows.append(f"| {e.title} | `{e.key}` | `{e.folder}/{e.name}`{kept} | {e.size} | {source} | "
-                    f"{'sha256 in manifest' if e.sha256 else 'md5 in manifest' if e.md5 else 'hub sha256 at download'} |")
+        checksum = "sha256 in manifest" if e.sha256 else "md5 in manifest" if e.md5 else "hub sha256 at download"
+        rows.append(f"| {e.title} | `{e.key}` | `{e.folder}/{e.name}`{kept} | {e.size} | {source} | {checksum} |")
     return "\n".join(rows)

@@ -33,9 +33,9 @@ class GeoDreamLoadVSDGuidance:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": (_choices("model"), {"tooltip": "Stable Diffusion 2.1-base: a diffusers folder (models/diffusers/) or a "
-                                           "single file (models/checkpoints/, e.g. v2-1_512-ema-pruned.safetensors). `python -m headless.models "
-                                           "download sd21-base` fetches it."}),
+            "model": (_choices("model"), {"tooltip": "Stable Diffusion 2.1-base: a diffusers folder (models/diffusers/) "
+                                          "or a single file (models/checkpoints/, e.g. v2-1_512-ema-pruned.safetensors). "
+                                          "`python -m headless.models download sd21-base` fetches it."}),
             "lora_model": ([SAME] + _choices("lora_model"), {"default": SAME, "tooltip":
                            "The model VSD's LoRA adapts. The release uses SD 2.1 (768, v-prediction; a single file "
                            "whose name contains 768 is read as that). Same model: less VRAM, slightly different results."}),

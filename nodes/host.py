@@ -205,7 +205,8 @@ def model_choices(node: str, input_name: str, present: list[str]) -> list[str]:
     return model_manifest.order_choices(node, input_name, present, locate)
 
 
-def find_model(folders: str | tuple[str, ...], name: str, node: str | None = None, input_name: str | None = None) -> Path:
+def find_model(folders: str | tuple[str, ...], name: str, node: str | None = None,
+               input_name: str | None = None) -> Path:
     """The full path of a model file or folder in the folders of one kind (or several), or a GeoDreamError naming
     the model, every folder searched and the command that fetches it (``node``/``input_name`` narrow the models
     offered when the name is not one of the manifest's)."""

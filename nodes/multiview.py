@@ -21,8 +21,9 @@ class GeoDreamLoadZero123Plus:
 
     @classmethod
     def INPUT_TYPES(cls):
+        folders = host.model_choices("GeoDreamLoadZero123Plus", "folder", host.list_models("diffusers", directories=True))
         return {"required": {
-            "folder": (host.model_choices("GeoDreamLoadZero123Plus", "folder", host.list_models("diffusers", directories=True)), {"tooltip":
+            "folder": (folders, {"tooltip":
                        "A folder under models/diffusers/ holding model_index.json, unet/, vae/, text_encoder/, "
                        "tokenizer/, vision_encoder/, feature_extractor_clip/, feature_extractor_vae/, scheduler/. "
                        "Zero123++ folders are listed first; `python -m headless.models download zero123plus-v1.2` "
@@ -54,9 +55,9 @@ class GeoDreamLoadMVDream:
 
     @classmethod
     def INPUT_TYPES(cls):
-        choices = host.model_choices("GeoDreamLoadMVDream", "model",
-                                     [f"checkpoints/{name}" for name in host.list_models("checkpoints")]
-                                     + [f"diffusers/{name}" for name in host.list_models("diffusers", directories=True)])
+        present = ([f"checkpoints/{name}" for name in host.list_models("checkpoints")]
+                   + [f"diffusers/{name}" for name in host.list_models("diffusers", directories=True)])
+        choices = host.model_choices("GeoDreamLoadMVDream", "model", present)
         return {"required": {
             "model": (choices, {"tooltip": "checkpoints/sd-v2.1-base-4view.pt (the published file; `python -m "
                                 "headless.models download mvdream-sd21-4view` fetches it) or a diffusers folder of "
@@ -70,9 +71,9 @@ class GeoDreamLoadMVDream:
     def load(self, model, resolution):
         kind, _, name = model.partition("/")
         if kind == "checkpoints":
-            loaded = mvdream_pipeline.load_single_file(host.find_model("checkpoints", name, "GeoDreamLoadMVDream", "model"))
+            loaded = mvdream_pipeline.load_single_file(host.find_model(kind, name, "GeoDreamLoadMVDream", "model"))
         elif kind == "diffusers":
-            loaded = mvdream_pipeline.load_diffusers(host.find_model("diffusers", name, "GeoDreamLoadMVDream", "model"))
+            loaded = mvdream_pipeline.load_diffusers(host.find_model(kind, name, "GeoDreamLoadMVDream", "model"))
         else:
             raise ValueError(f"GeoDream: model must start with checkpoints/ or diffusers/, got '{model}'.")
         multiple = loaded.resolution_multiple

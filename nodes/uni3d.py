@@ -28,8 +28,9 @@ class GeoDreamLoadUni3D:
 
     @classmethod
     def INPUT_TYPES(cls):
+        uni3d_files = host.model_choices("GeoDreamLoadUni3D", "uni3d_checkpoint", host.list_models("geodream"))
         return {"required": {
-            "uni3d_checkpoint": (host.model_choices("GeoDreamLoadUni3D", "uni3d_checkpoint", host.list_models("geodream")), {"tooltip":
+            "uni3d_checkpoint": (uni3d_files, {"tooltip":
                 "A Uni3D model.pt from huggingface.co/BAAI/Uni3D (modelzoo/uni3d-g, -l or -b; tiny and small "
                 "files load too), renamed and put in models/geodream/ (`python -m headless.models download "
                 "uni3d-g` does both). uni3d-g (giant, 1B parameters, ~4 GB in fp32) is the one GeoDream reports."}),

@@ -39,7 +39,8 @@ def twins(pack_dirs, tmp_path, monkeypatch):
     twins_uni3d.save_uni3d_twin(models / "geodream" / "uni3d-g.pt")
     # As the model command keeps it: the text tower of the (twin) open_clip checkpoint.
     twins_uni3d.save_clip_twin(tmp_path / "open_clip_pytorch_model.bin")
-    save_text_tower(tmp_path / "open_clip_pytorch_model.bin", models / "geodream" / "EVA02-E-14-plus-text.safetensors", {})
+    save_text_tower(tmp_path / "open_clip_pytorch_model.bin",
+                    models / "geodream" / "EVA02-E-14-plus-text.safetensors", {})
     rgba = np.zeros((48, 40, 4), dtype=np.uint8)
     rgba[10:40, 8:32] = (180, 60, 40, 255)
     Image.fromarray(rgba, "RGBA").save(pack_dirs["input"] / "example.png")

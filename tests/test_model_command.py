@@ -51,14 +51,15 @@ def hub(tmp_path, monkeypatch):
     repos = {"sudo-ai/zero123plus-v1.2": zero123plus,
              "One-2-3-45/code": {PRIOR_FILE: prior.read_bytes(), "zero123-xl.ckpt": b"another model"},
              "BAAI/Uni3D": {"modelzoo/uni3d-g/model.pt": uni3d.read_bytes()},
-             "timm/eva02_enormous_patch14_plus_clip_224.laion2b_s9b_b144k": {"open_clip_pytorch_model.bin": clip.read_bytes()}}
+             "timm/eva02_enormous_patch14_plus_clip_224.laion2b_s9b_b144k": {
+                 "open_clip_pytorch_model.bin": clip.read_bytes()}}
     with HubTwin(repos, {"/rembg/u2net.onnx": u2net}) as server:
         monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
         manifest = dict(mm.load_manifest())
-        manifest["uni3d-g"] = dataclasses.replace(manifest["uni3d-g"], sha256=hashlib.sha256(uni3d.read_bytes()).hexdigest(),
-                                                  bytes=uni3d.stat().st_size)
-        manifest["u2net"] = dataclasses.replace(manifest["u2net"], source={"url": server.endpoint + "/rembg/u2net.onnx"},
-                                                md5=hashlib.md5(u2net).hexdigest(), bytes=len(u2net))
+        manifest["uni3d-g"] = dataclasses.replace(manifest["uni3d-g"], bytes=uni3d.stat().st_size,
+                                                  sha256=hashlib.sha256(uni3d.read_bytes()).hexdigest())
+        manifest["u2net"] = dataclasses.replace(manifest["u2net"], md5=hashlib.md5(u2net).hexdigest(), bytes=len(u2net),
+                                                source={"url": server.endpoint + "/rembg/u2net.onnx"})
         server.manifest, server.clip = manifest, clip
         yield server
 
@@ -73,7 +74,8 @@ def test_download_for_a_workflow_places_the_files_where_the_loaders_find_them(hu
     assert "needs: zero123plus-v1.2, sparseneus-lod0" in capsys.readouterr().out
     folder = models / "diffusers" / "zero123plus-v1.2"
     served = hub.repos["sudo-ai/zero123plus-v1.2"]
-    assert _tree(folder) == {k: v for k, v in served.items() if k not in ("README.md", "unet/diffusion_pytorch_model.bin")}
+    skipped = ("README.md", "unet/diffusion_pytorch_model.bin")  # not a pattern; the .bin copy of safetensors weights
+    assert _tree(folder) == {k: v for k, v in served.items() if k not in skipped}
     assert (models / "geodream" / "ckpt_215000.pth").read_bytes() == hub.repos["One-2-3-45/code"][PRIOR_FILE]
     assert not (models / mm.STAGING_NAME / "zero123plus-v1.2").exists()  # the staging folder is gone
     # Listed and verified as present; a second run fetches nothing.
@@ -201,7 +203,8 @@ def test_missing_models_name_the_folder_and_the_command(pack_dirs):
     with pytest.raises(GeoDreamError, match=r"ckpt_215000.pth' is missing; looked in .*geodream.*"
                                             r"python -m headless.models download sparseneus-lod0"):
         GeoDreamLoadPrior().load("ckpt_215000.pth")
-    with pytest.raises(GeoDreamError, match=r"stored as 'EVA02-E-14-plus-text.safetensors'.*download eva02-e-14-plus-text"):
+    with pytest.raises(GeoDreamError, match=r"stored as 'EVA02-E-14-plus-text.safetensors'.*"
+                                            r"download eva02-e-14-plus-text"):
         twins_uni3d.save_uni3d_twin(pack_dirs["models"] / "geodream" / "uni3d-g.pt")
         GeoDreamLoadUni3D().load("uni3d-g.pt", "open_clip_pytorch_model.bin", "EVA02-E-14-plus", "fp32")
     # The lists: what can be the model first, then the rest, then the published names not downloaded yet.
