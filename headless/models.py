@@ -189,23 +189,26 @@ def download(entry, models_dir=None, out=print) -> Path:
     stage = mm.staging_dir(root) / entry.key
     out(f"{entry.key}: {entry.title} from {entry.origin}")
     revision, files = _hub_files(entry)
-    record, in_place = {}, set()
+    record, in_place, full = {}, set(), None
     for rel, url, size, digests in files:
         part = stage / (_fetched_name(entry) if rel == "." else rel)
-        existing = final if rel == "." else final / rel
-        # A file already in place (placed by hand, or by an earlier run of a folder model) stays if it checks out.
-        if not entry.keep and existing.is_file() and existing.stat().st_size == size and all(
-                mm.file_digest(existing, k) == v for k, v in digests.items() if v):
+        # A file already here that checks out is used as it is: placed by hand, by an earlier run of a folder
+        # model, or (for a kept text tower) the full CLIP file under its published name.
+        here = [r / n for r in folders for n in entry.also_named] if entry.keep else [final / rel]
+        existing = next((path for path in here if _checks_out(path, size, digests)), None)
+        if existing is not None and not entry.keep:
             record[rel] = {"size": size, **digests}
             in_place.add(rel)
             continue
-        if not part.is_file() or part.stat().st_size != size:
-            _transfer(url, part.with_name(part.name + ".part"), size, "repo" in entry.source)
-            os.replace(part.with_name(part.name + ".part"), part)
-        _verify(part, digests, f"{entry.key}/{rel}")
-        record[rel] = {"size": part.stat().st_size, **digests}
+        if existing is None:
+            if not part.is_file() or part.stat().st_size != size:
+                _transfer(url, part.with_name(part.name + ".part"), size, "repo" in entry.source)
+                os.replace(part.with_name(part.name + ".part"), part)
+            _verify(part, digests, f"{entry.key}/{rel}")
+        full = existing or part
+        record[rel] = {"size": size or part.stat().st_size, **digests}
     if entry.keep == "text tower":
-        record = {".": _keep_text_tower(entry, stage, revision)}
+        record = {".": _keep_text_tower(entry, full, record["."]["sha256"], stage, revision)}
     _place(entry, stage, final, [rel for rel in record if rel not in in_place])
     _write_record(root, entry, revision, record)
     shutil.rmtree(stage, ignore_errors=True)
@@ -213,17 +216,23 @@ def download(entry, models_dir=None, out=print) -> Path:
     return final
 
 
-def _keep_text_tower(entry, stage: Path, revision: str) -> dict:
-    """Replace the verified full CLIP checkpoint by its text tower (uni3d_text.save_text_tower); returns its record."""
-    full = stage / _fetched_name(entry)
+def _checks_out(path: Path, size: int | None, digests: dict) -> bool:
+    return (path.is_file() and path.stat().st_size == size
+            and all(mm.file_digest(path, kind) == value for kind, value in digests.items() if value))
+
+
+def _keep_text_tower(entry, full: Path, full_sha256: str, stage: Path, revision: str) -> dict:
+    """The text tower of the verified full CLIP checkpoint ``full`` (uni3d_text.save_text_tower), written in the
+    staging folder; the full file goes if it was downloaded here, stays if it was the user's. Returns its record."""
     target = stage / entry.name
     from geodream_ops.uni3d_text import save_text_tower
 
     source = f"huggingface.co/{entry.source['repo']}@{revision}/{entry.source['files'][0]}"
     with atomic_write(target) as tmp:
         save_text_tower(full, tmp, {"geodream_source": source,
-                                    "geodream_source_sha256": mm.file_digest(full, "sha256")})
-    full.unlink()
+                                    "geodream_source_sha256": full_sha256})
+    if full.parent == stage:
+        full.unlink()
     return {"size": target.stat().st_size, "sha256": mm.file_digest(target, "sha256"), "kept": "text tower"}
 
 

@@ -112,6 +112,17 @@ def test_clip_is_kept_as_its_text_tower_and_scores_as_the_full_file(hub, pack_di
     assert any("GeoDreamUni3DScore done" in line for line in log)
 
 
+def test_a_full_clip_file_already_here_is_cut_down_without_a_download(hub, pack_dirs):
+    full = pack_dirs["models"] / "geodream" / "open_clip_pytorch_model.bin"
+    full.parent.mkdir(parents=True)
+    full.write_bytes(hub.clip.read_bytes())
+    assert _run(hub, "download", "eva02-e-14-plus-text") == 0
+    assert not [r for r in hub.requests if r[0] == "GET" and r[1].endswith("open_clip_pytorch_model.bin")]
+    assert full.read_bytes() == hub.clip.read_bytes()  # the user's file stays
+    with safe_open(str(full.with_name("EVA02-E-14-plus-text.safetensors")), "pt") as f:
+        assert not [k for k in f.keys() if k.startswith("visual.")]
+
+
 def test_a_cut_transfer_resumes_where_it_stopped(hub, pack_dirs, monkeypatch, capsys):
     import huggingface_hub.constants
 
