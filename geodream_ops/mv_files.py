@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from . import model_manifest
 from .errors import GeoDreamError
 
 
@@ -20,7 +21,8 @@ def require_files(folder: Path, expected: list[str], what: str, source: str) -> 
         raise ModelFilesError(
             f"GeoDream: {what} folder '{folder}' is incomplete; missing: {', '.join(m.replace('|', ' or ') for m in missing)}. "
             f"Expected the published diffusers layout: {', '.join(e.split('|')[0] for e in expected)} "
-            f"(the whole {source} repository, downloaded into models/diffusers/<name>/).")
+            f"(the whole {source} repository, downloaded into models/diffusers/<name>/). "
+            + model_manifest.fetch_hint(folder.name))
 
 
 def weights_file(folder: Path, stem: str = "diffusion_pytorch_model") -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import model_files
+from . import model_files, model_manifest
 from .errors import GeoDreamError
 from .mv_files import read_json
 
@@ -104,8 +104,9 @@ def load_diffusers_folder(folder: Path, unet_only: bool = False) -> DiffusionMod
 
     for part in ("unet", "scheduler") if unet_only else ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         if not (folder / part).is_dir():
-            raise FileNotFoundError(f"GeoDream: '{folder}' is not a complete diffusers folder: '{part}/' is missing. "
-                                    "Download the whole model repository (e.g. stabilityai/stable-diffusion-2-1-base).")
+            raise model_manifest.ModelNotFound(f"GeoDream: '{folder}' is not a complete diffusers folder: '{part}/' "
+                                               f"is missing. {model_manifest.fetch_hint(folder.name)}")
+
     def part(loader, name):
         return model_files.from_folder(lambda: loader(folder / name), folder / name,
                                        f"Stable Diffusion's {name}/ in '{folder.name}'", FOLDER_FIX)

@@ -97,3 +97,21 @@ def load_text_encoder(path, model_name: str = CLIP_MODEL, device="cpu", dtype=to
     if dtype != torch.float32:
         convert_weights_to_lp(tower, dtype)  # as open_clip does for half precision: layer norms stay fp32
     return TextEncoder(tower, open_clip.get_tokenizer(model_name), model_name)
+
+
+def save_text_tower(source, target, note: dict[str, str]) -> list[str]:
+    """Write the text tower of an open_clip checkpoint (every tensor outside ``visual.``, names unchanged) to one
+    .safetensors file that ``load_text_encoder`` reads as it reads the full checkpoint; EVA02-E-14-plus's image
+    tower (~4.4B parameters, most of the file) is dropped. ``note`` (source, checksum) and what was dropped go into
+    the file's metadata. Returns the dropped tensor names."""
+    from safetensors.torch import save_file
+
+    state = torch.load(source, map_location="cpu", weights_only=True, mmap=True)
+    state = state.get("state_dict", state)
+    is_image = [k for k in state if k.removeprefix("module.").startswith("visual.")]
+    kept = {k: v.clone() for k, v in state.items() if k not in set(is_image)}  # clone: no storage shared with visual
+    dropped = sum(state[k].numel() for k in is_image)
+    save_file(kept, str(target), metadata={**note, "geodream_kept": "CLIP text tower (every tensor outside visual.)",
+                                           "geodream_dropped": f"{len(is_image)} visual.* tensors, {dropped:,} "
+                                                               "parameters: the image tower, which Uni3D never uses"})
+    return is_image

@@ -1,7 +1,9 @@
 """python -m headless WORKFLOW.json [--set NodeType.input=value ...]
 
 Runs a workflow (UI or API format) with this pack's nodes and core stand-ins, printing progress and the files
-written. Models are read from $GEODREAM_MODELS_DIR (default ./models), outputs go to $GEODREAM_OUTPUT_DIR."""
+written. Models are read from $GEODREAM_MODELS_DIR (else the ComfyUI install's models folder, else ./models; a
+workflow's missing models are listed before anything runs, with `python -m headless.models download --for` it),
+outputs go to $GEODREAM_OUTPUT_DIR."""
 from __future__ import annotations
 
 import argparse

@@ -103,8 +103,10 @@ def main(argv=None) -> int:
     parser.add_argument("--prompts", required=True, type=Path, help="prompt file, as described above")
     parser.add_argument("--out", required=True, type=Path, help="folder for uni3d_scores.csv and .md")
     parser.add_argument("--uni3d", required=True, help="Uni3D model.pt: a path, or a name in models/geodream/")
-    parser.add_argument("--clip", default="open_clip_pytorch_model.bin",
-                        help="EVA02-E-14-plus open_clip weights: a path, or a name in models/geodream/")
+    parser.add_argument("--clip", default="EVA02-E-14-plus-text.safetensors",
+                        help="EVA02-E-14-plus open_clip weights (its text tower, as `python -m headless.models "
+                             "download eva02-e-14-plus-text` keeps it, or the full file): a path, or a name in "
+                             "models/geodream/")
     parser.add_argument("--clip-model", default=ops.uni3d_text.CLIP_MODEL, help="open_clip architecture name")
     parser.add_argument("--num-points", type=int, default=ops.point_sampling.UNI3D_NUM_POINTS)
     parser.add_argument("--seed", type=int, default=0)

@@ -25,8 +25,10 @@ def _validate(node_id, class_type, node_class, inputs) -> None:
         if spec is None or _is_link(value):
             continue
         if isinstance(spec[0], (list, tuple)) and value not in spec[0]:
+            from .models import missing_choice_hint
+
             raise WorkflowError(f"node #{node_id} ({class_type}): '{value}' is not a choice for '{name}'; "
-                                f"available: {list(spec[0])}")
+                                f"available: {list(spec[0])}{missing_choice_hint(class_type, name)}")
         # The same bounds ComfyUI enforces before it runs anything.
         options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
         if spec[0] in ("INT", "FLOAT") and isinstance(value, (int, float)):

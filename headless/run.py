@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from . import executor, workflow
 from .core_nodes import CORE_NODES
-from .pack import load_pack
+from .pack import PACK_ROOT, load_pack
 
 
 def node_classes() -> dict:
@@ -19,11 +19,31 @@ def written_files(ui: dict) -> list[str]:
     return list(dict.fromkeys(paths))
 
 
+def require_models(api: dict, path, log=print) -> None:
+    """Before anything runs: every manifest model the workflow selects must be there, else one error listing them
+    all, where they were looked for, and the command that fetches exactly these."""
+    pack = load_pack()
+    manifest, host = pack.geodream_ops.model_manifest, pack.nodes.host
+    missing = []
+    for entry in manifest.needed_by(api)[0]:
+        status = manifest.model_status(entry, host.model_folders(entry.folder))
+        if status.state == "missing":
+            missing.append(f"  {entry.title}: {entry.folder}/{entry.name} (looked in "
+                           f"{', '.join(map(str, status.searched))}); alone: {entry.command}")
+        for problem in status.problems:
+            log(f"warning: {entry.key} may be incomplete: {problem}; `{entry.command}` completes it")
+    if missing:
+        raise pack.geodream_ops.errors.GeoDreamError(
+            "GeoDream: this workflow needs models that are not downloaded yet:\n" + "\n".join(missing)
+            + f"\nFetch them all with: {manifest.COMMAND} download --for {path}   (run in {PACK_ROOT})")
+
+
 def run_workflow(path, overrides: dict | None = None, log=print) -> list[str]:
     """Run a workflow file; ``overrides`` maps node type -> {input: value}. Returns the paths of written files."""
     classes = node_classes()
     api = workflow.load_api(path, classes)
     for node in api.values():
         node["inputs"].update((overrides or {}).get(node["class_type"], {}))
+    require_models(api, path, log)
     results = executor.execute(api, classes, log=log)
     return written_files(results["ui"])

@@ -6,17 +6,17 @@ from . import host
 SAME = "(same as model)"
 
 
-def _choices() -> list[str]:
+def _choices(input_name: str) -> list[str]:
     folders = [f"diffusers/{n}" for n in host.list_models("diffusers", directories=True)]
     files = [f"checkpoints/{n}" for n in host.list_models("checkpoints")]
-    return folders + files
+    return host.model_choices("GeoDreamLoadVSDGuidance", input_name, folders + files)
 
 
-def _resolve(choice: str):
+def _resolve(choice: str, input_name: str):
     kind, _, name = choice.partition("/")
     if kind not in ("diffusers", "checkpoints") or not name:
         raise ValueError(f"GeoDream: '{choice}' is not a model choice; pick a diffusers folder or a checkpoint file.")
-    return host.find_model(kind, name)
+    return host.find_model(kind, name, "GeoDreamLoadVSDGuidance", input_name)
 
 
 class GeoDreamLoadVSDGuidance:
@@ -32,11 +32,11 @@ class GeoDreamLoadVSDGuidance:
 
     @classmethod
     def INPUT_TYPES(cls):
-        choices = _choices()
         return {"required": {
-            "model": (choices, {"tooltip": "Stable Diffusion 2.1-base: a diffusers folder (models/diffusers/) or a "
-                                           "single file (models/checkpoints/, e.g. v2-1_512-ema-pruned.safetensors)."}),
-            "lora_model": ([SAME] + choices, {"default": SAME, "tooltip":
+            "model": (_choices("model"), {"tooltip": "Stable Diffusion 2.1-base: a diffusers folder (models/diffusers/) "
+                                          "or a single file (models/checkpoints/, e.g. v2-1_512-ema-pruned.safetensors). "
+                                          "`python -m headless.models download sd21-base` fetches it."}),
+            "lora_model": ([SAME] + _choices("lora_model"), {"default": SAME, "tooltip":
                            "The model VSD's LoRA adapts. The release uses SD 2.1 (768, v-prediction; a single file "
                            "whose name contains 768 is read as that). Same model: less VRAM, slightly different results."}),
             "precision": (["auto", "fp16", "fp32"], {"default": "auto", "tooltip":
@@ -45,8 +45,8 @@ class GeoDreamLoadVSDGuidance:
 
     @host.needs_autograd
     def load(self, model, lora_model, precision):
-        path = _resolve(model)
-        lora_path = None if lora_model == SAME else _resolve(lora_model)
+        path = _resolve(model, "model")
+        lora_path = None if lora_model == SAME else _resolve(lora_model, "lora_model")
         half = None if precision == "auto" else precision == "fp16"
         return (load_guidance(path, lora_path, host.device(), half),)
 

@@ -1,6 +1,7 @@
 """The only module that touches ComfyUI. Outside ComfyUI (tests, the headless runner) it falls back to plain
 equivalents: tqdm progress, a cooperative interrupt flag, cuda-if-available, model folders under
-``$GEODREAM_MODELS_DIR`` (default ``./models``) and output under ``$GEODREAM_OUTPUT_DIR`` (default ``./output``)."""
+``$GEODREAM_MODELS_DIR`` (else the ComfyUI install the pack sits in, else ``./models``; geodream_ops/model_paths.py)
+and output under ``$GEODREAM_OUTPUT_DIR`` (default ``./output``)."""
 from __future__ import annotations
 
 import functools
@@ -11,6 +12,8 @@ import threading
 from pathlib import Path
 
 import torch
+
+from ..geodream_ops import model_manifest, model_paths
 
 log = logging.getLogger("GeoDream")
 
@@ -149,10 +152,6 @@ def send_image_preview(image, step: int, total: int) -> None:
 
 
 # --- folders -----------------------------------------------------------------------------------------------------
-def _fallback_models_dir() -> Path:
-    return Path(os.environ.get("GEODREAM_MODELS_DIR", "models")).resolve()
-
-
 def register_model_folders() -> None:
     """Make ComfyUI list files in models/geodream/ (called once when the pack loads)."""
     comfy = _comfy()
@@ -166,14 +165,15 @@ def register_model_folders() -> None:
 
 
 def model_folders(folder: str) -> list[Path]:
-    """Every directory searched for models of a kind ("geodream", "diffusers", "checkpoints", "clip")."""
+    """Every directory searched for models of a kind ("geodream", "diffusers", "checkpoints", "clip"): ComfyUI's
+    in the editor; elsewhere those of geodream_ops/model_paths.py (the same ones the model command fills)."""
     comfy = _comfy()
     if comfy is not None:
         try:
             return [Path(p) for p in comfy[2].get_folder_paths(folder)]
         except KeyError:
             return [Path(comfy[2].models_dir) / folder]
-    return [_fallback_models_dir() / folder]
+    return model_paths.search_folders(folder)
 
 
 def list_models(folder: str, directories: bool = False) -> list[str]:
@@ -183,6 +183,8 @@ def list_models(folder: str, directories: bool = False) -> list[str]:
         if not root.is_dir():
             continue
         for entry in root.iterdir():
+            if entry.name.startswith("."):  # the model command's records and unfinished downloads
+                continue
             if directories and entry.is_dir():
                 names.add(entry.name)
             elif not directories and entry.is_file() and entry.suffix.lower() in MODEL_EXTENSIONS:
@@ -190,16 +192,37 @@ def list_models(folder: str, directories: bool = False) -> list[str]:
     return sorted(names)
 
 
-def find_model(folder: str, name: str) -> Path:
-    """The full path of a model file or folder, or an error saying where it was looked for."""
-    roots = model_folders(folder)
+def model_choices(node: str, input_name: str, present: list[str]) -> list[str]:
+    """A loader's list for ``input_name``: files that can be its model first, then the rest, then the manifest's
+    models not downloaded yet (choosing one says which command fetches it); see model_manifest.order_choices."""
+    entries = model_manifest.entries_for(node, input_name)
+
+    def locate(choice: str) -> Path | None:
+        kind, _, name = choice.rpartition("/")  # "diffusers/x" in lists of several kinds, else a bare name
+        kinds = [kind] if kind else list(dict.fromkeys(e.folder for e in entries))
+        return next((root / name for k in kinds for root in model_folders(k) if (root / name).exists()), None)
+
+    return model_manifest.order_choices(node, input_name, present, locate)
+
+
+def find_model(folders: str | tuple[str, ...], name: str, node: str | None = None,
+               input_name: str | None = None) -> Path:
+    """The full path of a model file or folder in the folders of one kind (or several), or a GeoDreamError naming
+    the model, every folder searched and the command that fetches it (``node``/``input_name`` narrow the models
+    offered when the name is not one of the manifest's)."""
+    kinds = (folders,) if isinstance(folders, str) else folders
+    roots = [root for kind in kinds for root in model_folders(kind)]
     for root in roots:
         candidate = root / name
         if candidate.exists():
             return candidate
-    where = ", ".join(str(r) for r in roots)
-    raise FileNotFoundError(f"GeoDream: model '{name}' was not found in {where}. "
-                            f"Put the file (or folder) there, under models/{folder}/ of your ComfyUI install.")
+    manifest = model_manifest.load_manifest()
+    known = [e for e in manifest.values() if e.folder in kinds and name in (e.name, *e.also_named)]
+    if known:
+        raise model_manifest.ModelNotFound(model_manifest.missing_message(known[0], roots, name))
+    offered = (model_manifest.entries_for(node, input_name, manifest) if node else
+               [e for e in manifest.values() if e.folder in kinds])
+    raise model_manifest.ModelNotFound(model_manifest.unknown_message(name, kinds, roots, offered))
 
 
 def output_dir() -> Path:

@@ -85,10 +85,13 @@ class GeoDreamLoadZero123Plus:
 
     @classmethod
     def INPUT_TYPES(cls):
+        folders = host.model_choices("GeoDreamLoadZero123Plus", "folder", host.list_models("diffusers", directories=True))
         return {"required": {
-            "folder": (host.list_models("diffusers", directories=True), {"tooltip":
+            "folder": (folders, {"tooltip":
                        "A folder under models/diffusers/ holding model_index.json, unet/, vae/, text_encoder/, "
-                       "tokenizer/, vision_encoder/, feature_extractor_clip/, feature_extractor_vae/, scheduler/."}),
+                       "tokenizer/, vision_encoder/, feature_extractor_clip/, feature_extractor_vae/, scheduler/. "
+                       "Zero123++ folders are listed first; `python -m headless.models download zero123plus-v1.2` "
+                       "fetches the published one (a name listed but not downloaded says so when run)."}),
             "version": (["auto", *zero123plus.VERSIONS], {"default": "auto", "tooltip":
                         "Which release the folder holds; it sets the cameras of the six views (v1.2: elevations "
                         "20/-10, 30 degree field of view; v1.1: 30/-20). auto reads 'v1.1' or 'v1.2' off the folder name."}),
@@ -101,7 +104,8 @@ class GeoDreamLoadZero123Plus:
                 raise ValueError(f"GeoDream: cannot tell the Zero123++ version from the folder name '{folder}'; "
                                  "set version to v1.1 or v1.2.")
             version = found[0]
-        return (zero123plus.load_diffusers(host.find_model("diffusers", folder), version),)
+        return (zero123plus.load_diffusers(host.find_model("diffusers", folder, "GeoDreamLoadZero123Plus", "folder"),
+                                           version),)
 
 
 class GeoDreamLoadMVDream:
@@ -115,11 +119,13 @@ class GeoDreamLoadMVDream:
 
     @classmethod
     def INPUT_TYPES(cls):
-        choices = ([f"checkpoints/{name}" for name in host.list_models("checkpoints")]
+        present = ([f"checkpoints/{name}" for name in host.list_models("checkpoints")]
                    + [f"diffusers/{name}" for name in host.list_models("diffusers", directories=True)])
+        choices = host.model_choices("GeoDreamLoadMVDream", "model", present)
         return {"required": {
-            "model": (choices, {"tooltip": "checkpoints/sd-v2.1-base-4view.pt (the published file) or a diffusers "
-                                "folder of the port (unet/, vae/, text_encoder/, tokenizer/, scheduler/)."}),
+            "model": (choices, {"tooltip": "checkpoints/sd-v2.1-base-4view.pt (the published file; `python -m "
+                                "headless.models download mvdream-sd21-4view` fetches it) or a diffusers folder of "
+                                "the port (unet/, vae/, text_encoder/, tokenizer/, scheduler/)."}),
             "resolution": ("INT", {"default": mvdream_pipeline.RESOLUTION, "min": 16, "max": 1024, "step": 16,
                                    "tooltip": "Side of each view in pixels; a multiple of 64 for the published model. "
                                    "MVDream was trained at 256; other sizes degrade it. Time and memory grow with "
@@ -129,9 +135,9 @@ class GeoDreamLoadMVDream:
     def load(self, model, resolution):
         kind, _, name = model.partition("/")
         if kind == "checkpoints":
-            loaded = mvdream_pipeline.load_single_file(host.find_model("checkpoints", name))
+            loaded = mvdream_pipeline.load_single_file(host.find_model(kind, name, "GeoDreamLoadMVDream", "model"))
         elif kind == "diffusers":
-            loaded = mvdream_pipeline.load_diffusers(host.find_model("diffusers", name))
+            loaded = mvdream_pipeline.load_diffusers(host.find_model(kind, name, "GeoDreamLoadMVDream", "model"))
         else:
             raise ValueError(f"GeoDream: model must start with checkpoints/ or diffusers/, got '{model}'.")
         multiple = loaded.resolution_multiple

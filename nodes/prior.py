@@ -25,14 +25,14 @@ class GeoDreamLoadPrior:
 
     @classmethod
     def INPUT_TYPES(cls):
-        names = host.list_models("geodream") or [prior_checkpoint.RELEASE_NAME]
-        default = prior_checkpoint.RELEASE_NAME if prior_checkpoint.RELEASE_NAME in names else names[0]
-        return {"required": {"ckpt_name": (names, {"default": default, "tooltip":
+        names = host.model_choices("GeoDreamLoadPrior", "ckpt_name", host.list_models("geodream"))
+        return {"required": {"ckpt_name": (names, {"default": prior_checkpoint.RELEASE_NAME, "tooltip":
                 "The SparseNeuS lod0 checkpoint in models/geodream/ (ckpt_215000.pth, ~5 MB of weights in a larger "
-                "file). Loads in seconds; the networks need well under 1 GB of memory."})}}
+                "file; `python -m headless.models download sparseneus-lod0` fetches it). Loads in seconds; the "
+                "networks need well under 1 GB of memory."})}}
 
     def load(self, ckpt_name):
-        path = host.find_model("geodream", ckpt_name)
+        path = host.find_model("geodream", ckpt_name, "GeoDreamLoadPrior", "ckpt_name")
         try:
             return (prior_checkpoint.load_prior(path, host.device()),)
         except prior_checkpoint.CheckpointError as err:

@@ -14,16 +14,8 @@ UP_AXES = ("auto", "Z up (GeoDream frame)", "Y up (glTF)")
 
 
 def _clip_files() -> list[str]:
-    return sorted({name for folder in CLIP_FOLDERS for name in host.list_models(folder)})
-
-
-def _find_clip(name: str):
-    candidates = [root / name for folder in CLIP_FOLDERS for root in host.model_folders(folder)]
-    for path in candidates:
-        if path.exists():
-            return path
-    raise FileNotFoundError(f"GeoDream: '{name}' was not found in {', '.join(str(p.parent) for p in candidates)}. "
-                            "Put open_clip_pytorch_model.bin of EVA02-E-14-plus in models/geodream/ or models/clip/.")
+    return host.model_choices("GeoDreamLoadUni3D", "clip_checkpoint",
+                              sorted({name for folder in CLIP_FOLDERS for name in host.list_models(folder)}))
 
 
 class GeoDreamLoadUni3D:
@@ -36,14 +28,17 @@ class GeoDreamLoadUni3D:
 
     @classmethod
     def INPUT_TYPES(cls):
+        uni3d_files = host.model_choices("GeoDreamLoadUni3D", "uni3d_checkpoint", host.list_models("geodream"))
         return {"required": {
-            "uni3d_checkpoint": (host.list_models("geodream"), {"tooltip":
+            "uni3d_checkpoint": (uni3d_files, {"tooltip":
                 "A Uni3D model.pt from huggingface.co/BAAI/Uni3D (modelzoo/uni3d-g, -l or -b; tiny and small "
-                "files load too), renamed and put in models/geodream/. uni3d-g (giant, 1B parameters, ~4 GB in "
-                "fp32) is the one GeoDream reports."}),
+                "files load too), renamed and put in models/geodream/ (`python -m headless.models download "
+                "uni3d-g` does both). uni3d-g (giant, 1B parameters, ~4 GB in fp32) is the one GeoDream reports."}),
             "clip_checkpoint": (_clip_files(), {"tooltip":
-                "open_clip_pytorch_model.bin of timm/eva02_enormous_patch14_plus_clip_224.laion2b_s9b_b144k, in "
-                "models/geodream/ or models/clip/. Only its text tower is read (~1.4 GB in fp16)."}),
+                "EVA02-E-14-plus-text.safetensors (the text tower that `python -m headless.models download "
+                "eva02-e-14-plus-text` keeps), or the full open_clip_pytorch_model.bin of "
+                "timm/eva02_enormous_patch14_plus_clip_224.laion2b_s9b_b144k, in models/geodream/ or models/clip/. "
+                "Only the text tower is read (~1.4 GB in fp16)."}),
             "clip_model": ("STRING", {"default": CLIP_MODEL, "tooltip":
                 "The open_clip architecture of that file. Uni3D was trained against EVA02-E-14-plus; keep it."}),
             "precision": (list(PRECISIONS), {"default": "auto", "tooltip":
@@ -53,7 +48,8 @@ class GeoDreamLoadUni3D:
     def load(self, uni3d_checkpoint, clip_checkpoint, clip_model, precision):
         device = host.device()
         dtype = PRECISIONS[precision] or (torch.float16 if device.type == "cuda" else torch.float32)
-        return (load_scorer(host.find_model("geodream", uni3d_checkpoint), _find_clip(clip_checkpoint),
+        return (load_scorer(host.find_model("geodream", uni3d_checkpoint, "GeoDreamLoadUni3D", "uni3d_checkpoint"),
+                            host.find_model(CLIP_FOLDERS, clip_checkpoint, "GeoDreamLoadUni3D", "clip_checkpoint"),
                             clip_model.strip(), device, dtype),)
 
 

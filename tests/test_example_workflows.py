@@ -6,6 +6,7 @@ import pytest
 import trimesh
 from PIL import Image
 
+from geodream_pack.geodream_ops.uni3d_text import save_text_tower
 from headless.pack import PACK_ROOT
 from headless.run import run_workflow
 from tests import twins_multiview, twins_prior, twins_sd, twins_uni3d
@@ -38,7 +39,10 @@ def twins(pack_dirs, tmp_path, monkeypatch):
     twins_uni3d.register_twin_size(monkeypatch)
     twins_uni3d.register_twin_clip(tmp_path / "clip_configs")
     twins_uni3d.save_uni3d_twin(models / "geodream" / "uni3d-g.pt")
-    twins_uni3d.save_clip_twin(models / "geodream" / "open_clip_pytorch_model.bin")
+    # As the model command keeps it: the text tower of the (twin) open_clip checkpoint.
+    twins_uni3d.save_clip_twin(tmp_path / "open_clip_pytorch_model.bin")
+    save_text_tower(tmp_path / "open_clip_pytorch_model.bin",
+                    models / "geodream" / "EVA02-E-14-plus-text.safetensors", {})
     rgba = np.zeros((48, 40, 4), dtype=np.uint8)
     rgba[10:40, 8:32] = (180, 60, 40, 255)
     Image.fromarray(rgba, "RGBA").save(pack_dirs["input"] / "example.png")
