@@ -3,7 +3,8 @@ neural environment map behind it.
 
     s(x) = f_g(E(x), V(x))        V learnable (a copy of the prior's volume), f_g frozen
     c(x) = sigmoid(MLP(h(x)))     texture_field.HashGridTexture: hash grid over the box, MLP 32 -> 64 -> 3 (release)
-    inv_s = exp(10 * variance)    NeuS's deviation, as SparseNeuS parameterises it
+    inv_s = exp(10 * variance)    NeuS's deviation, as SparseNeuS parameterises it; frozen at the prior's value
+                                  (the release's SingleVarianceNetwork registers it with requires_grad=False)
 
 The DMTet stage reads only ``sdf``, ``color`` and ``bbox``."""
 from __future__ import annotations
@@ -75,7 +76,7 @@ class NeuSField(torch.nn.Module):
         self.cost_volume = CostVolume(self.volume, self.decoder, self.bbox)
         # Start as sharp as the prior was trained (its f_g is frozen, so its SDF keeps the same scale).
         variance = settings.variance_init if cost_volume.inv_s is None else math.log(cost_volume.inv_s) / 10.0
-        self.variance = torch.nn.Parameter(torch.tensor(float(variance)))
+        self.variance = torch.nn.Parameter(torch.tensor(float(variance)), requires_grad=False)
         self.texture = HashGridTexture(self.bbox, HashGridConfig(**settings.hash_grid), settings.color_hidden)
         self.background = EnvironmentMap(settings.background_hidden)
 
@@ -101,10 +102,9 @@ class NeuSField(torch.nn.Module):
         return self.texture(points)
 
     def param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
-        """The release's optimiser groups (frozen f_g is in none of them)."""
+        """The release's optimiser groups (frozen f_g and the frozen deviation are in none of them)."""
         return {"volume": [self.volume], "hash_grid": self.texture.encoding_parameters(),
-                "color_mlp": self.texture.network_parameters(), "background": list(self.background.parameters()),
-                "deviation": [self.variance]}
+                "color_mlp": self.texture.network_parameters(), "background": list(self.background.parameters())}
 
     # --- files ------------------------------------------------------------------------------------------------
     def save(self, path) -> None:

@@ -26,10 +26,10 @@ class RenderSettings:
     n_coarse: int = 64
     n_importance: int = 64
     chunk_rays: int = 8192
-    # NeuS's slope estimate: 1.0 is min(cos, 0), its annealed end. The release uses 0.0, -(1 - cos)/2, which
-    # overstates the slope of oblique rays; harmless on its uniform 0.007-long sections, it puts the surface
-    # early on the long sections next to importance samples (measured: 0.02 depth error on a sphere).
-    cos_anneal_ratio: float = 1.0
+    # NeuS's slope estimate: 0.0 is the release's -(1 - cos)/2 (geodream_geometry_volume.py get_alpha,
+    # alpha_inter_ratio 0); 1.0 is min(cos, 0), NeuS's annealed end, which does not overstate the slope of oblique
+    # rays on long sections (an option: docs/FIDELITY.md).
+    cos_anneal_ratio: float = 0.0
 
 
 def ray_box(origins: torch.Tensor, dirs: torch.Tensor, bbox: torch.Tensor):
