@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from .atomic import atomic_write
 from .cost_volume import CostVolume
 from .hash_grid import HashGridConfig
+from .occupancy_grid import OccupancyGrid
 from .texture_field import HashGridTexture
 
 
@@ -79,6 +80,8 @@ class NeuSField(torch.nn.Module):
         self.variance = torch.nn.Parameter(torch.tensor(float(variance)), requires_grad=False)
         self.texture = HashGridTexture(self.bbox, HashGridConfig(**settings.hash_grid), settings.color_hidden)
         self.background = EnvironmentMap(settings.background_hidden)
+        # Free-space skipping for the renderer, measured by the refinement (saved with the field).
+        self.occupancy = OccupancyGrid(self.bbox)
 
     @property
     def inv_s(self) -> torch.Tensor:
@@ -124,5 +127,8 @@ class NeuSField(torch.nn.Module):
         tensors = load_file(str(path.with_suffix(".safetensors")))
         volume = tensors["volume"]
         field = cls(CostVolume(volume, cost_volume.decoder, tensors["bbox"], cost_volume.inv_s), settings)
-        field.load_state_dict(tensors)
+        missing, unexpected = field.load_state_dict(tensors, strict=False)
+        # A field saved before free-space skipping has no grid: it starts unmeasured (every cell occupied).
+        if unexpected or set(missing) - {"occupancy.sdf_bound"}:
+            raise KeyError(f"unexpected tensors {unexpected[:3]}, missing {missing[:3]}")
         return field

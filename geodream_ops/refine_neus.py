@@ -25,6 +25,7 @@ from .cost_volume import CostVolume
 from .errors import GeoDreamError
 from .neus_field import FieldSettings, NeuSField
 from .neus_renderer import RenderSettings, render, render_with_loss
+from .occupancy_grid import UPDATE_EVERY
 
 log = logging.getLogger("GeoDream")
 
@@ -133,6 +134,9 @@ class Refinement:
         if float(torch.rand((), generator=self.generator)) < s.background_aug_prob:
             background = torch.rand(s.batch_size, 3, generator=self.generator)
         size = render_size(step, s)
+        grid = self.field.occupancy
+        if s.render.skip_free_space and (step % UPDATE_EVERY == 0 or not grid.updated):
+            grid.update(self.field)
         self.optimizer.zero_grad(set_to_none=True)
         loss, _ = render_with_loss(self.field, cameras, size, size, self._loss_fn(cameras, step), s.render,
                                    background, self.generator)
