@@ -157,6 +157,12 @@ class ScoreDistillation:
             self.optimizer.load_state_dict(state["optimizer"])
 
 
+# SDS as geodream-dmtet-geometry.yaml runs it: CFG 100, and threestudio's default view thresholds (the config sets
+# none) of its prompt processor.
+SDS_DEFAULTS = {"guidance_scale": 100.0, "anneal_at_fraction": 2000 / 5000, "front_threshold": 45.0,
+                "back_threshold": 45.0, "overhead_threshold": 60.0}
+
+
 def make_guidance_fn(guidance: Guidance, prompt: str, mode: str = "vsd", seed: int = 0, **settings) -> ScoreDistillation:
     """The callable the refinement and DMTet stages drive: ``fn(images, cameras, step, total_steps) -> loss``.
     Defaults follow the release: VSD as geodream-neus.yaml (CFG 7.5, t_max 0.98 -> 0.5 a quarter in, view
@@ -164,7 +170,6 @@ def make_guidance_fn(guidance: Guidance, prompt: str, mode: str = "vsd", seed: i
     default view thresholds 45/45/60 deg). Any DistillSettings field can be overridden (e.g. the texture stage's
     lora_lr=2.5e-5, max_step_percent_annealed=0.4)."""
     if mode == "sds":
-        for key, value in {"guidance_scale": 100.0, "anneal_at_fraction": 2000 / 5000, "front_threshold": 45.0,
-                           "back_threshold": 45.0, "overhead_threshold": 60.0}.items():
+        for key, value in SDS_DEFAULTS.items():
             settings.setdefault(key, value)
     return ScoreDistillation(guidance, prompt, DistillSettings(mode=mode, **settings), seed)
