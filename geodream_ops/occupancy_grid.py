@@ -57,10 +57,12 @@ class OccupancyGrid(torch.nn.Module):
 
     @property
     def updated(self) -> bool:
+        """Whether the grid has been measured (before that no sample is skipped by it)."""
         return bool(torch.isfinite(self.sdf_bound).all())
 
     @property
     def cell_size(self) -> torch.Tensor:
+        """[3] world size of a cell."""
         return (self.bbox[1] - self.bbox[0]) / self.resolution
 
     def centres(self) -> torch.Tensor:
