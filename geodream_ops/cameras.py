@@ -209,12 +209,18 @@ def scene_unit(bbox: torch.Tensor) -> float:
 
 @dataclass
 class CameraSampler:
-    """Random views for score distillation (threestudio's defaults in our frame: elevation -10..60, looking down).
-    Distances are in scene units (``scene_unit``): ``sample(..., unit=...)`` turns them into world lengths."""
+    """Random views for score distillation, as the release's random-camera data module samples them
+    (threestudio data/uncond.py as GeoDream ships it). Defaults: geodream-neus.yaml (distance 1.0-1.5, fovy 40-60,
+    elevation -35..35: symmetric, so the same in our frame, where the sign of elevation is flipped).
+
+    Per batch, a coin decides the elevations: with probability 1/2 uniform in angle, else uniform in sine (uniform on
+    the sphere's band). Azimuths are stratified over the batch: camera k of B falls in the k-th of B equal slices of
+    the range. Distances are in scene units (``scene_unit``): ``sample(..., unit=...)`` turns them into world
+    lengths. Fovy in degrees."""
 
     distance_range: tuple[float, float] = (1.0, 1.5)
     fovy_range: tuple[float, float] = (40.0, 60.0)
-    elevation_range: tuple[float, float] = (-10.0, 60.0)
+    elevation_range: tuple[float, float] = (-35.0, 35.0)
     azimuth_range: tuple[float, float] = (-180.0, 180.0)
 
     def sample(self, batch: int, generator: torch.Generator | None = None, unit: float = 1.0) -> Cameras:
@@ -222,27 +228,38 @@ class CameraSampler:
             lo, hi = lo_hi
             return lo + (hi - lo) * torch.rand(batch, generator=generator)
 
+        if float(torch.rand((), generator=generator)) < 0.5:
+            elevation = uniform(self.elevation_range)
+        else:
+            s_lo, s_hi = (math.sin(math.radians(e)) for e in self.elevation_range)
+            elevation = torch.rad2deg(torch.asin(uniform((s_lo, s_hi))))
+        lo, hi = self.azimuth_range
+        azimuth = lo + (hi - lo) * (torch.rand(batch, generator=generator) + torch.arange(batch)) / batch
         distance, fovy = uniform(self.distance_range), uniform(self.fovy_range)
-        # Uniform on the sphere between the two elevations, so views are not bunched at the poles.
-        s_lo, s_hi = (math.sin(math.radians(e)) for e in self.elevation_range)
-        elevation = torch.rad2deg(torch.asin(uniform((s_lo, s_hi))))
-        azimuth = uniform(self.azimuth_range)
         return Cameras.from_spherical(elevation, azimuth, distance * unit, fovy, "random")
 
 
-def view_direction(azimuth_deg: torch.Tensor, elevation_deg: torch.Tensor, front_threshold=45.0, overhead=60.0):
-    """The view-dependent prompt suffix per camera, by azimuth (front at 0, back at 180) and elevation."""
-    az = (torch.as_tensor(azimuth_deg) + 180) % 360 - 180
-    names = []
-    for a, e in zip(az.reshape(-1).tolist(), torch.as_tensor(elevation_deg).reshape(-1).tolist()):
-        if e > overhead:
-            names.append("overhead")
-        elif abs(a) < front_threshold:
-            names.append("front")
-        elif abs(a) > 180 - front_threshold:
-            names.append("back")
-        else:
-            names.append("side")
+def view_direction(azimuth_deg: torch.Tensor, elevation_deg: torch.Tensor, front_threshold: float = 20.0,
+                   back_threshold: float = 40.0, overhead_threshold: float = 50.0) -> list[str]:
+    """The view-dependent prompt suffix per camera ("front", "side", "back", "overhead"), the release's rule
+    (threestudio prompt_processors/base.py as GeoDream ships it, thresholds of geodream-neus.yaml) in our frame.
+
+    The release measures azimuth from its +Z, which is our back (our azimuth = 180 - its azimuth), and labels
+    ", back view" within ``back_threshold`` of its 0 and ", front view" within ``front_threshold`` of its 180: in our
+    frame "front" within ``front_threshold`` of azimuth 0, "back" within ``back_threshold`` of 180. Its "overhead"
+    tests its own elevation, whose sign is opposite ours (Y down): a camera more than ``overhead_threshold`` *below*
+    the horizon in our frame. No stage's camera range reaches it (refinement +-35, DMTet -30..40 and -10..60), so as
+    released no view is ever called overhead. Later rules win, as in the release. Inputs [N] in degrees."""
+    az = (torch.as_tensor(azimuth_deg, dtype=torch.float32).reshape(-1) + 180) % 360 - 180
+    el = torch.as_tensor(elevation_deg, dtype=torch.float32).reshape(-1)
+    names = ["side"] * len(az)
+    for i, (a, e) in enumerate(zip(az.tolist(), el.tolist())):
+        if abs(a) > 180 - back_threshold:
+            names[i] = "back"
+        if abs(a) < front_threshold:
+            names[i] = "front"
+        if -e > overhead_threshold:
+            names[i] = "overhead"
     return names
 
 

@@ -3,6 +3,11 @@
 Geometry pass (reference: geodream-dmtet-geometry.yaml): the tet grid's SDF and offsets are optimised with Adam
 (lr 1e-3, betas 0.9/0.99) from score distillation on rendered world-space normal maps (SDS at CFG 100 in the
 reference, 512 px, batch 8) plus 1e4 x normal consistency and 1e4 x uniform-Laplacian smoothness.
+Lengths: our world is ``scene_unit`` (1.34 for a release box) times the release's, so the settings that carry a length
+are scaled to behave as the release's do in its own units: the SDF's learning rate x unit (Adam moves a value by
+about its LR per step, and our SDF values are unit x the release's) and the Laplacian weight / unit (the uniform
+Laplacian is a length); the offsets' learning rate is unitless (they go through tanh into a bound in cells), and so
+is normal consistency.
 Texture pass (geodream-dmtet-texture.yaml): geometry frozen, a fresh hash-grid texture and an environment background
 are optimised with AdamW (encoding lr 2.5e-3, network 2.5e-4, background 5e-5) from VSD on colour renders (1024 px in
 the reference, downsampled to 512 for the VAE).
@@ -30,7 +35,7 @@ from .texture_field import HashGridTexture
 
 log = logging.getLogger("GeoDream")
 
-CHECKPOINT_FORMAT = 2  # bump when the checkpoint's layout changes: older files are then refused, never misread
+CHECKPOINT_FORMAT = 3  # bump when the checkpoint's layout changes: older files are then refused, never misread
 GUIDANCE_SIZE = 512  # Stable Diffusion's VAE resolution: larger renders are downsampled to it
 PREVIEW_CAMERA = dict(elevation_deg=15.0, azimuth_deg=30.0, distance=1.125, fovy_deg=50.0)
 # Reference ranges converted to our frame (the release's negative elevations look from above): geometry [-40, 30],
@@ -103,11 +108,14 @@ class MeshFineTuner:
         self.config, self.device = config, torch.device(device)
         self.geometry_guidance, self.texture_guidance = geometry_guidance, texture_guidance
         self.geometry = DMTetGeometry.from_field(field, config.tet_resolution, config.isosurface_threshold, device)
-        self.texture = HashGridTexture(self.geometry.grid.bbox, config.texture_grid).to(device)
-        self.unit = scene_unit(self.geometry.grid.bbox)  # the release's camera distances are in its box's unit
+        box = torch.as_tensor(field.bbox, dtype=torch.float32, device=device)
+        # The release's texture grid and camera distances use the field's box (radius 1), not the tet grid's.
+        self.texture = HashGridTexture(box, config.texture_grid).to(device)
+        self.unit = scene_unit(box)
         self.background = EnvironmentBackground().to(device)
-        self.geometry_optimizer = torch.optim.Adam(self.geometry.parameters(), lr=config.geometry_lr,
-                                                   betas=(0.9, 0.99), eps=1e-15)
+        self.geometry_optimizer = torch.optim.Adam([
+            {"params": [self.geometry.sdf], "lr": config.geometry_lr * self.unit},
+            {"params": [self.geometry.deformation], "lr": config.geometry_lr}], betas=(0.9, 0.99), eps=1e-15)
         self.texture_optimizer = torch.optim.AdamW([
             {"params": self.texture.encoding_parameters(), "lr": config.texture_encoding_lr},
             {"params": self.texture.network_parameters(), "lr": config.texture_network_lr},
@@ -135,7 +143,7 @@ class MeshFineTuner:
         loss = self.geometry_guidance(images, cameras, self.step, c.geometry_steps)
         edges = mesh_edges(faces, vertices.shape[0])
         loss = (loss + c.lambda_normal_consistency * normal_consistency(vertex_normals(vertices, faces), edges)
-                + c.lambda_laplacian * laplacian_smoothness(vertices, edges))
+                + c.lambda_laplacian / self.unit * laplacian_smoothness(vertices, edges))
         self.geometry_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.geometry_optimizer.step()

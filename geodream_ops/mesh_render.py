@@ -8,6 +8,7 @@ from torch import nn
 
 from .cameras import Cameras
 from .rasterizer import Rasterizer, clip_positions
+from .release_frame import direction_to_release
 
 
 def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -41,9 +42,12 @@ class MeshRenderer:
         return clip, self.rasterizer.rasterize(clip, faces, size, size)
 
     def normals(self, vertices, faces, cameras: Cameras, size: int) -> torch.Tensor:
-        """World normals mapped to 0..1 over a black background, [B, 3, H, W] (the geometry pass's images)."""
+        """World normals mapped to 0..1 over a black background, [B, 3, H, W] (the geometry pass's images). The
+        colours are the release's (nvdiff_rasterizer.py comp_normal): its world normals, in its Y-down frame
+        (release_frame), since Stable Diffusion sees these colours under CFG 100."""
         clip, rast = self._rasterize(vertices, faces, cameras, size)
         normal = F.normalize(self.rasterizer.interpolate(vertex_normals(vertices, faces), rast, faces), dim=-1)
+        normal = direction_to_release(normal)
         mask = (rast[..., 3:] > 0).to(normal.dtype)
         image = torch.lerp(torch.zeros_like(normal), (normal + 1) / 2, mask)
         return self.rasterizer.antialias(image, rast, clip, faces).permute(0, 3, 1, 2)

@@ -3,7 +3,8 @@ neural environment map behind it.
 
     s(x) = f_g(E(x), V(x))        V learnable (a copy of the prior's volume), f_g frozen
     c(x) = sigmoid(MLP(h(x)))     texture_field.HashGridTexture: hash grid over the box, MLP 32 -> 64 -> 3 (release)
-    inv_s = exp(10 * variance)    NeuS's deviation, as SparseNeuS parameterises it
+    inv_s = exp(10 * variance)    NeuS's deviation, as SparseNeuS parameterises it; frozen at the prior's value
+                                  (the release's SingleVarianceNetwork registers it with requires_grad=False)
 
 The DMTet stage reads only ``sdf``, ``color`` and ``bbox``."""
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .atomic import atomic_write
 from .cost_volume import CostVolume
 from .errors import GeoDreamError
 from .hash_grid import HashGridConfig
+from .occupancy_grid import OccupancyGrid
 from .texture_field import HashGridTexture
 
 
@@ -77,9 +79,11 @@ class NeuSField(torch.nn.Module):
         self.cost_volume = CostVolume(self.volume, self.decoder, self.bbox)
         # Start as sharp as the prior was trained (its f_g is frozen, so its SDF keeps the same scale).
         variance = settings.variance_init if cost_volume.inv_s is None else math.log(cost_volume.inv_s) / 10.0
-        self.variance = torch.nn.Parameter(torch.tensor(float(variance)))
+        self.variance = torch.nn.Parameter(torch.tensor(float(variance)), requires_grad=False)
         self.texture = HashGridTexture(self.bbox, HashGridConfig(**settings.hash_grid), settings.color_hidden)
         self.background = EnvironmentMap(settings.background_hidden)
+        # Free-space skipping for the renderer, measured by the refinement (saved with the field).
+        self.occupancy = OccupancyGrid(self.bbox)
 
     @property
     def inv_s(self) -> torch.Tensor:
@@ -103,10 +107,9 @@ class NeuSField(torch.nn.Module):
         return self.texture(points)
 
     def param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
-        """The release's optimiser groups (frozen f_g is in none of them)."""
+        """The release's optimiser groups (frozen f_g and the frozen deviation are in none of them)."""
         return {"volume": [self.volume], "hash_grid": self.texture.encoding_parameters(),
-                "color_mlp": self.texture.network_parameters(), "background": list(self.background.parameters()),
-                "deviation": [self.variance]}
+                "color_mlp": self.texture.network_parameters(), "background": list(self.background.parameters())}
 
     # --- files ------------------------------------------------------------------------------------------------
     def save(self, path) -> None:
@@ -134,5 +137,7 @@ class NeuSField(torch.nn.Module):
             raise GeoDreamError(f"GeoDream: '{path.with_suffix('.safetensors')}' is not {what}: it looks like "
                                 f"{model_files.identify(tensors.keys())} (no volume). {fix}")
         field = cls(CostVolume(tensors["volume"], cost_volume.decoder, tensors["bbox"], cost_volume.inv_s), settings)
+        # A field saved before free-space skipping has no grid: it starts unmeasured (every cell occupied).
+        tensors.setdefault("occupancy.sdf_bound", field.occupancy.sdf_bound)
         model_files.load_weights(field, tensors, path.with_suffix(".safetensors"), what, fix)
         return field

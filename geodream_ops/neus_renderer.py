@@ -4,7 +4,11 @@
 Along a ray, between consecutive samples, NeuS's opacity of a section with signed distances s_prev > s_next is
     alpha = (Phi(s_prev) - Phi(s_next)) / Phi(s_prev),   Phi(s) = sigmoid(inv_s * s),
 with s_prev/next estimated from the SDF at the section's midpoint and its slope along the ray. Samples: uniform
-(stratified while training) inside the field's box, then importance samples drawn from the coarse weights.
+(stratified while training) inside the field's box -- by default 512 per ray, so the step is at most the release's
+1.732 * 2 / 512 of its unit box -- optionally followed by importance samples drawn from the coarse weights
+(``n_importance``; measured in bench/RESULTS.md: 64 + 64 misses the release's opacities by up to 0.2 at rims). Free space
+is skipped as the release skips it (occupancy_grid.py): sections of step opacity under 0.01, or behind a
+transmittance of 1e-4, are never evaluated and contribute nothing (``RenderSettings.skip_free_space``).
 Outputs: colour over the background, opacity, expected depth (distance along the unit ray), normals (the
 normalised SDF gradient, composited) -- each [N, H, W, C].
 
@@ -19,17 +23,21 @@ import torch
 import torch.nn.functional as F
 
 from .cameras import Cameras
+from .occupancy_grid import contributing, maybe_occupied
 
 
 @dataclass
 class RenderSettings:
-    n_coarse: int = 64
-    n_importance: int = 64
+    n_coarse: int = 512  # uniform samples over the ray's segment in the box (the release: 512 steps per diagonal)
+    n_importance: int = 0
     chunk_rays: int = 8192
-    # NeuS's slope estimate: 1.0 is min(cos, 0), its annealed end. The release uses 0.0, -(1 - cos)/2, which
-    # overstates the slope of oblique rays; harmless on its uniform 0.007-long sections, it puts the surface
-    # early on the long sections next to importance samples (measured: 0.02 depth error on a sphere).
-    cos_anneal_ratio: float = 1.0
+    # NeuS's slope estimate: 0.0 is the release's -(1 - cos)/2 (geodream_geometry_volume.py get_alpha,
+    # alpha_inter_ratio 0); 1.0 is min(cos, 0), NeuS's annealed end, which does not overstate the slope of oblique
+    # rays on long sections (an option: docs/FIDELITY.md).
+    cos_anneal_ratio: float = 0.0
+    # The release's free-space skipping (occupancy grid + step opacity >= 0.01 + transmittance stop); off renders
+    # every section.
+    skip_free_space: bool = True
 
 
 def ray_box(origins: torch.Tensor, dirs: torch.Tensor, bbox: torch.Tensor):
@@ -73,13 +81,25 @@ def sample_pdf(edges: torch.Tensor, weights: torch.Tensor, u: torch.Tensor) -> t
 @torch.no_grad()
 def sample_along_rays(field, origins, dirs, settings: RenderSettings, u_coarse, u_fine) -> torch.Tensor:
     """Sample distances [R, n_coarse + n_importance], sorted: stratified coarse samples in the box, then importance
-    samples from NeuS's coarse weights (slope from consecutive SDF values, as NeuS's up-sampling does)."""
+    samples from NeuS's coarse weights (slope from consecutive SDF values, as NeuS's up-sampling does). Where the
+    field's occupancy grid bounds a coarse sample's step opacity under the threshold, its SDF is not evaluated:
+    the grid's lower bound stands in for it."""
     near, far = ray_box(origins, dirs, field.bbox.to(origins))
     steps = (torch.arange(settings.n_coarse, device=origins.device) + u_coarse) / settings.n_coarse
     t = near[:, None] + (far - near)[:, None] * steps
     if settings.n_importance == 0:
         return t
-    sdf = field.sdf((origins[:, None] + dirs[:, None] * t[..., None]).reshape(-1, 3)).reshape(t.shape)
+    points = (origins[:, None] + dirs[:, None] * t[..., None]).reshape(-1, 3)
+    grid = getattr(field, "occupancy", None)
+    if settings.skip_free_space and grid is not None and grid.updated:
+        sdf = grid.lower_bound(points)
+        spacing = ((far - near) / settings.n_coarse)[:, None].expand_as(t).reshape(-1)
+        evaluate = maybe_occupied(field, points, spacing)
+        if evaluate.any():
+            sdf[evaluate] = field.sdf(points[evaluate]).reshape(-1).to(sdf)
+        sdf = sdf.clamp_max(1e3).reshape(t.shape)
+    else:
+        sdf = field.sdf(points).reshape(t.shape)
     dist = t[:, 1:] - t[:, :-1]
     cos = (sdf[:, 1:] - sdf[:, :-1]) / (dist + 1e-5)
     cos = torch.minimum(cos, torch.cat([torch.zeros_like(cos[:, :1]), cos[:, :-1]], dim=-1)).clamp(-1e3, 0.0)
@@ -90,20 +110,34 @@ def sample_along_rays(field, origins, dirs, settings: RenderSettings, u_coarse, 
 
 
 def composite(field, origins, dirs, t, background: torch.Tensor, create_graph: bool, settings: RenderSettings):
-    """Render rays [R, 3] at sample distances [R, S]; ``background`` [R, 3]. Sections lie between samples."""
+    """Render rays [R, 3] at sample distances [R, S]; ``background`` [R, 3]. Sections lie between samples; only
+    the contributing ones (occupancy_grid.contributing) are evaluated when skipping free space."""
     mids, dists = 0.5 * (t[:, 1:] + t[:, :-1]), t[:, 1:] - t[:, :-1]
-    points = (origins[:, None] + dirs[:, None] * mids[..., None]).reshape(-1, 3)
-    sdf, gradient = field.sdf_and_gradient(points, create_graph=create_graph)
-    sdf, gradient = sdf.reshape(mids.shape), gradient.reshape(*mids.shape, 3)
-    cos = (gradient * dirs[:, None]).sum(-1)
-    weights = transmittance_weights(neus_alpha(sdf, cos, dists, field.inv_s, settings.cos_anneal_ratio))
-    colors = field.color(points).reshape(*mids.shape, 3)
+    points = origins[:, None] + dirs[:, None] * mids[..., None]
+    count = mids.numel()
+    if settings.skip_free_space:
+        index = contributing(field, points, dists).reshape(-1).nonzero().squeeze(1)
+    else:
+        index = torch.arange(count, device=t.device)
+    empty = index.numel() == 0
+    if empty:  # one sample of weight 0 keeps the outputs in the graph, so a backward through them still works
+        index = torch.zeros(1, dtype=torch.long, device=t.device)
+    kept = points.reshape(-1, 3)[index]
+    sdf, gradient = field.sdf_and_gradient(kept, create_graph=create_graph)
+    cos = (gradient * dirs[:, None].expand_as(points).reshape(-1, 3)[index]).sum(-1)
+    alpha_kept = neus_alpha(sdf.reshape(-1), cos, dists.reshape(-1)[index], field.inv_s, settings.cos_anneal_ratio)
+    if empty:
+        alpha_kept = alpha_kept * 0.0
+    alpha = torch.zeros(count, dtype=alpha_kept.dtype, device=t.device).index_put((index,), alpha_kept)
+    colors = torch.zeros(count, 3, device=t.device).index_put((index,), field.color(kept).float())
+    normals = torch.zeros(count, 3, device=t.device).index_put((index,), F.normalize(gradient, dim=-1).float())
+    weights = transmittance_weights(alpha.reshape(mids.shape))
     opacity = weights.sum(-1, keepdim=True)
     return {
-        "rgb": (weights[..., None] * colors).sum(1) + (1.0 - opacity) * background,
+        "rgb": (weights[..., None] * colors.reshape(*mids.shape, 3)).sum(1) + (1.0 - opacity) * background,
         "opacity": opacity,
         "depth": (weights * mids).sum(-1, keepdim=True),
-        "normal": (weights[..., None] * F.normalize(gradient, dim=-1)).sum(1),
+        "normal": (weights[..., None] * normals.reshape(*mids.shape, 3)).sum(1),
     }
 
 

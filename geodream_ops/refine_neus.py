@@ -1,10 +1,13 @@
 """Stage 3: refine the prior's NeuS field with score distillation (the release's geodream-neus.yaml).
 
-Schedules are written in the release's units and scaled to the run length. The release steps three optimisers
-by hand under Lightning, whose global step counts optimiser steps, so its 25,010 "steps" are 8,337 iterations; its
-step-based milestones (256 -> 512 px at 3,000, t_max annealed at 15,000, opacity loss from 10,000) are thus at 12%,
-60% and 40% of the run. Its LR schedulers are stepped once per iteration: warm-up 3,500 iterations, then linear
-over 20,000 iterations (so the run ends 24% into the ramp: hash grid/MLP factor 1 -> 0.77, volume 0.1 -> 0.32).
+Schedules are written in the release's units and scaled to the run length. The release (its current config, the
+first said 25,010 steps and elevation -60..10) steps three optimisers by hand under Lightning, whose global step
+counts optimiser steps, so its ``max_steps: 60000`` is 20,000 iterations and its step-based milestones fall where
+3 x iteration reaches them: 256 -> 512 px at 3,000 (iteration 1,000), the opacity loss at 10,001 (its ramp
+[10000, 0, 1000, 10001]; iteration 3,334) and t_max annealed at 15,001 (iteration 5,001). Its LR schedulers are
+stepped once per iteration: warm-up 3,500 iterations, then linear over 20,000 iterations, so the run ends 82.5% into
+the ramp (hash grid/MLP factor 1 -> 0.216, volume 0.1 -> 0.8425). Shorter runs keep every milestone at the same
+fraction of the run.
 
 Resumable: a checkpoint (field, optimiser, guidance/LoRA state, random state, step) is written atomically every
 ``checkpoint_every`` steps; running again with the same checkpoint path continues from it."""
@@ -23,12 +26,13 @@ from .errors import GeoDreamError
 from .model_files import read_resume_checkpoint
 from .neus_field import FieldSettings, NeuSField
 from .neus_renderer import RenderSettings, render, render_with_loss
+from .occupancy_grid import UPDATE_EVERY
 
 log = logging.getLogger("GeoDream")
 
-CHECKPOINT_FORMAT = 2  # bump when the checkpoint's layout changes: older files are then refused, never misread
-RELEASE_OPTIMISER_STEPS = 25010
-RELEASE_ITERATIONS = RELEASE_OPTIMISER_STEPS / 3  # three optimisers per iteration
+CHECKPOINT_FORMAT = 3  # bump when the checkpoint's layout changes: older files are then refused, never misread
+RELEASE_OPTIMISER_STEPS = 60000  # geodream-neus.yaml trainer.max_steps, in Lightning's optimiser steps
+RELEASE_ITERATIONS = RELEASE_OPTIMISER_STEPS // 3  # three optimisers per iteration
 
 
 @dataclass
@@ -36,14 +40,15 @@ class RefineSettings:
     steps: int = round(RELEASE_ITERATIONS)
     resolution: int = 512  # the final render size; the first 12% of the run renders at half of it
     batch_size: int = 1
-    half_resolution_until: float = 3000 / RELEASE_OPTIMISER_STEPS
+    half_resolution_until: float = 3000 / RELEASE_OPTIMISER_STEPS  # data.resolution_milestones
+    # NeuS's deviation is not here: the release registers it without gradient (frozen at the prior's value).
     lr: dict = dc_field(default_factory=lambda: {"volume": 1e-3, "hash_grid": 5e-3, "color_mlp": 5e-4,
-                                                 "background": 1e-3, "deviation": 1e-5})
+                                                 "background": 1e-3})
     warmup_iterations: float = 3500  # release iterations, scaled to the run
     ramp_iterations: float = 20000
     lambda_sparsity: float = 10.0
     lambda_opaque: float = 1000.0
-    opaque_from: float = 10000 / RELEASE_OPTIMISER_STEPS
+    opaque_from: float = 10001 / RELEASE_OPTIMISER_STEPS  # lambda_opaque [10000, 0, 1000, 10001]
     background_aug_prob: float = 0.5  # random solid backgrounds, so colour cannot hide in the environment map
     checkpoint_every: int = 500
     max_bad_steps: int = 20  # consecutive non-finite steps before giving up
@@ -73,7 +78,7 @@ def render_size(step: int, settings: RefineSettings) -> int:
 
 
 def regularisers(opacity: torch.Tensor, step: int, settings: RefineSettings) -> torch.Tensor:
-    """Sparsity (a smooth L1 on opacity) always; after 40% of the run, an entropy push towards 0 or 1."""
+    """Sparsity (a smooth L1 on opacity) always; from 1/6 of the run, an entropy push towards 0 or 1."""
     loss = settings.lambda_sparsity * (opacity ** 2 + 0.01).sqrt().mean()
     if step >= settings.opaque_from * settings.steps:
         o = opacity.clamp(1e-3, 1 - 1e-3)
@@ -130,6 +135,9 @@ class Refinement:
         if float(torch.rand((), generator=self.generator)) < s.background_aug_prob:
             background = torch.rand(s.batch_size, 3, generator=self.generator)
         size = render_size(step, s)
+        grid = self.field.occupancy
+        if s.render.skip_free_space and (step % UPDATE_EVERY == 0 or not grid.updated):
+            grid.update(self.field)
         self.optimizer.zero_grad(set_to_none=True)
         loss, _ = render_with_loss(self.field, cameras, size, size, self._loss_fn(cameras, step), s.render,
                                    background, self.generator)

@@ -39,6 +39,11 @@ def to_release(points: torch.Tensor) -> torch.Tensor:
     return ((points - _OFFSET.to(points)) / SCALE) @ _AXES.to(points)
 
 
+def direction_to_release(directions: torch.Tensor) -> torch.Tensor:
+    """Our directions [..., 3] (normals, view rays) in the release frame: the rotation of ``to_release`` alone."""
+    return directions @ _AXES.to(directions)
+
+
 def volume_from_release(volume: torch.Tensor) -> torch.Tensor:
     """[1, C, X_r, Y_r, Z_r] -> [1, C, D, H, W] of our frame: our z = -y_r, y = x_r, x = -z_r."""
     return volume.permute(0, 1, 3, 2, 4).flip(2, 4).contiguous()

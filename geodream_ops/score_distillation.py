@@ -27,14 +27,17 @@ class DistillSettings:
     guidance_scale: float = 7.5
     min_step_percent: float = 0.02
     max_step_percent: float = 0.98
-    # The release drops t_max from 0.98 to 0.5 at optimiser step 15000 of 25010: 60% into the run.
+    # geodream-neus.yaml drops t_max from 0.98 to 0.5 at Lightning step 15001 of 60000 ([15000, 0.98, 0.5, 15001]):
+    # iteration 5,001 of 20,000, a quarter into the run.
     max_step_percent_annealed: float = 0.5
-    anneal_at_fraction: float = 15000 / 25010
+    anneal_at_fraction: float = 15001 / 60000
     lora_rank: int = 4
     lora_lr: float = 1e-4
     camera_dropout: float = 0.1  # how often the LoRA trains without its camera (threestudio's lora_cfg_training)
-    # view-dependent prompts; the release: front within 20 deg, overhead above 50 deg elevation
+    # View-dependent prompts (geodream-neus.yaml prompt_processor): ", front view" within 20 deg of the front,
+    # ", back view" within 40 deg of the back, "overhead" past 50 deg (cameras.view_direction gives the frame).
     front_threshold: float = 20.0
+    back_threshold: float = 40.0
     overhead_threshold: float = 50.0
 
 
@@ -74,7 +77,7 @@ class ScoreDistillation:
     def eps_pretrain(self, noisy: torch.Tensor, t: torch.Tensor, cameras: Cameras) -> torch.Tensor:
         """Classifier-free guided eps of the frozen model, with the view-dependent prompt of each camera."""
         names = view_direction(cameras.azimuth_deg, cameras.elevation_deg, self.settings.front_threshold,
-                               self.settings.overhead_threshold)
+                               self.settings.back_threshold, self.settings.overhead_threshold)
         text = torch.stack([self.view_text[n] for n in names])
         uncond = self.uncond_text.expand_as(text)
         out = self.guidance.base.unet(torch.cat([noisy] * 2), torch.cat([t] * 2),
@@ -154,14 +157,19 @@ class ScoreDistillation:
             self.optimizer.load_state_dict(state["optimizer"])
 
 
+# SDS as geodream-dmtet-geometry.yaml runs it: CFG 100, and threestudio's default view thresholds (the config sets
+# none) of its prompt processor.
+SDS_DEFAULTS = {"guidance_scale": 100.0, "anneal_at_fraction": 2000 / 5000, "front_threshold": 45.0,
+                "back_threshold": 45.0, "overhead_threshold": 60.0}
+
+
 def make_guidance_fn(guidance: Guidance, prompt: str, mode: str = "vsd", seed: int = 0, **settings) -> ScoreDistillation:
     """The callable the refinement and DMTet stages drive: ``fn(images, cameras, step, total_steps) -> loss``.
-    Defaults follow the release: VSD as geodream-neus.yaml (CFG 7.5, t_max 0.98 -> 0.5 at 60%, view thresholds
-    20/50 deg); SDS as geodream-dmtet-geometry.yaml (CFG 100, t_max 0.98 -> 0.5 at step 2000 of 5000, threestudio's
-    default view thresholds 45/60 deg). Any DistillSettings field can be overridden (e.g. the texture stage's
+    Defaults follow the release: VSD as geodream-neus.yaml (CFG 7.5, t_max 0.98 -> 0.5 a quarter in, view
+    thresholds 20/40/50 deg); SDS as geodream-dmtet-geometry.yaml (CFG 100, t_max 0.98 -> 0.5 at step 2000 of 5000, threestudio's
+    default view thresholds 45/45/60 deg). Any DistillSettings field can be overridden (e.g. the texture stage's
     lora_lr=2.5e-5, max_step_percent_annealed=0.4)."""
     if mode == "sds":
-        for key, value in {"guidance_scale": 100.0, "anneal_at_fraction": 2000 / 5000, "front_threshold": 45.0,
-                           "overhead_threshold": 60.0}.items():
+        for key, value in SDS_DEFAULTS.items():
             settings.setdefault(key, value)
     return ScoreDistillation(guidance, prompt, DistillSettings(mode=mode, **settings), seed)

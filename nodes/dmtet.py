@@ -30,8 +30,8 @@ def _run_key(field, guidance, prompt: str, seed: int, config: FineTuneConfig, te
 
 
 class GeoDreamDMTetFineTune:
-    DESCRIPTION = ("GeoDream stage 4: turns the refined field into a mesh with marching tetrahedra (DMTet, grid from "
-                   "the field's SDF at 0), fine-tunes its shape with SDS on rendered normal maps (plus normal-"
+    DESCRIPTION = ("GeoDream stage 4: turns the refined field into a mesh with marching tetrahedra (DMTet: a grid "
+                   "over the surface's box, 10% margin, from the field's SDF at 0), fine-tunes its shape with SDS on rendered normal maps (plus normal-"
                    "consistency and Laplacian smoothing), then freezes the shape and trains a fresh texture with VSD, "
                    "and bakes it into a UV texture. The reference run (6,500 + 30,000 steps at 512/1024 px) takes "
                    "hours on a large GPU. Stops on cancel and resumes from its checkpoint.")

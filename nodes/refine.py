@@ -48,10 +48,11 @@ class GeoDreamVSDRefineNeuS:
             "prompt": ("STRING", {"multiline": True, "default": "", "tooltip":
                        "What the object is. ', front view' / ', side view' / ', back view' is appended per camera."}),
             "steps": ("INT", {"default": RefineSettings.steps, "min": 1, "max": 100000, "tooltip":
-                      "Iterations. 8337 is the release's run (its 25,010 counts three optimisers per iteration); "
-                      "schedules scale with it. About 1-2 s each on a recent GPU at 512 px."}),
+                      "Iterations. 20000 is the release's run (its max_steps 60,000 counts three optimisers per "
+                      "iteration): about 1-2 s each on a recent GPU at 512 px, so 6-11 hours and ~25 GB of VRAM. "
+                      "Schedules scale with it: 5000 at resolution 256 is a ~1-2 hour look in roughly half the VRAM."}),
             "resolution": ("INT", {"default": 512, "min": 32, "max": 1024, "step": 16, "tooltip":
-                           "Render size after the first 12% of the run (which renders at half). 512 as released; "
+                           "Render size after the first 5% of the run (which renders at half). 512 as released; "
                            "256 needs roughly half the VRAM and time."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 31 - 1, "tooltip":
                      "Seeds cameras, noise, timesteps and the fresh networks: the same seed reproduces the run."}),

@@ -99,14 +99,57 @@ def test_sampler_ranges_hold():
     cams = sampler.sample(2000, torch.Generator().manual_seed(0))
     assert cams.distance.min() >= 1.0 - 1e-5 and cams.distance.max() <= 1.5 + 1e-5
     assert cams.fovy_deg.min() >= 40 and cams.fovy_deg.max() <= 60
-    assert cams.elevation_deg.min() >= -10 - 1e-3 and cams.elevation_deg.max() <= 60 + 1e-3
-    azimuth = (cams.azimuth_deg + 180) % 360 - 180
-    assert azimuth.min() < -170 and azimuth.max() > 170  # covers the whole circle
-    # Uniform on the sphere band: sin(elevation) is uniform, so its mean is the band's midpoint.
-    sin_mid = (math.sin(math.radians(-10)) + math.sin(math.radians(60))) / 2
-    assert abs(torch.sin(torch.deg2rad(cams.elevation_deg)).mean() - sin_mid) < 0.03
+    assert cams.elevation_deg.min() >= -35 - 1e-3 and cams.elevation_deg.max() <= 35 + 1e-3
     again = sampler.sample(2000, torch.Generator().manual_seed(0))
     assert torch.equal(cams.c2w, again.c2w)
+
+
+def _release_collate(batch, generator, elevation_range=(-35.0, 35.0)):
+    """threestudio's data/uncond.py collate as GeoDream ships it, written out: elevation, azimuth, distance, fovy."""
+    lo, hi = elevation_range
+    if float(torch.rand((), generator=generator)) < 0.5:
+        elevation = torch.rand(batch, generator=generator) * (hi - lo) + lo
+    else:
+        s_lo, s_hi = math.sin(math.radians(lo)), math.sin(math.radians(hi))
+        elevation = torch.rad2deg(torch.asin(torch.rand(batch, generator=generator) * (s_hi - s_lo) + s_lo))
+    azimuth = (torch.rand(batch, generator=generator) + torch.arange(batch)) / batch * 360.0 - 180.0
+    distance = torch.rand(batch, generator=generator) * 0.5 + 1.0
+    fovy = torch.rand(batch, generator=generator) * 20.0 + 40.0
+    return elevation, azimuth, distance, fovy
+
+
+def test_sampler_draws_as_the_release_does():
+    """Same random stream, same cameras: the release's draws (batch-stratified azimuths included) over the ranges
+    converted to our frame. The release's elevation range [-35, 35] (its Y is down) is [-35, 35] in ours; its
+    azimuth range, the whole circle, stays the whole circle (ours = 180 - its)."""
+    for seed, batch in ((0, 1), (1, 8), (2, 8), (5, 3)):
+        cams = C.CameraSampler().sample(batch, torch.Generator().manual_seed(seed))
+        elevation, azimuth, dist, fovy = _release_collate(batch, torch.Generator().manual_seed(seed))
+        assert torch.allclose(cams.elevation_deg, elevation, atol=1e-3)
+        assert torch.allclose(cams.azimuth_deg, azimuth % 360, atol=1e-3)
+        assert torch.allclose(cams.distance, dist, atol=1e-5) and torch.allclose(cams.fovy_deg, fovy)
+    # stratified: one azimuth in each eighth of the circle
+    az = C.CameraSampler().sample(8, torch.Generator().manual_seed(9)).azimuth_deg
+    assert sorted(((az + 180) % 360 // 45).tolist()) == list(range(8))
+
+
+def test_elevation_histogram_is_the_release_two_part_distribution():
+    """10,000 cameras (batches of 1, as refinement draws them): half uniform in angle, half uniform in sine over
+    -35..35. Chi-square of 14 bins against the mixture's bin probabilities, and the mixture's own signature: the
+    share within 10 deg of the horizon lies between its two parts'."""
+    generator = torch.Generator().manual_seed(0)
+    elevation = torch.cat([C.CameraSampler().sample(1, generator).elevation_deg for _ in range(10000)])
+    edges = torch.linspace(-35.0, 35.0, 15)
+    counts = torch.histc(elevation, bins=14, min=-35.0, max=35.0)
+    sin = torch.sin(torch.deg2rad(edges))
+    p_angle = torch.full((14,), 1 / 14)
+    p_sine = (sin[1:] - sin[:-1]) / (sin[-1] - sin[0])
+    expected = 10000 * (0.5 * p_angle + 0.5 * p_sine)
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 36.1, chi2  # 13 degrees of freedom, p = 0.001
+    near = float((elevation.abs() < 10).float().mean())
+    share_angle, share_sine = 20 / 70, 2 * math.sin(math.radians(10)) / (2 * math.sin(math.radians(35)))
+    assert abs(near - 0.5 * (share_angle + share_sine)) < 0.015, near
 
 
 def test_sampler_distances_are_in_scene_units():
@@ -119,9 +162,32 @@ def test_sampler_distances_are_in_scene_units():
     assert torch.allclose(scaled.elevation_deg, plain.elevation_deg, atol=1e-3)
 
 
-def test_view_direction_prompts():
-    names = C.view_direction(torch.tensor([0.0, 170.0, -100.0, 90.0, 20.0]), torch.tensor([0.0, 0.0, 10.0, 0.0, 75.0]))
-    assert names == ["front", "back", "side", "side", "overhead"]
+def _release_label(elevation_r: float, azimuth_r: float) -> str:
+    """threestudio prompt_processors/base.py (GeoDream's copy, view_dependent_prompt_front off) with
+    geodream-neus.yaml's thresholds 20/40/50, in the release's own frame; later rules win."""
+    az = (azimuth_r + 180) % 360 - 180
+    label = "side"
+    if -40 < az < 40:  # its DirectionConfig "front" carries the text ", back view"
+        label = "back"
+    if az > 160 or az < -160:  # its "back" carries ", front view"
+        label = "front"
+    if elevation_r > 50:
+        label = "overhead"
+    return label
+
+
+def test_view_direction_prompts_follow_the_release_rule():
+    """The label of 2,000 sampled refinement cameras equals the release's rule applied to the same camera in the
+    release's frame (elevation sign flipped, azimuth 180 - ours); no camera of the range is 'overhead'."""
+    cams = C.CameraSampler().sample(2000, torch.Generator().manual_seed(4))
+    ours = C.view_direction(cams.azimuth_deg, cams.elevation_deg)
+    release = [_release_label(-e, 180.0 - a) for e, a in zip(cams.elevation_deg.tolist(), cams.azimuth_deg.tolist())]
+    assert ours == release
+    assert {"front", "back", "side"} == set(ours)
+    names = C.view_direction(torch.tensor([0.0, 19.0, 21.0, 141.0, 139.0, -170.0, 90.0]), torch.zeros(7))
+    assert names == ["front", "front", "side", "back", "side", "back", "side"]
+    # "overhead" is the release's elevation above 50, i.e. a camera below -50 in our frame
+    assert C.view_direction(torch.tensor([90.0, 90.0]), torch.tensor([60.0, -60.0])) == ["side", "overhead"]
 
 
 def test_dict_round_trip():

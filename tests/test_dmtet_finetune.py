@@ -12,6 +12,7 @@ import trimesh
 
 from geodream_pack.geodream_ops.cameras import Cameras
 from geodream_pack.geodream_ops.dmtet import DMTetGeometry, drop_small_components
+from geodream_pack.geodream_ops.errors import GeoDreamError
 from geodream_pack.geodream_ops.hash_grid import HashGridConfig
 from geodream_pack.geodream_ops.mesh_finetune import (FineTuneConfig, MeshFineTuner, laplacian_smoothness,
                                                       mesh_edges, normal_consistency)
@@ -62,8 +63,77 @@ def test_initialisation_takes_the_field_sdf_at_the_threshold():
     radii = vertices.norm(dim=-1)
     assert _watertight(vertices, faces)
     assert radii.min() > 0.6 - 0.05 and radii.max() < 0.6 + 0.01  # chords of a 0.6 sphere, within a cell
-    with pytest.raises(ValueError, match="no zero crossing"):
+    with pytest.raises(GeoDreamError, match="no zero crossing"):
         DMTetGeometry.from_field(SphereField(5.0), 8)
+
+
+class OffsetSphere(SphereField):
+    def __init__(self, center, radius):
+        super().__init__(radius)
+        self.center = torch.tensor(center)
+
+    def sdf(self, points):
+        return (points - self.center).norm(dim=-1) - self.radius
+
+
+@pytest.mark.parametrize("center, radius", [((0.1, -0.2, 0.05), 0.4), ((0.6, 0.0, -0.1), 0.5)])
+def test_tet_grid_box_is_the_release_box_of_a_first_extraction(center, radius):
+    """The sphere's box c +- r, grown by 10 % of its size (0.2 r) on every side, clamped to the field's [-1, 1]:
+    the second sphere reaches x = 1.1 + 0.1, so its box stops at the field's wall."""
+    field = OffsetSphere(center, radius)
+    geometry = DMTetGeometry.from_field(field, 32)
+    c = torch.tensor(center)
+    expected = torch.stack([(c - 1.2 * radius).clamp_min(-1.0), (c + 1.2 * radius).clamp_max(1.0)])
+    # the first extraction's vertices lie on grid edges, within one cell (2 / 32) inside the true sphere
+    torch.testing.assert_close(geometry.grid.bbox, expected, atol=1.2 * 2 / 32, rtol=0)
+    assert (geometry.grid.bbox[0] >= -1).all() and (geometry.grid.bbox[1] <= 1).all()
+    assert torch.allclose(geometry.sdf, field.sdf(geometry.grid.vertices))
+    if center[0] + 1.2 * radius > 1:
+        assert geometry.grid.bbox[1, 0] == 1.0
+    # the grid is finer than one over the field's box: same resolution over a smaller box
+    assert (geometry.grid.cell_size < 2 / 32).all()
+
+
+def test_lengths_scale_with_the_scene_unit():
+    """A field 1.34x larger than the release's box: SDF learning rate x1.34 (offsets' unchanged), Laplacian weight
+    / 1.34, cameras 1.34x farther -- the same optimisation as the release's in its own units."""
+    class Big(SphereField):
+        def __init__(self):
+            super().__init__(0.5 * 1.34)
+            self.bbox = self.bbox * 1.34
+
+    config = _config()
+    small = MeshFineTuner(SphereField(), towards_red, towards_red, config, seed=0, device="cpu")
+    big = MeshFineTuner(Big(), towards_red, towards_red, config, seed=0, device="cpu")
+    assert small.unit == 1.0 and big.unit == pytest.approx(1.34)
+    lrs = [[g["lr"] for g in t.geometry_optimizer.param_groups] for t in (small, big)]
+    assert lrs == [[1e-3, 1e-3], [pytest.approx(1.34e-3), 1e-3]]
+    # The Laplacian term of the same shape at both scales weighs the same in the loss.
+    v, f = small.geometry.mesh()
+    edges = mesh_edges(f, v.shape[0])
+    small_term = config.lambda_laplacian / small.unit * laplacian_smoothness(v, edges)
+    big_term = config.lambda_laplacian / big.unit * laplacian_smoothness(v * 1.34, edges)
+    assert float(big_term.detach()) == pytest.approx(float(small_term.detach()), rel=1e-5)
+
+
+def test_normal_maps_are_coloured_as_the_release_colours_them():
+    """(n + 1) / 2 of the world normal in the release's frame: our +X (the front) is its -Z, our +Y its +X and our
+    +Z (up) its -Y, so a face looking up is (0.5, 0, 0.5) and one looking at the front camera (0.5, 0.5, 0)."""
+    from geodream_pack.geodream_ops.mesh_render import MeshRenderer
+
+    renderer = MeshRenderer("cpu")
+    quad = torch.tensor([[0, 1, 2], [0, 2, 3]])
+    for normal, look, colour in (((0.0, 0.0, 1.0), (89.0, 0.0), (0.5, 0.0, 0.5)),
+                                 ((1.0, 0.0, 0.0), (0.0, 0.0), (0.5, 0.5, 0.0)),
+                                 ((0.0, 1.0, 0.0), (0.0, 90.0), (1.0, 0.5, 0.5))):
+        n = torch.tensor(normal)
+        u = torch.linalg.cross(n, torch.tensor([0.3, 0.5, 0.7]))
+        u = u / u.norm()
+        w = torch.linalg.cross(n, u)
+        corners = torch.stack([-u - w, u - w, u + w, -u + w]) * 0.5  # counter-clockwise seen from n
+        camera = Cameras.from_spherical(look[0], look[1], 2.0, 40.0)
+        image = renderer.normals(corners, quad, camera, 16)[0]
+        torch.testing.assert_close(image[:, 8, 8], torch.tensor(colour), atol=1e-4, rtol=0)
 
 
 def test_floaters_are_dropped_and_the_main_surface_kept_whole():
@@ -75,7 +145,10 @@ def test_floaters_are_dropped_and_the_main_surface_kept_whole():
         geometry.sdf.copy_(torch.minimum(field.sdf(points), (points - 0.85).norm(dim=-1) - 0.06))
     vertices, faces = geometry.mesh()
     kept_vertices, kept_faces = drop_small_components(vertices, faces)
-    big, _ = DMTetGeometry.from_field(field, 24).mesh()
+    alone = DMTetGeometry(24, field.bbox)
+    with torch.no_grad():
+        alone.sdf.copy_(field.sdf(points))
+    big, _ = alone.mesh()
     assert kept_faces.shape[0] < faces.shape[0] and kept_vertices.shape == big.shape
     assert (kept_vertices.norm(dim=-1) < 0.7).all() and _watertight(kept_vertices, kept_faces)
 

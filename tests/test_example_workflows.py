@@ -36,6 +36,8 @@ def twins(pack_dirs, tmp_path, monkeypatch):
     # f_g starts as a sphere, so every stage downstream of the random prior has a surface to work on.
     twins_prior.write_prior_checkpoint(models / "geodream", sphere_radius=0.5)
     twins_sd.save_diffusers_folder(models / "diffusers" / "stable-diffusion-2-1-base")
+    # VSD's LoRA on SD 2.1 (768, v-prediction), as the workflows (and the release) put it
+    twins_sd.save_diffusers_folder(models / "diffusers" / "stable-diffusion-2-1", seed=1, prediction_type="v_prediction")
     twins_uni3d.register_twin_size(monkeypatch)
     twins_uni3d.register_twin_clip(tmp_path / "clip_configs")
     twins_uni3d.save_uni3d_twin(models / "geodream" / "uni3d-g.pt")

@@ -1,12 +1,14 @@
 """The refinement loop: it learns with a stand-in loss, resumes exactly, skips non-finite steps, and follows the
 release's schedules."""
+import math
+
 import pytest
 import torch
 
 from geodream_pack.geodream_ops.neus_renderer import render
 from geodream_pack.geodream_ops.refine_neus import (NonFiniteError, Refinement, RefineSettings, lr_factor,
-                                                    render_size)
-from geodream_pack.geodream_ops.score_distillation import make_guidance_fn
+                                                    regularisers, render_size)
+from geodream_pack.geodream_ops.score_distillation import DistillSettings, make_guidance_fn
 from geodream_pack.geodream_ops.sd_guidance import load_guidance
 from tests import twins_sd
 from tests.neus_doubles import sphere_cost_volume, tiny_settings
@@ -113,14 +115,37 @@ def test_non_finite_steps_are_skipped_then_stop():
 
 
 def test_schedules_follow_the_release():
-    s = RefineSettings()  # 8337 iterations, as the release's 25,010 optimiser steps
-    assert s.steps == 8337
-    assert render_size(999, s) == 256 and render_size(1001, s) == 512
-    warm = round(3500 * s.steps / (25010 / 3))
-    assert lr_factor("volume", warm - 1, s) == 1.0 and lr_factor("volume", warm + 1, s) == pytest.approx(0.1, abs=1e-3)
-    assert lr_factor("hash_grid", s.steps, s) == pytest.approx(1 - 0.95 * (8337 - 3500) / 20000, abs=1e-3)
-    assert lr_factor("volume", s.steps, s) == pytest.approx(0.1 + 0.9 * (8337 - 3500) / 20000, abs=1e-3)
-    assert lr_factor("background", s.steps, s) == 1.0
+    """geodream-neus.yaml, 60,000 Lightning steps = 20,000 iterations of three optimiser steps: each milestone at the
+    first iteration i whose Lightning step 3 i reaches it; the LR schedulers stepped once per iteration."""
+    s = RefineSettings()
+    assert s.steps == 20000
+    assert render_size(999, s) == 256 and render_size(1000, s) == 512  # resolution_milestones [3000]
+    sparsity = s.lambda_sparsity * (0.25 + 0.01) ** 0.5
+    half = torch.full((1, 4, 4, 1), 0.5)
+    assert float(regularisers(half, 3333, s)) == pytest.approx(sparsity)  # lambda_opaque [10000, 0, 1000, 10001]
+    assert float(regularisers(half, 3334, s)) == pytest.approx(sparsity + 1000 * math.log(2), rel=1e-5)
+    distill = DistillSettings()
+    top = {step: distill.max_step_percent_annealed if step >= distill.anneal_at_fraction * s.steps
+           else distill.max_step_percent for step in (5000, 5001)}
+    assert top == {5000: 0.98, 5001: 0.5}  # max_step_percent [15000, 0.98, 0.5, 15001]
+    assert lr_factor("volume", 3499, s) == 1.0 and lr_factor("volume", 3500, s) == pytest.approx(0.1)
+    assert lr_factor("hash_grid", 3499, s) == 1.0 and lr_factor("hash_grid", 3500, s) == 1.0
+    assert lr_factor("hash_grid", 20000, s) == pytest.approx(1 - 0.95 * 16500 / 20000)
+    assert lr_factor("volume", 20000, s) == pytest.approx(0.1 + 0.9 * 16500 / 20000)
+    assert lr_factor("background", 20000, s) == 1.0
+    short = RefineSettings(steps=2000)  # a shorter run keeps the milestones at the same fraction
+    assert render_size(99, short) == 256 and render_size(100, short) == 512
+    assert lr_factor("volume", 349, short) == 1.0 and lr_factor("volume", 350, short) == pytest.approx(0.1)
+
+
+def test_the_deviation_stays_at_the_prior_value():
+    """The release registers NeuS's deviation without gradient: no optimiser group holds it and a run leaves it."""
+    run = Refinement(sphere_cost_volume(), lambda images, *a: images.mean(), tiny_settings(steps=3))
+    before = float(run.field.variance)
+    assert not run.field.variance.requires_grad
+    assert all(p is not run.field.variance for g in run.optimizer.param_groups for p in g["params"])
+    run.run()
+    assert float(run.field.variance) == before == pytest.approx(0.3)
 
 
 def test_a_checkpoint_of_another_layout_is_refused_by_name(tmp_path):

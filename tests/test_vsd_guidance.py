@@ -109,9 +109,10 @@ def test_pretrained_branch_ignores_the_adapters(twin_dirs):
 
 def test_timestep_schedule_follows_the_release(twin_dirs):
     fn = make_guidance_fn(load_guidance(twin_dirs / "base"), PROMPT, mode="vsd")
-    assert fn.timestep_range(0, 1000) == (20, 980)
-    assert fn.timestep_range(599, 1000) == (20, 980)
-    assert fn.timestep_range(600, 1000) == (20, 500)
+    # geodream-neus.yaml [15000, 0.98, 0.5, 15001] in Lightning steps: iteration 5,001 of 20,000
+    assert fn.timestep_range(0, 20000) == (20, 980)
+    assert fn.timestep_range(5000, 20000) == (20, 980)
+    assert fn.timestep_range(5001, 20000) == (20, 500)
     sds = make_guidance_fn(load_guidance(twin_dirs / "base"), PROMPT, mode="sds")  # the DMTet geometry stage
     assert sds.settings.guidance_scale == 100.0 and sds.lora is None
     assert sds.timestep_range(1999, 5000) == (20, 980) and sds.timestep_range(2000, 5000) == (20, 500)
