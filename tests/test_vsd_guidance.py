@@ -68,7 +68,10 @@ def test_latent_gradient_is_the_formula(twin_dirs, mode, lora_model, monkeypatch
     loss = fn(torch.zeros(2, 3, 16, 16), _cameras(), step=0, total_steps=100)
     loss.backward()
     assert expected.abs().mean() > 1e-3
-    torch.testing.assert_close(leaf.grad * len(latents), expected, atol=1e-4, rtol=1e-4)
+    # The by-hand UNet calls are batched differently, so float32 rounding of (cond - free) differs; CFG multiplies
+    # it by its scale (100 for SDS against 7.5 for VSD), and the tolerance with it.
+    tol = 1e-4 * (100.0 if mode == "sds" else 7.5) / 7.5
+    torch.testing.assert_close(leaf.grad * len(latents), expected, atol=tol, rtol=tol)
 
 
 def test_lora_learns_and_base_stays_frozen(twin_dirs):
