@@ -86,8 +86,8 @@ class Meter:
             torch.cuda.synchronize(self.device)
 
     def reset(self):
-        gc.collect()
-        if self.device.type == "cuda":
+        if self.device.type == "cuda":  # the last stage's models go before the next is measured
+            gc.collect()
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
 
