@@ -20,7 +20,9 @@ from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_write
 from .cost_volume import CostVolume
+from .geometry_decoder import GeometryDecoder
 from .hash_grid import HashGridConfig
+from .sdf_gradient import Evaluator
 from .texture_field import HashGridTexture
 
 
@@ -78,6 +80,7 @@ class NeuSField(torch.nn.Module):
         self.variance = torch.nn.Parameter(torch.tensor(float(variance)))
         self.texture = HashGridTexture(self.bbox, HashGridConfig(**settings.hash_grid), settings.color_hidden)
         self.background = EnvironmentMap(settings.background_hidden)
+        self._evaluator = Evaluator()
 
     @property
     def inv_s(self) -> torch.Tensor:
@@ -89,7 +92,13 @@ class NeuSField(torch.nn.Module):
         return value.reshape(-1)
 
     def sdf_and_gradient(self, points: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """s(x) and ds/dx; with ``create_graph`` the gradient itself stays differentiable (NeuS's alpha uses it)."""
+        """s(x) [P] and ds/dx [P, 3] at world points [P, 3]; with ``create_graph`` the gradient itself stays
+        differentiable (NeuS's alpha uses it). The prior's f_g takes the written-out path of sdf_gradient.py (one
+        graph, compiled on CUDA); any other decoder goes through autograd."""
+        if isinstance(self.decoder, GeometryDecoder):
+            with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
+                value, gradient = self._evaluator(self.decoder, self.volume, self.bbox, points.detach())
+            return (value, gradient) if create_graph else (value.detach(), gradient.detach())
         with torch.enable_grad():
             points = points.detach().requires_grad_(True)
             value = self.sdf(points)
