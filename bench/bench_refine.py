@@ -1,11 +1,12 @@
-"""Seconds per VSD refinement step and peak memory at 64 and 256 px on the CPU, with tiny random SD twins (the
-UNet/VAE cost of real SD 2.1 needs a GPU) and the release's field (16 x 2 hash grid of 2^19 rows, 64 + 64 samples
-per ray); the share of each step spent rendering (two passes, with NeuS's double backward) versus in the guidance
-(VAE, UNet calls, the LoRA's own step); and the pure-PyTorch hash grid's throughput. Each resolution runs in a
-fresh process so its peak RSS is its own.
+"""Seconds per VSD refinement step on the CPU with the release's field (16 x 150^3 volume, the real f_g with random
+weights, hash grid 16 x 2 of 2^19 rows, 64 + 64 samples per ray) and tiny random SD twins (real SD 2.1's UNet cost
+is gpu_check.py's business), before and after a change, side by side in one run: "before" is another revision of
+the pack (exported with git archive) driven by this same script. Also: the share of a step spent rendering, samples
+per second through the renderer, peak RSS, and the pure-PyTorch hash grid's forward + backward throughput.
 
-    python bench/bench_refine.py            # prints a markdown table; --write replaces bench/RESULTS.md's section
-The cost-volume decoder is a stand-in (an offset sphere), so the time is the renderer's and not f_g's MLP."""
+    python bench/bench_refine.py --before d85f318 --resolutions 64 --write
+Each (revision, resolution) runs in a fresh process so its peak RSS is its own. One warm-up step at 16 px pays the
+one-off costs; then ``--steps`` timed steps at full resolution."""
 import argparse
 import json
 import platform
@@ -20,26 +21,29 @@ ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## VSDRefineNeuS"
 
 
-def run_one(resolution: int, steps: int) -> dict:
-    sys.path.insert(0, str(ROOT))
+def run_one(root: Path, resolution: int, steps: int, chunk_rays: int, graph_budget_gb: float, threads: int) -> dict:
+    sys.path.insert(0, str(root))
     from headless.pack import load_pack
 
     load_pack()
     import torch
 
+    torch.set_num_threads(threads)
+    from geodream_pack.geodream_ops import release_frame
+    from geodream_pack.geodream_ops.cost_volume import CostVolume
+    from geodream_pack.geodream_ops.geometry_decoder import GeometryDecoder
+    from geodream_pack.geodream_ops.neus_renderer import RenderSettings
     from geodream_pack.geodream_ops.refine_neus import Refinement, RefineSettings
     from geodream_pack.geodream_ops.score_distillation import make_guidance_fn
     from geodream_pack.geodream_ops.sd_guidance import load_guidance
     from tests import twins_sd
-    from tests.neus_doubles import sphere_cost_volume
 
     folder = Path(tempfile.mkdtemp()) / "sd"
     twins_sd.save_diffusers_folder(folder)
-    guidance = load_guidance(folder)
-    fn = make_guidance_fn(guidance, "a red ball")
+    fn = make_guidance_fn(load_guidance(folder), "a red ball")
     spent = {"guidance": 0.0}
 
-    class Timed(torch.autograd.Function):
+    class Marker(torch.autograd.Function):
         """Identity whose backward marks when the guidance's gradient has reached the render."""
 
         @staticmethod
@@ -53,59 +57,98 @@ def run_one(resolution: int, steps: int) -> dict:
 
     def timed_fn(images, cameras, step, total):
         start = time.perf_counter()
-        loss = fn(Timed.apply(images), cameras, step, total)
+        loss = fn(Marker.apply(images), cameras, step, total)
         spent["guidance"] += time.perf_counter() - start
         spent["backward_from"] = time.perf_counter()
         return loss
 
-    # Full resolution from the first step: half_resolution_until = 0.
-    run = Refinement(sphere_cost_volume(16, 32), timed_fn,
-                     RefineSettings(steps=steps + 1, resolution=resolution, half_resolution_until=0.0))
-    run.train_step()  # warm-up
+    render = {"chunk_rays": chunk_rays}
+    if "keep_graph_fraction" in RenderSettings.__dataclass_fields__:  # a fixed budget, whatever else runs here
+        from geodream_pack.geodream_ops.device_memory import free_bytes
+
+        render["keep_graph_fraction"] = min(1.0, graph_budget_gb * 2 ** 30 / max(free_bytes(torch.device("cpu")), 1))
+    torch.manual_seed(0)
+    volume = 0.1 * torch.randn(1, 16, 150, 150, 150)
+    cost_volume = CostVolume(volume, GeometryDecoder().requires_grad_(False), release_frame.BBOX.clone())
+    settings = RefineSettings(steps=steps + 1, resolution=resolution, half_resolution_until=0.0,
+                              render=RenderSettings(**render))
+    run = Refinement(cost_volume, timed_fn, settings)
+    run.settings.resolution = 16  # warm-up
+    run.train_step()
+    run.settings.resolution = resolution
     spent["guidance"] = 0.0
     start = time.perf_counter()
     for _ in range(steps):
         run.train_step()
     total = (time.perf_counter() - start) / steps
-    guidance_share = spent["guidance"] / steps / total
+    render_s = total - spent["guidance"] / steps
+    samples = resolution * resolution * (settings.render.n_coarse + settings.render.n_importance)
 
-    enc = run.field.texture.encoding
-    points = torch.rand(2 ** 18, 3)
+    encoding = run.field.texture.encoding
+    points = torch.rand(2 ** 16, 3)
     start = time.perf_counter()
-    enc(points).square().sum().backward()
+    encoding(points).square().sum().backward()
     hash_rate = points.shape[0] / (time.perf_counter() - start)
-    return {"resolution": resolution, "s_per_step": total, "guidance_share": guidance_share,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    return {"resolution": resolution, "s_per_step": total, "render_share": render_s / total,
+            "samples_per_s": samples / render_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "hash_points_per_s": hash_rate, "threads": torch.get_num_threads()}
+
+
+def export(revision: str) -> Path:
+    """The pack as it was at ``revision``, in a temporary folder."""
+    folder = Path(tempfile.mkdtemp(prefix=f"geodream-{revision}-"))
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--steps", type=int, default=2)
-    parser.add_argument("--resolutions", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--before", help="revision to compare with (e.g. the merge base)")
+    parser.add_argument("--resolutions", type=int, nargs="+", default=[64])
+    parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--chunk-rays", type=int, default=1024, help="rays per chunk (the default 8192 needs ~10 GB)")
+    parser.add_argument("--graph-budget-gb", type=float, default=3.0, help="memory for kept graphs (one pass)")
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
-    if args.one:
-        print(json.dumps(run_one(args.one, args.steps)))
+    common = ["--steps", str(args.steps), "--chunk-rays", str(args.chunk_rays), "--graph-budget-gb",
+              str(args.graph_budget_gb), "--threads", str(args.threads)]
+    if args.child:
+        root, resolution = args.child.rsplit(":", 1)
+        print(json.dumps(run_one(Path(root), int(resolution), args.steps, args.chunk_rays, args.graph_budget_gb,
+                                 args.threads)))
         return
+    trees = ([(args.before, export(args.before))] if args.before else []) + [("this tree", ROOT)]
     rows = []
     for resolution in args.resolutions:
-        out = subprocess.run([sys.executable, __file__, "--one", str(resolution), "--steps", str(args.steps)],
-                             capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-        rows.append(json.loads(out))
+        for name, tree in trees:
+            out = subprocess.run([sys.executable, __file__, "--child", f"{tree}:{resolution}"] + common,
+                                 capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            rows.append({"revision": name, **json.loads(out)})
+            print(rows[-1], flush=True)
+    with open("/proc/loadavg", encoding="ascii") as f:
+        load = f.read().split()[0]
     lines = [SECTION, "",
-             f"CPU: {platform.machine()}, {rows[0]['threads']} torch threads (shared machine); tiny random SD twins "
-             "(UNet 32/64 ch, VAE 8/16 ch, 64 px into the VAE), the release's field (hash grid 16 x 2, 2^19 rows; "
-             f"64 + 64 samples per ray), a stand-in f_g; mean of {args.steps} steps after one warm-up. "
-             "`python bench/bench_refine.py --write`.", "",
-             "| render px | s / step | rendering share | guidance share | peak RSS (MB) |", "|---|---|---|---|---|"]
+             f"CPU: {platform.machine()}, {args.threads} torch thread(s), shared machine (load average {load} at the "
+             "end of the run: other sessions' jobs, so absolute figures are slow; the ratio is what to read). The "
+             "release's field with the real f_g (random weights), tiny SD twins for the guidance, "
+             f"{args.chunk_rays} rays per chunk, graph budget {args.graph_budget_gb:g} GB; {args.steps} timed "
+             f"step(s) after a warm-up. `python bench/bench_refine.py {'--before ' + args.before + ' ' if args.before else ''}"
+             f"--resolutions {' '.join(map(str, args.resolutions))} --write`.", "",
+             "| revision | render px | s / step | rendering share | samples / s (rendering) | peak RSS (MB) | "
+             "hash grid fwd+bwd (M points/s) |", "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['resolution']} | {r['s_per_step']:.2f} | {1 - r['guidance_share']:.0%} | "
-                     f"{r['guidance_share']:.0%} | {r['peak_rss_mb']:.0f} |")
-    lines += ["", f"Pure-PyTorch hash grid, release size, forward + backward: "
-                  f"{rows[0]['hash_points_per_s'] / 1e6:.2f} M points/s on this CPU. tiny-cuda-nn, real SD 2.1 and "
-                  "512 px need a GPU; none was lent to this task."]
+        lines.append(f"| {r['revision']} | {r['resolution']} | {r['s_per_step']:.1f} | {r['render_share']:.0%} | "
+                     f"{r['samples_per_s']:,.0f} | {r['peak_rss_mb']:.0f} | {r['hash_points_per_s'] / 1e6:.3f} |")
+    if args.before:
+        for resolution in args.resolutions:
+            pair = [r for r in rows if r["resolution"] == resolution]
+            lines.append("")
+            lines.append(f"{resolution} px: this tree takes {pair[1]['s_per_step'] / pair[0]['s_per_step']:.2f}x the "
+                         f"time per step of {args.before} ({pair[0]['s_per_step'] / pair[1]['s_per_step']:.2f}x "
+                         f"faster); hash grid {pair[1]['hash_points_per_s'] / pair[0]['hash_points_per_s']:.2f}x.")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
