@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from stage_timing import timed_guidance, write_section  # bench/ is the script's folder
+
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## VSDRefineNeuS"
 
@@ -40,27 +42,7 @@ def run_one(root: Path, resolution: int, steps: int, chunk_rays: int, graph_budg
 
     folder = Path(tempfile.mkdtemp()) / "sd"
     twins_sd.save_diffusers_folder(folder)
-    fn = make_guidance_fn(load_guidance(folder), "a red ball")
-    spent = {"guidance": 0.0}
-
-    class Marker(torch.autograd.Function):
-        """Identity whose backward marks when the guidance's gradient has reached the render."""
-
-        @staticmethod
-        def forward(ctx, images):
-            return images.view_as(images)
-
-        @staticmethod
-        def backward(ctx, grad):
-            spent["guidance"] += time.perf_counter() - spent.pop("backward_from")
-            return grad
-
-    def timed_fn(images, cameras, step, total):
-        start = time.perf_counter()
-        loss = fn(Marker.apply(images), cameras, step, total)
-        spent["guidance"] += time.perf_counter() - start
-        spent["backward_from"] = time.perf_counter()
-        return loss
+    timed_fn, spent = timed_guidance(make_guidance_fn(load_guidance(folder), "a red ball"))
 
     render = {"chunk_rays": chunk_rays}
     if "keep_graph_fraction" in RenderSettings.__dataclass_fields__:  # a fixed budget, whatever else runs here
@@ -152,16 +134,7 @@ def main():
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
-        results = ROOT / "bench" / "RESULTS.md"
-        current = results.read_text(encoding="utf-8") if results.exists() else "# Benchmarks\n"
-        if SECTION in current:
-            head, _, rest = current.partition(SECTION)
-            tail = rest[rest.find("\n## ") + 1:] if "\n## " in rest else ""
-            current = head + text + ("\n" + tail if tail else "")
-        else:
-            current = current.rstrip("\n") + "\n\n" + text
-        results.write_text(current, encoding="utf-8")
-
+        write_section(text, ROOT / "bench" / "RESULTS.md", SECTION)
 
 if __name__ == "__main__":
     main()

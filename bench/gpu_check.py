@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import platform
 import resource
 import sys
@@ -27,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from headless.pack import load_pack  # noqa: E402
+from stage_timing import timed_guidance, write_section  # noqa: E402  (bench/ is the script's folder)
 
 SECTION = "## GPU check"
 GOAL_GB = 24.0
@@ -215,32 +217,9 @@ def stage_prior(sizes, meter, device, dtype, ops, steps):
             {"stage": f"PriorToMesh ({sizes.mesh_resolution}^3)", "unit": "mesh", "seconds": mesh}]
 
 
-def stage_refine(sizes, meter, device, dtype, ops, steps, resolution, guidance):
-    spent = {"guidance": 0.0}
-    fn = ops.score_distillation.make_guidance_fn(guidance, "a ceramic owl")
-
-    class Marker(torch.autograd.Function):
-        """Identity whose backward marks when the guidance's gradient has reached the render."""
-
-        @staticmethod
-        def forward(ctx, images):
-            return images.view_as(images)
-
-        @staticmethod
-        def backward(ctx, grad):
-            meter.sync()
-            spent["guidance"] += time.perf_counter() - spent.pop("backward_from")
-            return grad
-
-    def timed_fn(images, cameras, step, total):
-        meter.sync()
-        start = time.perf_counter()
-        loss = fn(Marker.apply(images), cameras, step, total)
-        meter.sync()
-        spent["guidance"] += time.perf_counter() - start
-        spent["backward_from"] = time.perf_counter()
-        return loss
-
+def stage_refine(sizes, meter, device, dtype, ops, steps, resolution, guidance, label=""):
+    timed_fn, spent = timed_guidance(
+        ops.score_distillation.make_guidance_fn(guidance, "a ceramic owl"), meter.sync)
     settings = ops.refine_neus.RefineSettings(
         steps=steps + 2, resolution=resolution, half_resolution_until=0.0,
         field=ops.neus_field.FieldSettings(hash_grid=ops.hash_grid.HashGridConfig(**sizes.field_grid).to_dict()),
@@ -256,7 +235,7 @@ def stage_refine(sizes, meter, device, dtype, ops, steps, resolution, guidance):
     seconds = (time.perf_counter() - start) / steps
     share = spent["guidance"] / steps / seconds
     total = seconds * ops.refine_neus.RefineSettings().steps
-    return {"stage": f"VSDRefineNeuS at {resolution} px (VSD: base CFG + LoRA branch + LoRA step)",
+    return {"stage": f"VSDRefineNeuS at {resolution} px (VSD: base CFG + LoRA branch + LoRA step){label}",
             "unit": "iteration", "seconds": seconds, "render_share": 1 - share, "total": total,
             "total_of": f"{ops.refine_neus.RefineSettings().steps} iterations if all at this size"}
 
@@ -339,6 +318,10 @@ def run_all(sizes: Sizes, device: torch.device, dtype: torch.dtype, steps: int) 
     guidance = build_guidance(sizes, device, dtype, ops)
     for resolution in sizes.refine_sizes:
         measure(stage_refine, resolution, guidance)
+    if device.type == "cuda":  # the SDF's graph through torch.compile (off by default until measured here)
+        os.environ["GEODREAM_COMPILE"] = "1"
+        measure(stage_refine, sizes.refine_sizes[0], guidance, ", SDF through torch.compile (compiled in the warm-up)")
+        del os.environ["GEODREAM_COMPILE"]
     measure(stage_dmtet, guidance)
     del guidance
     measure(stage_uni3d)
@@ -368,17 +351,6 @@ def report(rows: list[dict], device: torch.device, dtype: torch.dtype, steps: in
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str, path: Path) -> None:
-    current = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if SECTION in current:
-        head, _, rest = current.partition(SECTION)
-        tail = rest[rest.find("\n## ") + 1:] if "\n## " in rest else ""
-        current = head + text + ("\n" + tail if tail else "")
-    else:
-        current = current.rstrip("\n") + "\n\n" + text
-    path.write_text(current, encoding="utf-8")
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU (what CI runs)")
@@ -398,7 +370,7 @@ def main(argv=None) -> None:
     text = report(rows, device, dtype, steps, args.smoke)
     print(text)
     if args.write:
-        write_section(text, Path(args.write))
+        write_section(text, Path(args.write), SECTION)
 
 
 if __name__ == "__main__":

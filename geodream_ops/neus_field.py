@@ -94,7 +94,7 @@ class NeuSField(torch.nn.Module):
     def sdf_and_gradient(self, points: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """s(x) [P] and ds/dx [P, 3] at world points [P, 3]; with ``create_graph`` the gradient itself stays
         differentiable (NeuS's alpha uses it). The prior's f_g takes the written-out path of sdf_gradient.py (one
-        graph, compiled on CUDA); any other decoder goes through autograd."""
+        graph; compiled with GEODREAM_COMPILE=1); any other decoder goes through autograd."""
         if isinstance(self.decoder, GeometryDecoder):
             with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
                 value, gradient = self._evaluator(self.decoder, self.volume, self.bbox, points.detach())

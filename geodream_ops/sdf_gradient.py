@@ -95,23 +95,23 @@ def sdf_and_gradient(decoder: GeometryDecoder, volume: torch.Tensor, bbox: torch
 
 
 class Evaluator:
-    """``sdf_and_gradient`` compiled with torch.compile where that pays, eager otherwise.
+    """``sdf_and_gradient``, compiled with torch.compile when ``GEODREAM_COMPILE=1``, eager otherwise.
 
-    Compiled by default on CUDA only: on a CPU, inductor's C++ build of this graph took ~6 min on the build machine
-    for ~10% over eager (bench/RESULTS.md). ``GEODREAM_COMPILE=1`` / ``0`` forces it on / off. When compiling fails
-    (no compiler, an unsupported torch), the eager path takes over for the rest of the run with one warning."""
+    Off by default: on the build machine's CPU inductor's C++ build of this graph took ~6 min for ~10% over eager
+    (bench/RESULTS.md), and no GPU has been lent to measure (or test) it there; bench/gpu_check.py times a step both
+    ways on a GPU. When compiling fails in the forward (no compiler, an unsupported torch), the eager path takes
+    over for the rest of the run with one warning."""
 
     def __init__(self):
         self._compiled = None
         self._failed = False
 
     @staticmethod
-    def wanted(device: torch.device) -> bool:
-        choice = os.environ.get("GEODREAM_COMPILE", "auto")
-        return device.type == "cuda" if choice == "auto" else choice == "1"
+    def wanted() -> bool:
+        return os.environ.get("GEODREAM_COMPILE") == "1"
 
     def __call__(self, decoder, volume, bbox, points):
-        if self._failed or not self.wanted(points.device):
+        if self._failed or not self.wanted():
             return sdf_and_gradient(decoder, volume, bbox, points)
         if self._compiled is None:
             self._compiled = torch.compile(sdf_and_gradient, dynamic=True)
