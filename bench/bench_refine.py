@@ -120,10 +120,10 @@ def main():
              f"step(s) after a warm-up. `python bench/bench_refine.py {'--before ' + args.before + ' ' if args.before else ''}"
              f"--resolutions {' '.join(map(str, args.resolutions))} --write`.", "",
              "| revision | render px | s / step | rendering share | samples / s (rendering) | peak RSS (MB) | "
-             "hash grid fwd+bwd (M points/s) |", "|---|---|---:|---:|---:|---:|---:|"]
+             "hash grid fwd+bwd (points/s) |", "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['revision']} | {r['resolution']} | {r['s_per_step']:.1f} | {r['render_share']:.0%} | "
-                     f"{r['samples_per_s']:,.0f} | {r['peak_rss_mb']:.0f} | {r['hash_points_per_s'] / 1e6:.3f} |")
+                     f"{r['samples_per_s']:,.0f} | {r['peak_rss_mb']:.0f} | {r['hash_points_per_s']:,.0f} |")
     if args.before:
         for resolution in args.resolutions:
             pair = [r for r in rows if r["resolution"] == resolution]
