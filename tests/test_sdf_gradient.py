@@ -73,3 +73,30 @@ def test_compiled_graph_matches_eager():
             pytest.skip(f"torch.compile ({backend}) cannot run here: {type(error).__name__}: {error}")
         for a, b in zip(out, eager):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_evaluator_falls_back_to_eager_when_compiling_fails(monkeypatch, caplog):
+    """GEODREAM_COMPILE=1 with a torch.compile that fails: one warning, then the eager numbers, and no more tries."""
+    from geodream_pack.geodream_ops import sdf_gradient
+
+    cv = _cost_volume(2)
+    points = release_frame.from_release(torch.rand(32, 3, dtype=torch.float64) * 2 - 1)
+    attempts = []
+
+    def broken(fn, **kwargs):
+        def run(*args):
+            attempts.append(1)
+            raise RuntimeError("no C++ compiler")
+        return run
+
+    monkeypatch.setenv("GEODREAM_COMPILE", "1")
+    monkeypatch.setattr(torch, "compile", broken)
+    evaluator = sdf_gradient.Evaluator()
+    with caplog.at_level("WARNING", logger="GeoDream"):
+        first = evaluator(cv.decoder, cv.volume, cv.bbox, points)
+        second = evaluator(cv.decoder, cv.volume, cv.bbox, points)
+    expected = sdf_and_gradient(cv.decoder, cv.volume, cv.bbox, points)
+    assert len(attempts) == 1 and "no C++ compiler" in caplog.text
+    for out in (first, second):
+        for a, b in zip(out, expected):
+            torch.testing.assert_close(a, b, atol=0, rtol=0)
