@@ -62,16 +62,12 @@ def _softplus_slope(h: torch.Tensor) -> torch.Tensor:
     return torch.where(BETA * h > 20.0, torch.ones_like(h), torch.sigmoid(BETA * h))
 
 
-def _weight(layer) -> torch.Tensor:
-    return layer.weight_g * layer.weight_v / layer.weight_v.norm(dim=1, keepdim=True)
-
-
 def sdf_and_gradient(decoder: GeometryDecoder, volume: torch.Tensor, bbox: torch.Tensor, points: torch.Tensor):
     """s(x) [P] and ds/dx [P, 3] at world points [P, 3] (pack frame, pack units), differentiable in ``volume``."""
     latent, latent_slope = trilinear_with_gradient(volume, points, bbox)
     axes = release_frame._AXES.to(points)  # u = (x - offset) / SCALE @ axes
     u = ((points - release_frame._OFFSET.to(points)) / release_frame.SCALE) @ axes
-    w0, w1, w2 = _weight(decoder.lin0), _weight(decoder.lin1), _weight(decoder.lin2)
+    w0, w1, w2 = decoder.lin0.weight, decoder.lin1.weight, decoder.lin2.weight
     frequencies = [2.0 ** k for k in range(POSITION_FREQUENCIES)]
     encoded = torch.cat([u] + [f(k * u) for k in frequencies for f in (torch.sin, torch.cos)], -1)
     h0 = F.linear(encoded, w0, decoder.lin0.bias)
