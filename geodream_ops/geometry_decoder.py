@@ -38,8 +38,13 @@ class WeightNormLinear(nn.Module):
         self.weight_g = nn.Parameter(layer.weight.detach().norm(dim=1, keepdim=True))
         self.bias = nn.Parameter(layer.bias.detach().clone())
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The effective [out, in] weight."""
+        return self.weight_g * self.weight_v / self.weight_v.norm(dim=1, keepdim=True)
+
     def forward(self, x):
-        return F.linear(x, self.weight_g * self.weight_v / self.weight_v.norm(dim=1, keepdim=True), self.bias)
+        return F.linear(x, self.weight, self.bias)
 
 
 class GeometryDecoder(nn.Module):

@@ -23,8 +23,10 @@ from . import model_files
 from .atomic import atomic_write
 from .cost_volume import CostVolume
 from .errors import GeoDreamError
+from .geometry_decoder import GeometryDecoder
 from .hash_grid import HashGridConfig
 from .occupancy_grid import OccupancyGrid
+from .sdf_gradient import Evaluator
 from .texture_field import HashGridTexture
 
 
@@ -84,6 +86,7 @@ class NeuSField(torch.nn.Module):
         self.background = EnvironmentMap(settings.background_hidden)
         # Free-space skipping for the renderer, measured by the refinement (saved with the field).
         self.occupancy = OccupancyGrid(self.bbox)
+        self._evaluator = Evaluator()
 
     @property
     def inv_s(self) -> torch.Tensor:
@@ -95,7 +98,13 @@ class NeuSField(torch.nn.Module):
         return value.reshape(-1)
 
     def sdf_and_gradient(self, points: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """s(x) and ds/dx; with ``create_graph`` the gradient itself stays differentiable (NeuS's alpha uses it)."""
+        """s(x) [P] and ds/dx [P, 3] at world points [P, 3]; with ``create_graph`` the gradient itself stays
+        differentiable (NeuS's alpha uses it). The prior's f_g takes the written-out path of sdf_gradient.py (one
+        graph; compiled with GEODREAM_COMPILE=1); any other decoder goes through autograd."""
+        if isinstance(self.decoder, GeometryDecoder):
+            with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
+                value, gradient = self._evaluator(self.decoder, self.volume, self.bbox, points.detach())
+            return (value, gradient) if create_graph else (value.detach(), gradient.detach())
         with torch.enable_grad():
             points = points.detach().requires_grad_(True)
             value = self.sdf(points)

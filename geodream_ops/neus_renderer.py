@@ -13,8 +13,9 @@ Outputs: colour over the background, opacity, expected depth (distance along the
 normalised SDF gradient, composited) -- each [N, H, W, C].
 
 Memory stays bounded at any resolution: rays go through in chunks, and ``render_with_loss`` backpropagates a loss
-on the whole image by re-rendering chunk by chunk with the image gradient (the samples are fixed beforehand, so
-both passes see the same rays)."""
+on the whole image chunk by chunk. A chunk whose graph fits the memory budget keeps it (one pass); the others are
+rendered without a graph and re-rendered with one when the image gradient is known (two passes; the samples are
+fixed beforehand, so both passes see the same rays). Either way the numbers are the same."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .cameras import Cameras
+from .device_memory import GraphBytes, free_bytes
 from .occupancy_grid import contributing, maybe_occupied
 
 
@@ -38,6 +40,9 @@ class RenderSettings:
     # The release's free-space skipping (occupancy grid + step opacity >= 0.01 + transmittance stop); off renders
     # every section.
     skip_free_space: bool = True
+    # render_with_loss keeps chunk graphs (one pass instead of two) while they fit in this share of the memory free
+    # when it starts; the guidance's UNet calls run while they are held, hence not all of it. 0: always two passes.
+    keep_graph_fraction: float = 0.5
 
 
 def ray_box(origins: torch.Tensor, dirs: torch.Tensor, bbox: torch.Tensor):
@@ -178,15 +183,13 @@ def _composite_chunk(field, rays: Rays, c: slice, t: torch.Tensor, create_graph:
 
 
 def _render_without_graph(field, rays: Rays, n: int, height: int, width: int, settings: RenderSettings):
-    """Images [n, H, W, C] rendered chunk by chunk, and the sample distances of every chunk."""
-    samples, parts = [], []
+    """Images [n, H, W, C] rendered chunk by chunk."""
+    parts = []
     for c in rays.chunks:
         t = sample_along_rays(field, rays.origins[c], rays.dirs[c], settings, rays.u_coarse[c], rays.u_fine[c])
         with torch.no_grad():
-            parts.append({k: v.detach() for k, v in _composite_chunk(field, rays, c, t, False, settings).items()})
-        samples.append(t)
-    images = {k: torch.cat([p[k] for p in parts]).reshape(n, height, width, -1) for k in parts[0]}
-    return images, samples
+            parts.append(_composite_chunk(field, rays, c, t, False, settings))
+    return {k: torch.cat([p[k] for p in parts]).reshape(n, height, width, -1) for k in parts[0]}
 
 
 def render(field, cameras: Cameras, height: int, width: int, settings: RenderSettings = RenderSettings(),
@@ -194,22 +197,49 @@ def render(field, cameras: Cameras, height: int, width: int, settings: RenderSet
     """Render without gradients (previews, evaluation). ``background``: None for the field's own environment map,
     else one RGB colour (or one per camera)."""
     rays = make_rays(field, cameras, height, width, settings, background, generator)
-    return _render_without_graph(field, rays, len(cameras), height, width, settings)[0]
+    return _render_without_graph(field, rays, len(cameras), height, width, settings)
 
 
 def render_with_loss(field, cameras: Cameras, height: int, width: int, loss_fn, settings: RenderSettings = RenderSettings(),
                      background=None, generator: torch.Generator | None = None):
-    """Render, evaluate ``loss_fn(images) -> scalar`` on the full images, and backpropagate it into the field with
-    memory bounded by one chunk: pass 1 renders without a graph, pass 2 re-renders each chunk (same samples) with
-    one and feeds it the image gradient. Returns (loss, images)."""
+    """Render, evaluate ``loss_fn(images) -> scalar`` on the full images, and backpropagate it into the field.
+
+    Chunk by chunk, a chunk's graph is kept while the graphs kept so far fit ``keep_graph_fraction`` of the free
+    memory (the bytes per ray are measured on the first chunk, rendered with its graph as a re-render would be, and
+    dropped if over budget); the other chunks render without a graph. Then the loss's gradient on the images flows into the kept graphs (freeing them) and into
+    re-renders of the other chunks with the same samples. Returns (loss, images)."""
     rays = make_rays(field, cameras, height, width, settings, background, generator)
-    images, samples = _render_without_graph(field, rays, len(cameras), height, width, settings)
-    images = {k: v.requires_grad_(True) for k, v in images.items()}
+    device = rays.origins.device
+    budget = settings.keep_graph_fraction * free_bytes(device) if settings.keep_graph_fraction > 0 else 0.0
+    kept, redo, parts, spent, per_ray = {}, {}, [], 0.0, None
+    for i, c in enumerate(rays.chunks):
+        t = sample_along_rays(field, rays.origins[c], rays.dirs[c], settings, rays.u_coarse[c], rays.u_fine[c])
+        rays_here = min(c.stop, rays.origins.shape[0]) - c.start
+        if per_ray is None:  # the first chunk measures what a graph holds (as large as a re-render's)
+            with GraphBytes(device) as held:
+                out = _composite_chunk(field, rays, c, t, True, settings)
+            per_ray = held.bytes / rays_here
+        elif spent + per_ray * rays_here <= budget:
+            out = _composite_chunk(field, rays, c, t, True, settings)
+        else:
+            with torch.no_grad():
+                out = _composite_chunk(field, rays, c, t, False, settings)
+        if out["rgb"].requires_grad and spent + per_ray * rays_here <= budget:
+            spent += per_ray * rays_here
+            kept[i] = out
+        else:
+            redo[i] = t
+        parts.append({k: v.detach() for k, v in out.items()})
+    images = {k: torch.cat([p[k] for p in parts]).reshape(len(cameras), height, width, -1).requires_grad_(True)
+              for k in parts[0]}
     loss = loss_fn(images)
     loss.backward()
     keys = [k for k, v in images.items() if v.grad is not None]
     grads = {k: images[k].grad.reshape(-1, images[k].shape[-1]) for k in keys}
-    for c, t in zip(rays.chunks, samples):
-        out = _composite_chunk(field, rays, c, t, True, settings)
-        torch.autograd.backward([out[k] for k in keys], [grads[k][c] for k in keys])
+    for i in list(kept):
+        out = kept.pop(i)
+        torch.autograd.backward([out[k] for k in keys], [grads[k][rays.chunks[i]] for k in keys])
+    for i, t in redo.items():
+        out = _composite_chunk(field, rays, rays.chunks[i], t, True, settings)
+        torch.autograd.backward([out[k] for k in keys], [grads[k][rays.chunks[i]] for k in keys])
     return loss.detach(), {k: v.detach() for k, v in images.items()}

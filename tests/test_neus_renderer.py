@@ -1,6 +1,7 @@
 """NeuS rendering of an analytic sphere: silhouette radius, depth, normals and empty space against closed forms."""
 import math
 
+import pytest
 import torch
 
 from geodream_pack.geodream_ops.cameras import Cameras
@@ -72,19 +73,25 @@ def test_sphere_disc_depth_normals():
     assert out["rgb"][0][outside].min() > 0.98
 
 
-def test_chunked_backward_matches_direct_backward():
-    """render_with_loss's two-pass backward equals autograd through one full-graph render."""
+@pytest.mark.parametrize("keep_graph_fraction, field_calls", [(0.0, 2 * 4), (1.0, 4)])
+def test_chunked_backward_matches_direct_backward(keep_graph_fraction, field_calls):
+    """render_with_loss's backward equals autograd through one full-graph render, whether it re-renders every chunk
+    (two passes: 4 chunks rendered twice) or keeps every chunk's graph (one pass: each chunk once)."""
     from geodream_pack.geodream_ops import neus_renderer as R
 
-    settings = R.RenderSettings(n_coarse=16, n_importance=8, chunk_rays=37)
-    cams, size = _camera(), 12
+    settings = R.RenderSettings(n_coarse=16, n_importance=8, chunk_rays=37, keep_graph_fraction=keep_graph_fraction)
+    cams, size = _camera(), 12  # 144 rays: chunks of 37, 37, 37 and 33
     target = torch.rand(1, size, size, 3, generator=torch.Generator().manual_seed(1))
 
     def loss_fn(images):
         return ((images["rgb"] - target) ** 2).mean() + images["opacity"].mean()
 
     field = SphereField(center=(0.05, -0.02, 0.03), inv_s=40.0)
+    calls = []
+    traced = field.sdf_and_gradient
+    field.sdf_and_gradient = lambda points, create_graph: calls.append(create_graph) or traced(points, create_graph)
     loss, _ = render_with_loss(field, cams, size, size, loss_fn, settings, generator=torch.Generator().manual_seed(3))
+    assert len(calls) == field_calls
     chunked = [p.grad.clone() for p in field.parameters()]
 
     field.zero_grad()
@@ -97,6 +104,27 @@ def test_chunked_backward_matches_direct_backward():
     for a, p in zip(chunked, field.parameters()):
         assert p.grad.abs().sum() > 0
         torch.testing.assert_close(a, p.grad, atol=1e-6, rtol=1e-4)
+
+
+def test_graph_budget_keeps_only_what_fits(monkeypatch):
+    """With room for two chunk graphs, two chunks keep theirs and the other two are re-rendered: the graph bytes
+    are measured on the first chunk and the budget is a share of the free memory."""
+    from geodream_pack.geodream_ops import neus_renderer as R
+    from geodream_pack.geodream_ops.device_memory import GraphBytes
+
+    settings = R.RenderSettings(n_coarse=16, n_importance=8, chunk_rays=36, keep_graph_fraction=0.5)
+    cams, size, field = _camera(), 12, SphereField(inv_s=40.0)  # 144 rays: 4 chunks of 36
+    rays = R.make_rays(field, cams, size, size, settings)
+    t = R.sample_along_rays(field, rays.origins[:36], rays.dirs[:36], settings, rays.u_coarse[:36], rays.u_fine[:36])
+    with GraphBytes(torch.device("cpu")) as held:
+        R.composite(field, rays.origins[:36], rays.dirs[:36], t, torch.ones(36, 3), True, settings)
+    assert held.bytes > 36 * (16 + 8) * 4  # at least one float per sample is saved
+    monkeypatch.setattr(R, "free_bytes", lambda device: 2 * (2.5 * held.bytes))  # half of it: room for 2.5 chunks
+    calls = []
+    traced = field.sdf_and_gradient
+    field.sdf_and_gradient = lambda points, create_graph: calls.append(create_graph) or traced(points, create_graph)
+    render_with_loss(field, cams, size, size, lambda images: images["rgb"].mean(), settings)
+    assert calls == [True, True, False, False, True, True]
 
 
 def test_sample_pdf_follows_weights():

@@ -1,0 +1,51 @@
+"""Helpers the bench scripts share: splitting a refinement step's time between rendering and guidance, and
+replacing one section of bench/RESULTS.md."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+
+def timed_guidance(fn, sync=lambda: None):
+    """Wrap ``fn(images, cameras, step, total) -> loss`` so that ``spent["guidance"]`` accumulates the seconds spent
+    in it and in its backward down to the images (VAE, UNet calls, the LoRA's step); the rest of a step renders.
+    ``sync`` waits for the device (CUDA) before each clock reading. Returns (wrapped fn, spent)."""
+    spent = {"guidance": 0.0}
+
+    class Marker(torch.autograd.Function):
+        """Identity whose backward marks when the guidance's gradient has reached the render."""
+
+        @staticmethod
+        def forward(ctx, images):
+            return images.view_as(images)
+
+        @staticmethod
+        def backward(ctx, grad):
+            sync()
+            spent["guidance"] += time.perf_counter() - spent.pop("backward_from")
+            return grad
+
+    def wrapped(images, cameras, step, total):
+        sync()
+        start = time.perf_counter()
+        loss = fn(Marker.apply(images), cameras, step, total)
+        sync()
+        spent["guidance"] += time.perf_counter() - start
+        spent["backward_from"] = time.perf_counter()
+        return loss
+
+    return wrapped, spent
+
+
+def write_section(text: str, path: Path, section: str) -> None:
+    """Replace the ``section`` heading's section of ``path`` with ``text`` (or append it)."""
+    current = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    if section in current:
+        head, _, rest = current.partition(section)
+        tail = rest[rest.find("\n## ") + 1:] if "\n## " in rest else ""
+        current = head + text + ("\n" + tail if tail else "")
+    else:
+        current = current.rstrip("\n") + "\n\n" + text
+    path.write_text(current, encoding="utf-8")
