@@ -17,6 +17,7 @@ import functools
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import batch_results, evaluate_uni3d
@@ -99,22 +100,40 @@ def uni3d_ranking(api: dict, jobs: list, rows: list[dict], out: Path, models_dir
     return evaluate_uni3d.write_table(table, out)
 
 
-def run_batch(workflow_path, jobs_source, out, models_dir, retries: int = 2, cpus_per_job: int = 1,
-              log=print) -> list[dict]:
-    """Run every unfinished job of ``jobs_source`` on the connected Ray cluster (see ``connect``); returns one row
-    per job (batch_results.row) and writes the results table, the contact sheet and, where it applies, the Uni3D
-    ranking. Jobs already done with the same workflow and settings are skipped."""
-    ray = _ray()
-    out, models_dir = Path(out).resolve(), Path(models_dir).resolve()
+@dataclass
+class Plan:
+    """A batch checked before any worker starts: its jobs, the workflow (API format and file text), the folders."""
+    jobs: list
+    api: dict
+    workflow_text: str
+    out: Path
+    models_dir: Path
+
+
+def plan(workflow_path, jobs_source, out, models_dir) -> Plan:
+    """Read and check the workflow, the job table and the models folder (GeoDreamError with the fix otherwise)."""
+    models_dir = Path(models_dir).resolve()
     if not models_dir.is_dir():
         raise GeoDreamError(f"the models folder {models_dir} does not exist; pass --models with the folder holding "
                             "checkpoints/, diffusers/ and geodream/ (e.g. ComfyUI/models).")
+    if not Path(workflow_path).is_file():
+        raise GeoDreamError(f"the workflow {workflow_path} does not exist; give a workflow file saved from the editor "
+                            "(or an API-format one), e.g. example_workflows/text_to_3d_mvdream.json.")
     jobs = read_jobs(jobs_source)
     api, text = load_workflow_api(workflow_path)
+    return Plan(jobs, api, text, Path(out).resolve(), models_dir)
+
+
+def run_batch(batch: Plan, retries: int = 2, cpus_per_job: int = 1, log=print) -> list[dict]:
+    """Run every unfinished job of ``batch`` on the connected Ray cluster (see ``connect``); returns one row per
+    job (batch_results.row) and writes the results table, the contact sheet and, where it applies, the Uni3D
+    ranking. Jobs already done with the same workflow and settings are skipped."""
+    ray = _ray()
+    jobs, api, out, models_dir = batch.jobs, batch.api, batch.out, batch.models_dir
     task = _task(ray, run_job, retries, cpus_per_job)
     results, pending = {}, {}
     for job in jobs:
-        folder, signature = out / "jobs" / job.name, job.signature(text)
+        folder, signature = out / "jobs" / job.name, job.signature(batch.workflow_text)
         previous = read_result(folder)
         if previous and previous["status"] == DONE and previous["signature"] == signature:
             log(f"{job.name}: done before, skipped")
@@ -167,9 +186,10 @@ def main(argv=None) -> int:
                         help="run in every worker before its first job (e.g. to register model configs)")
     args = parser.parse_args(argv)
     try:
+        batch = plan(args.workflow, args.jobs, args.out, args.models)
         ray = connect(args.address, args.worker_setup)
         try:
-            rows = run_batch(args.workflow, args.jobs, args.out, args.models, args.retries, args.cpus_per_job)
+            rows = run_batch(batch, args.retries, args.cpus_per_job)
         finally:
             ray.shutdown()
     except KeyboardInterrupt:

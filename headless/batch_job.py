@@ -23,8 +23,8 @@ from .run import node_classes, written_files
 
 RESULT, LOG, ATTEMPTS, TURNTABLE = "result.json", "job.log", "attempts", "turntable.png"
 DONE, FAILED = "done", "failed"
-# Outputs holding a turntable of the object (IMAGE [V, H, W, 3]); the last one the workflow computes is kept.
-TURNTABLE_OUTPUTS = ("turntable", "preview")
+# The output holding a turntable of the object (IMAGE [V, H, W, 3], VSD refinement's); the last one computed is kept.
+TURNTABLE_OUTPUT = "turntable"
 SCORE_NODE, LOADER_NODE = "GeoDreamUni3DScore", "GeoDreamLoadUni3D"
 
 
@@ -90,7 +90,7 @@ def _turntable(api: dict, classes: dict, results: dict, folder: Path) -> str | N
             continue
         cls = classes[api[node_id]["class_type"]]
         for name, kind, value in zip(getattr(cls, "RETURN_NAMES", ()), cls.RETURN_TYPES, outputs):
-            if name in TURNTABLE_OUTPUTS and kind == "IMAGE":
+            if name == TURNTABLE_OUTPUT and kind == "IMAGE":
                 frames = value
     if frames is None:
         return None

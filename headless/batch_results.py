@@ -8,6 +8,7 @@ import io
 import json
 from pathlib import Path
 
+from .batch_job import DONE
 from .pack import load_pack
 
 PENDING = "pending"
@@ -56,7 +57,7 @@ def contact_sheet(out: Path, rows: list[dict], width: int = 768) -> Path | None:
     from PIL import Image, ImageDraw
 
     strips = [(entry["job"], Image.open(entry["turntable"]).convert("RGB")) for entry in rows
-              if entry["status"] == "done" and entry["turntable"] and Path(entry["turntable"]).exists()]
+              if entry["status"] == DONE and entry["turntable"] and Path(entry["turntable"]).exists()]
     if not strips:
         return None
     scaled = [(name, strip.resize((width, max(1, round(strip.height * width / strip.width))))) for name, strip in strips]
