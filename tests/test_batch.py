@@ -6,17 +6,21 @@
 Ray and its workers take a while to start, so each batch runs once and several tests read its results."""
 import csv
 import functools
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
-ray = pytest.importorskip("ray")
+from headless import batch, evaluate_uni3d, workflow
+from headless.batch_job import node_scorer
+from headless.run import node_classes
+from tests import batch_workers, twins_multiview, twins_prior, twins_sd, twins_uni3d
+from tests.test_example_workflows import TINY, WORKFLOWS
 
-from headless import batch, evaluate_uni3d, workflow  # noqa: E402
-from headless.batch_job import node_scorer  # noqa: E402
-from headless.run import node_classes  # noqa: E402
-from tests import batch_workers, twins_multiview, twins_prior, twins_sd, twins_uni3d  # noqa: E402
-from tests.test_example_workflows import TINY, WORKFLOWS  # noqa: E402
+# Not imported here: batch.connect must see Ray imported for the first time to keep a local Ray on loopback.
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                                reason="Ray is optional: pip install -r requirements-batch.txt")
 
 PROMPTS = ["a ceramic owl", "a red apple", "a wooden chair"]
 FINISHED = ["001_a_ceramic_owl", "002_a_red_apple", "004_a_wooden_chair"]
@@ -77,9 +81,9 @@ def cluster(tmp_path_factory):
         env.setenv(batch_workers.KILL_JOB, KILLED)
         env.setenv(batch_workers.KILL_STEP, "1")
         env.setenv(batch_workers.CLIP_CONFIGS, str(root / "clip_configs"))
-        batch.connect(worker_setup="tests.batch_workers.setup", num_cpus=2, object_store_memory=80 * 2**20)
+        ray = batch.connect(worker_setup="tests.batch_workers.setup", num_cpus=2, object_store_memory=80 * 2**20)
         try:
-            yield root
+            yield {"root": root, "ray": ray}
         finally:
             ray.shutdown()
 
@@ -87,12 +91,13 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def prompts(cluster):
     """Three prompts and an empty one (CSV rows with a seed each), run twice."""
-    jobs = cluster / "jobs.csv"
+    root = cluster["root"]
+    jobs = root / "jobs.csv"
     with jobs.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["prompt", "GeoDreamMultiViewGenerate.seed"])
         writer.writerows([[PROMPTS[0], 0], [PROMPTS[1], 1], ["  ", 0], [PROMPTS[2], 2]])
-    plan = batch.plan(_prior_workflow(cluster / "prior.json"), jobs, cluster / "prompts", cluster / "models")
+    plan = batch.plan(_prior_workflow(root / "prior.json"), jobs, root / "prompts", root / "models")
     log = []
     first = batch.run_batch(plan, retries=1, log=log.append)
     again = batch.run_batch(plan, retries=1, log=log.append)
@@ -101,9 +106,9 @@ def prompts(cluster):
 
 @pytest.fixture(scope="module")
 def resumed(cluster):
-    (cluster / "apple.txt").write_text(f"{PROMPTS[1]}\n")
-    plan = batch.plan(_refine_workflow(cluster / "refine.json"), cluster / "apple.txt", cluster / "resume",
-                      cluster / "models")
+    root = cluster["root"]
+    (root / "apple.txt").write_text(f"{PROMPTS[1]}\n")
+    plan = batch.plan(_refine_workflow(root / "refine.json"), root / "apple.txt", root / "resume", root / "models")
     (row,) = batch.run_batch(plan, retries=1, log=lambda *_: None)
     return {"out": plan.out, "row": row}
 
@@ -157,8 +162,8 @@ def test_uni3d_ranking_over_the_batch_matches_a_local_evaluation(prompts, cluste
     loader = next(n["inputs"] for n in prompts["api"].values() if n["class_type"] == "GeoDreamLoadUni3D")
     meshes = {r["job"]: next(f for f in r["files"] if f.endswith(".glb")) for r in prompts["first"]
               if r["status"] == "done"}
-    table = evaluate_uni3d.rank(functools.partial(node_scorer, loader, str(cluster / "models")),
-                                [meshes[n] for n in FINISHED], FINISHED, PROMPTS, [0, 1, 2], 1024, 0,
+    table = evaluate_uni3d.rank(functools.partial(node_scorer, loader, str(cluster["root"] / "models")),
+                                [Path(meshes[n]) for n in FINISHED], FINISHED, PROMPTS, [0, 1, 2], 1024, 0,
                                 "prompt as written", False, tasks=1, log=lambda *_: None)
     for row, local in zip(rows, table.rows()):
         assert float(row["uni3d_score"]) == pytest.approx(local["uni3d_score"], abs=0.011)
@@ -185,3 +190,8 @@ def test_contact_sheet_shows_the_turntables(resumed):
     # the strip is pasted below its caption, scaled to the sheet's width
     expected = strip.convert("RGB").resize((768, sheet.height - 18))
     assert list(sheet.crop((0, 18, 768, sheet.height)).getdata()) == list(expected.getdata())
+
+
+def test_local_ray_is_reachable_only_from_this_machine(cluster):
+    nodes = cluster["ray"].nodes()
+    assert nodes and {node["NodeManagerAddress"] for node in nodes} == {"127.0.0.1"}
