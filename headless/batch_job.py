@@ -33,15 +33,16 @@ def read_result(folder: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
-def _write_json(path: Path, data) -> None:
+def write_text(path: Path, text: str) -> None:
+    """Whole or not at all (geodream_ops.atomic): a worker may die at any moment."""
     with load_pack().geodream_ops.atomic.atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _next_attempt(folder: Path) -> int:
     path = folder / ATTEMPTS
     attempt = int(path.read_text()) + 1 if path.exists() else 1
-    path.write_text(str(attempt))
+    write_text(path, str(attempt))
     return attempt
 
 
@@ -136,7 +137,7 @@ def run_job(job: Job, api: dict, folder: Path, models_dir: Path, signature: str)
             result["turntable"] = _turntable(job_api, classes, results, folder)
         result["seconds"]["total"] = round(time.perf_counter() - start, 3)
         log(f"job {job.name}: {result['status']} {result['error']}".rstrip())
-    _write_json(folder / RESULT, result)
+    write_text(folder / RESULT, json.dumps(result, indent=2))
     return result
 
 

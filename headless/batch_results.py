@@ -8,7 +8,7 @@ import io
 import json
 from pathlib import Path
 
-from .batch_job import DONE
+from .batch_job import DONE, write_text
 from .pack import load_pack
 
 PENDING = "pending"
@@ -33,11 +33,6 @@ def _flat(entry: dict, stages: list[str]) -> dict:
     return flat
 
 
-def _write_text(path: Path, text: str) -> None:
-    with load_pack().geodream_ops.atomic.atomic_write(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
 def write(out: Path, jobs: list, results: dict) -> list[dict]:
     """results.json and results.csv for ``jobs`` (in table order) from ``results`` ({job name: result})."""
     rows = [row(job, results.get(job.name)) for job in jobs]
@@ -47,8 +42,8 @@ def write(out: Path, jobs: list, results: dict) -> list[dict]:
     writer.writeheader()
     writer.writerows(_flat(entry, stages) for entry in rows)
     Path(out).mkdir(parents=True, exist_ok=True)
-    _write_text(Path(out) / "results.csv", buffer.getvalue())
-    _write_text(Path(out) / "results.json", json.dumps(rows, indent=2))
+    write_text(Path(out) / "results.csv", buffer.getvalue())
+    write_text(Path(out) / "results.json", json.dumps(rows, indent=2))
     return rows
 
 
