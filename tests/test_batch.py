@@ -10,6 +10,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from headless import batch, evaluate_uni3d, workflow
@@ -189,7 +190,7 @@ def test_contact_sheet_shows_the_turntables(resumed):
     assert sheet.width == 768 and sheet.height == round(strip.height * 768 / strip.width) + 18
     # the strip is pasted below its caption, scaled to the sheet's width
     expected = strip.convert("RGB").resize((768, sheet.height - 18))
-    assert list(sheet.crop((0, 18, 768, sheet.height)).getdata()) == list(expected.getdata())
+    assert (np.asarray(sheet.crop((0, 18, 768, sheet.height))) == np.asarray(expected)).all()
 
 
 def test_local_ray_is_reachable_only_from_this_machine(cluster):
