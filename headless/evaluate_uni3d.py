@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import re
 import sys
@@ -19,6 +20,7 @@ import torch
 
 from .pack import load_pack
 
+GeoDreamError = load_pack().geodream_ops.errors.GeoDreamError
 COUNTER = re.compile(r"_\d+_?$")  # ComfyUI's file counter, "_00001_"
 
 
@@ -75,28 +77,63 @@ def write_table(table, out: Path) -> list[Path]:
     return written
 
 
-def evaluate(meshes_dir: Path, prompts_file: Path, out: Path, scorer, num_points: int, seed: int,
-             templates: str, z_up: bool, log=print) -> list[Path]:
+def load_scorer_files(uni3d: str, clip: str, clip_model: str):
+    """The scorer from model files (paths, or names in models/geodream/), on this process's device."""
     ops = load_pack().geodream_ops
-    suffixes = ops.mesh_import.SUFFIXES
+    device = load_pack().nodes.host.device()
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    return ops.uni3d_score.load_scorer(_model_path(uni3d), _model_path(clip), clip_model, device, dtype)
+
+
+def embed(load_scorer, meshes: list[Path], prompts: list[str], num_points: int, seed: int, templates: str,
+          z_up: bool, log=print) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Shape embeddings [M, D] of the mesh files and, when ``prompts`` is not empty, text embeddings [P, D], with the
+    scorer ``load_scorer()`` returns. The one path every embedding takes, in this process or as a Ray task."""
+    ops = load_pack().geodream_ops
+    scorer = load_scorer()
+    shapes = []
+    for step, path in enumerate(meshes, 1):
+        log(f"[{step}/{len(meshes)}] {path.name}")
+        shapes.append(scorer.embed_mesh(ops.mesh_import.load_mesh(path, y_up=not z_up), num_points, seed, True))
+    text = scorer.embed_prompts(prompts, ops.uni3d_text.TEMPLATE_SETS[templates]) if prompts else None
+    return torch.cat(shapes), text
+
+
+def rank(load_scorer, meshes: list[Path], names: list[str], prompts: list[str], targets: list[int],
+         num_points: int, seed: int, templates: str, z_up: bool, tasks: int = 1, log=print):
+    """The ranking table (uni3d_score.RankingTable) of ``meshes`` against ``prompts``. With ``tasks`` > 1 the meshes
+    are embedded in that many Ray tasks (headless.batch.map_tasks on the connected cluster, one GPU each when it has
+    GPUs), each loading the scorer once; the prompts go with the first."""
+    options = (num_points, seed, templates, z_up)
+    if tasks > 1 and len(meshes) > 1:
+        from .batch import map_tasks
+
+        size = -(-len(meshes) // tasks)
+        chunks = [meshes[i:i + size] for i in range(0, len(meshes), size)]
+        parts = map_tasks(embed, [(load_scorer, chunk, prompts if i == 0 else [], *options)
+                                  for i, chunk in enumerate(chunks)])
+        shapes, text = torch.cat([part[0] for part in parts]), parts[0][1]
+    else:
+        shapes, text = embed(load_scorer, meshes, prompts, *options, log=log)
+    ops = load_pack().geodream_ops
+    return ops.uni3d_score.RankingTable(names, prompts, ops.uni3d_score.similarity(shapes, text), torch.tensor(targets))
+
+
+def evaluate(meshes_dir: Path, prompts_file: Path, out: Path, load_scorer, num_points: int, seed: int,
+             templates: str, z_up: bool, tasks: int = 1, log=print) -> list[Path]:
+    suffixes = load_pack().geodream_ops.mesh_import.SUFFIXES
     meshes = sorted(p for p in Path(meshes_dir).iterdir() if p.suffix.lower() in suffixes)
     if not meshes:
         raise ValueError(f"no mesh files ({', '.join(suffixes)}) in {meshes_dir}")
     prompts, pairs = read_prompts(Path(prompts_file))
     targets = match_prompts(meshes, prompts, pairs)
-    shapes = []
-    for step, path in enumerate(meshes, 1):
-        log(f"[{step}/{len(meshes)}] {path.name}")
-        shapes.append(scorer.embed_mesh(ops.mesh_import.load_mesh(path, y_up=not z_up), num_points, seed, True))
-    text = scorer.embed_prompts(prompts, ops.uni3d_text.TEMPLATE_SETS[templates])
-    table = ops.uni3d_score.RankingTable([p.name for p in meshes], prompts,
-                                         ops.uni3d_score.similarity(torch.cat(shapes), text), torch.tensor(targets))
+    table = rank(load_scorer, meshes, [p.name for p in meshes], prompts, targets, num_points, seed, templates, z_up,
+                 tasks, log)
     return write_table(table, Path(out))
 
 
 def main(argv=None) -> int:
-    pack = load_pack()
-    host, ops = pack.nodes.host, pack.geodream_ops
+    ops = load_pack().geodream_ops
     parser = argparse.ArgumentParser(prog="python -m headless.evaluate_uni3d", description=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--meshes", required=True, type=Path, help="folder of mesh files")
@@ -112,15 +149,27 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--templates", choices=list(ops.uni3d_text.TEMPLATE_SETS), default="prompt as written")
     parser.add_argument("--z-up", action="store_true", help="meshes are in the pack's frame (Z up), not glTF's")
+    parser.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="embed the meshes as Ray tasks, "
+                        "one per GPU (per CPU without GPUs): on this machine, or on the cluster at ADDRESS (needs "
+                        "requirements-batch.txt; see headless.batch)")
     args = parser.parse_args(argv)
     try:
-        device = host.device()
-        dtype = torch.float16 if device.type == "cuda" else torch.float32
-        scorer = ops.uni3d_score.load_scorer(_model_path(args.uni3d), _model_path(args.clip), args.clip_model,
-                                             device, dtype)
-        written = evaluate(args.meshes, args.prompts, args.out, scorer, args.num_points, args.seed,
-                           args.templates, args.z_up)
-    except (OSError, ValueError) as exc:  # a clear one-line error for the command line
+        # Full paths (a missing file stops here, before any worker starts): a Ray worker may have other folders.
+        load_scorer = functools.partial(load_scorer_files, str(_model_path(args.uni3d).resolve()),
+                                        str(_model_path(args.clip).resolve()), args.clip_model)
+        tasks, ray = 1, None
+        if args.ray:
+            from .batch import connect, parallel_slots
+
+            ray = connect(None if args.ray == "local" else args.ray)
+            tasks = parallel_slots(ray)
+        try:
+            written = evaluate(args.meshes, args.prompts, args.out, load_scorer, args.num_points, args.seed,
+                               args.templates, args.z_up, tasks)
+        finally:
+            if ray is not None:
+                ray.shutdown()
+    except (OSError, ValueError, GeoDreamError) as exc:  # a clear one-line error for the command line
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for path in written:

@@ -38,7 +38,8 @@ def _validate(node_id, class_type, node_class, inputs) -> None:
 
 
 def execute(api: dict, node_classes: dict, log=print) -> dict:
-    """Returns {node_id: outputs tuple}; output nodes' "ui" dicts are collected under the key "ui"."""
+    """Returns {node_id: outputs tuple}; output nodes' "ui" dicts are collected under the key "ui", and each node's
+    wall-clock seconds under "seconds" ({node_id: s})."""
     for node_id, node in api.items():
         if node["class_type"] not in node_classes:
             raise WorkflowError(f"node #{node_id} is of type '{node['class_type']}', which is not installed")
@@ -64,7 +65,7 @@ def execute(api: dict, node_classes: dict, log=print) -> dict:
     for node_id in wanted:
         visit(node_id)
 
-    results, ui = {}, {}
+    results, ui, seconds = {}, {}, {}
     for step, node_id in enumerate(order, 1):
         node = api[node_id]
         cls = node_classes[node["class_type"]]
@@ -79,6 +80,7 @@ def execute(api: dict, node_classes: dict, log=print) -> dict:
                 ui[node_id] = out["ui"]
             out = out.get("result", ())
         results[node_id] = tuple(out or ())
-        log(f"[{step}/{len(order)}] #{node_id} {node['class_type']} done in {time.perf_counter() - start:.2f}s")
-    results["ui"] = ui
+        seconds[node_id] = time.perf_counter() - start
+        log(f"[{step}/{len(order)}] #{node_id} {node['class_type']} done in {seconds[node_id]:.2f}s")
+    results["ui"], results["seconds"] = ui, seconds
     return results

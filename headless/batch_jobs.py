@@ -1,0 +1,114 @@
+"""The job table of a batch run: one job per line of a prompts file, per image of a folder, or per row of a CSV.
+
+A job is a name (its output folder), the overrides it applies to the workflow and, for image jobs, the folder its
+image is read from. Nothing here imports Ray: the table is plain data the driver ships to the workers."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .__main__ import _parse_set as parse_overrides
+from .evaluate_uni3d import slug
+from .pack import load_pack
+
+GeoDreamError = load_pack().geodream_ops.errors.GeoDreamError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+# Columns of a CSV job table that are not NodeType.input overrides.
+NAME, PROMPT, IMAGE = "name", "prompt", "image"
+
+
+@dataclass
+class Job:
+    """One asset to make. ``overrides`` maps node type -> {input: value} (as ``--set`` does); ``prompt`` goes into
+    every node's "prompt" widget; ``image`` is a file name in ``input_dir`` for the workflow's LoadImage."""
+    name: str
+    prompt: str | None = None
+    image: str | None = None
+    input_dir: str | None = None
+    overrides: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def signature(self, workflow_text: str) -> str:
+        """Same workflow and job -> same signature: a finished job with it is not run again."""
+        payload = json.dumps([workflow_text, self.prompt, self.image, self.input_dir, self.overrides], sort_keys=True)
+        return hashlib.sha1(payload.encode()).hexdigest()[:16]
+
+    def apply(self, api: dict) -> dict:
+        """The API-format workflow with this job's prompt, image and overrides written in (a new dict)."""
+        api = json.loads(json.dumps(api))
+        for node in api.values():
+            inputs = node["inputs"]
+            if self.prompt is not None and isinstance(inputs.get(PROMPT), str):
+                inputs[PROMPT] = self.prompt
+            if self.image is not None and node["class_type"] == "LoadImage":
+                inputs[IMAGE] = self.image
+            inputs.update(self.overrides.get(node["class_type"], {}))
+        return api
+
+
+def _named(jobs: list[Job]) -> list[Job]:
+    """Folder names: the row number keeps them unique and in table order, the words make them readable."""
+    for number, job in enumerate(jobs, 1):
+        words = job.name or slug(job.prompt or "") or slug(Path(job.image or "").stem) or "job"
+        job.name = f"{number:03d}_{words[:48]}"
+    return jobs
+
+
+def from_prompts(path: Path) -> list[Job]:
+    """One job per non-empty line (a line 'NAME<TAB>prompt' names its job, as evaluate_uni3d reads it)."""
+    jobs = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        name, tab, prompt = line.partition("\t")
+        prompt = (prompt if tab else name).strip()
+        if prompt:
+            jobs.append(Job(name=slug(name) if tab else "", prompt=prompt))
+    return _named(jobs)
+
+
+def from_images(folder: Path) -> list[Job]:
+    """One job per image file of the folder, in name order."""
+    images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return _named([Job(name="", image=p.name, input_dir=str(folder.resolve())) for p in images])
+
+
+def from_csv(path: Path) -> list[Job]:
+    """One job per row. Columns: optional 'name', 'prompt', 'image' (a path, relative to the CSV's folder), and any
+    'NodeType.input' column, whose cells override that input (JSON values, else text; an empty cell leaves it)."""
+    with path.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    jobs = []
+    for number, row in enumerate(rows, 2):  # line numbers as an editor shows them, after the header
+        row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+        settings = [f"{k}={v}" for k, v in row.items() if k not in (NAME, PROMPT, IMAGE) and v != ""]
+        try:
+            overrides = parse_overrides(settings)
+        except SystemExit as exc:
+            raise GeoDreamError(f"{path} line {number}: {exc}. Columns other than name, prompt and image must "
+                                "be NodeType.input, e.g. GeoDreamVSDRefineNeuS.seed.") from None
+        job = Job(name=slug(row.get(NAME, "")), prompt=row[PROMPT] if PROMPT in row else None, overrides=overrides)
+        if row.get(IMAGE):
+            image = (path.parent / row[IMAGE]).resolve()
+            job.image, job.input_dir = image.name, str(image.parent)
+        jobs.append(job)
+    return _named(jobs)
+
+
+def read_jobs(source) -> list[Job]:
+    """The job table from a prompts file (.txt), a CSV (.csv) or a folder of images."""
+    source = Path(source)
+    if source.is_dir():
+        jobs = from_images(source)
+    elif source.is_file():
+        jobs = from_csv(source) if source.suffix.lower() == ".csv" else from_prompts(source)
+    else:
+        raise GeoDreamError(f"the job table {source} does not exist: give a prompts file (one prompt a line), "
+                            "a CSV of per-job settings, or a folder of images.")
+    if not jobs:
+        raise GeoDreamError(f"the job table {source} holds no jobs (no prompt lines, rows or image files).")
+    return jobs
