@@ -63,8 +63,9 @@ class Sizes:
     notes: dict = field(default_factory=dict)
 
 
+# The release's settings: Zero123++ v1.1 at 75 steps (zero123plus.RELEASE_STEPS), the prior from 14 views (view_recipe).
 REAL = Sizes(sd_base=None, sd_lora=None, mvdream_unet={}, mvdream_latent=32, mvdream_steps=50,
-             zero123_latent=(40, 3, 2), zero123_steps=28, prior_views=10, prior_image=256, prior_grid=96,
+             zero123_latent=(40, 3, 2), zero123_steps=75, prior_views=14, prior_image=256, prior_grid=96,
              volume_resolution=150, mesh_resolution=128, field_grid={}, refine_sizes=(256, 512), render={},
              tet_resolution=256, geometry_batch=8, geometry_size=512, texture_size=1024, uni3d="giant",
              clip="EVA02-E-14-plus", uni3d_points=10000)
@@ -194,12 +195,10 @@ def stage_prior(sizes, meter, device, dtype, ops, steps):
 
     model = random_prior(0).to(device)
     rig = ops.cameras.mvdream_rig()
-    if sizes.prior_views > 4:  # the release's mix: 4 MVDream views and Zero123++ v1.1 views around them
-        extra = ops.cameras.zero123plus_rig("v1.1")
-        rig = ops.cameras.Cameras(torch.cat([rig.c2w, extra.c2w])[:sizes.prior_views],
-                                  torch.cat([rig.fovy_deg, extra.fovy_deg])[:sizes.prior_views])
-    else:
-        rig = rig[:sizes.prior_views]
+    if sizes.prior_views > 4:  # the release's 14: 4 MVDream views and the Zero123++ v1.1 tiles it keeps around them
+        selection = ops.view_recipe.tile_selection(ops.view_recipe.RECIPES[0], len(rig))
+        rig = ops.view_recipe.expanded_cameras(ops.view_recipe.release_source_cameras(rig), selection)
+    rig = rig[:sizes.prior_views]
     images = torch.rand(len(rig), sizes.prior_image, sizes.prior_image, 3, device=device)
     built = {}
 

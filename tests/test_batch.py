@@ -31,9 +31,17 @@ REFINE_STEPS = 2
 
 
 def _text_to_3d():
+    """The text example on its 4-view graph (MVDream's views straight into the prior, without the release's
+    Zero123++ expansion to 14: the batch machinery is what these tests are about), at the tiny sizes."""
     api = workflow.load_api(WORKFLOWS / "text_to_3d_mvdream.json", node_classes())
+    expand = next(i for i, n in api.items() if n["class_type"] == "GeoDreamExpandViews")
+    generate = next(i for i, n in api.items() if n["class_type"] == "GeoDreamMultiViewGenerate")
+    api = {i: n for i, n in api.items() if n["class_type"] not in ("GeoDreamExpandViews", "GeoDreamLoadZero123Plus")}
     for node in api.values():
         node["inputs"].update(TINY.get(node["class_type"], {}))
+        for name, value in node["inputs"].items():
+            if isinstance(value, list) and value[0] == expand:  # Expand Views and Generate share output order
+                node["inputs"][name] = [generate, value[1]]
     return api
 
 
@@ -74,6 +82,7 @@ def cluster(tmp_path_factory):
     twins_multiview.write_mvdream_single_file(models / "checkpoints" / "sd-v2.1-base-4view.pt")
     twins_prior.write_prior_checkpoint(models / "geodream", sphere_radius=0.5)
     twins_sd.save_diffusers_folder(models / "diffusers" / "stable-diffusion-2-1-base")
+    twins_sd.save_diffusers_folder(models / "diffusers" / "stable-diffusion-2-1", seed=1, prediction_type="v_prediction")
     twins_uni3d.register_twin_clip(root / "clip_configs")
     twins_uni3d.save_uni3d_twin(models / "geodream" / "uni3d-g.pt")
     twins_uni3d.save_clip_twin(models / "geodream" / "open_clip_pytorch_model.bin")
