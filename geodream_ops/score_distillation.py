@@ -151,7 +151,8 @@ class ScoreDistillation:
         self.generator.set_state(state["generator"])
         if self.lora is not None:
             self.lora.load_state_dict(state["lora"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            if "optimizer" in state:  # a finished run's checkpoint keeps the LoRA without its moments
+                self.optimizer.load_state_dict(state["optimizer"])
 
 
 def make_guidance_fn(guidance: Guidance, prompt: str, mode: str = "vsd", seed: int = 0, **settings) -> ScoreDistillation:
