@@ -7,8 +7,9 @@ apart from the seed and the length (the input's content, the prompt, the guidanc
 
 - an unfinished run of the family is continued whatever seed is queued (the editor's seed control may have
   randomised it between Run, Cancel and Run); a run of the queued seed is preferred;
-- a finished run of the queued seed returns at once, or continues when more steps are asked for (its schedules stay
-  those of the length it started with, as threestudio's absolute milestones do when a run is resumed longer);
+- a finished run of the queued seed returns at once; asked for more steps, the family's latest finished run
+  continues (whatever the seed), its schedules staying those of the length it started with, as threestudio's
+  absolute milestones do when a run is resumed longer; the same length with another seed is a new run;
 - a finished run keeps only its result (the optimiser moments, two thirds of a checkpoint, are dropped), and at
   most ``keep_unfinished`` unfinished runs stay in a stage's folder, the most recently written first.
 
@@ -90,17 +91,18 @@ def runs(folder: Path) -> dict[Path, RunInfo]:
     return found
 
 
-def choose(folder: Path, family: str, seed: int) -> tuple[Path, RunInfo] | tuple[None, None]:
-    """The run a queued run of ``family`` with ``seed`` continues: that seed's own run if there is one, else the
-    family's most recently written unfinished run, else (None, None)."""
+def choose(folder: Path, family: str, seed: int, steps: int) -> tuple[Path, RunInfo] | tuple[None, None]:
+    """The run a queued run of ``family`` with ``seed`` and length ``steps`` continues: that seed's own run if there
+    is one; else the family's most recently written unfinished run; else its most recent finished run shorter than
+    ``steps`` (an extension); else (None, None): a finished run of another seed and the same length is a new run."""
     own = checkpoint_path(folder, family, seed)
     family_runs = {p: i for p, i in runs(folder).items() if i.family == family}
     if own in family_runs:
         return own, family_runs[own]
-    unfinished = sorted(((i.updated, p) for p, i in family_runs.items() if not i.finished), reverse=True)
-    if unfinished:
-        path = unfinished[0][1]
-        return path, family_runs[path]
+    for wanted in (lambda i: not i.finished, lambda i: i.step < steps):
+        candidates = sorted(((i.updated, p) for p, i in family_runs.items() if wanted(i)), reverse=True)
+        if candidates:
+            return candidates[0][1], family_runs[candidates[0][1]]
     return None, None
 
 

@@ -7,8 +7,9 @@ from ..geodream_ops import run_store
 log = logging.getLogger("GeoDream")
 
 KEEP_UNFINISHED_RUNS = 2
-RESUME_TOOLTIP = ("Continue an unfinished run of these inputs, or this seed's finished run when more steps are "
-                  "asked for, from its checkpoint; off starts this seed over.")
+RESUME_TOOLTIP = ("Continue from its checkpoint an unfinished run of these inputs (whatever the seed), or the latest "
+                  "finished one when more steps are asked for; a finished run of this seed and length returns at "
+                  "once. Off starts this seed over.")
 RETENTION_INPUT = ("INT", {"default": KEEP_UNFINISHED_RUNS, "min": 1, "max": 100, "tooltip":
                            "Unfinished (interrupted) runs kept in this stage's checkpoint folder, newest first; older "
                            "ones are deleted when a run starts or ends. A finished run keeps only its result."})
@@ -30,7 +31,7 @@ def plan(folder, family: str, seed: int, steps: int, resume: bool) -> tuple:
     if not resume:
         run_store.remove(new)
         return new, seed, steps, ""
-    path, info = run_store.choose(folder, family, seed)
+    path, info = run_store.choose(folder, family, seed, steps)
     if info is None:
         return new, seed, steps, ""
     note = run_store.describe(path, info)
