@@ -132,7 +132,9 @@ class GeoDreamUni3DScore:
             order = table.scores[0].argsort(descending=True).tolist()
             lines += [f"  {table.scores[0, i].item():6.2f}  {prompts[i]}" for i in order]
         report = "\n".join(lines)
-        return {"ui": {"text": [report]}, "result": (score, report)}
+        # web/score.js shows the score on the node from "geodream_score"; "text" is the report as core nodes give it.
+        shown = {"score": score, "rank": int(table.ranks.item()), "prompts": len(prompts)}
+        return {"ui": {"text": [report], "geodream_score": [shown]}, "result": (score, report)}
 
 
 NODES = {
