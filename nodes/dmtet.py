@@ -10,6 +10,7 @@ from ..geodream_ops.images import to_pil
 from ..geodream_ops.mesh_finetune import (CHECKPOINT_FORMAT, GEOMETRY_GUIDANCE, TEXTURE_GUIDANCE, FineTuneConfig,
                                            MeshFineTuner, resumable_settings)
 from ..geodream_ops.texture_bake import bake_texture
+from . import categories
 from . import edge_types as T
 from . import host
 from . import resume as resuming
@@ -37,7 +38,7 @@ class GeoDreamDMTetFineTune:
                    "and bakes it into a UV texture. The reference run (6,500 + 30,000 steps at 512/1024 px) takes "
                    "hours on a large GPU. Stops on cancel (writing a checkpoint) and resumes from it, also to more "
                    "texture steps; checkpoints go to output/GeoDream/checkpoints/.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.MESH
     RETURN_TYPES = (T.MESH, "IMAGE")
     RETURN_NAMES = ("mesh", "preview")
     FUNCTION = "run"

@@ -4,6 +4,7 @@ import torch
 
 from ..geodream_ops import cameras, mvdream_pipeline, zero123plus
 from ..geodream_ops.object_preprocess import object_on_grey, resize_square
+from . import categories
 from . import edge_types as T
 from . import host
 
@@ -14,7 +15,7 @@ DEFAULTS = {"zero123plus": {"steps": 28, "guidance": 4.0}, "mvdream": {"steps": 
 class GeoDreamLoadZero123Plus:
     DESCRIPTION = ("Loads Zero123++ (image to 6 views in a 3x2 grid) from a diffusers folder in models/diffusers/, "
                    "e.g. the published sudo-ai/zero123plus-v1.2 (or -v1.1) download, about 5 GB of VRAM in fp16.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.LOADERS
     RETURN_TYPES = (T.MV_MODEL,)
     RETURN_NAMES = ("mv_model",)
     FUNCTION = "load"
@@ -44,7 +45,7 @@ class GeoDreamLoadMVDream:
     DESCRIPTION = ("Loads MVDream (text to 4 views around the object) from the published single file "
                    "sd-v2.1-base-4view.pt in models/checkpoints/, or from its diffusers-format port in "
                    "models/diffusers/. About 5 GB of VRAM in fp16.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.LOADERS
     RETURN_TYPES = (T.MV_MODEL,)
     RETURN_NAMES = ("mv_model",)
     FUNCTION = "load"
@@ -82,7 +83,7 @@ class GeoDreamMultiViewGenerate:
     DESCRIPTION = ("Predicts views of one object at a fixed camera rig: Zero123++ from an image (6 views), MVDream "
                    "from a prompt (4 views). Outputs the views as an IMAGE batch and their cameras, ready for "
                    "BuildCostVolume. The first run takes the model to the GPU; it is offloaded afterwards.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.MULTIVIEW
     RETURN_TYPES = ("IMAGE", T.CAMERAS)
     RETURN_NAMES = ("views", "cameras")
     FUNCTION = "generate"

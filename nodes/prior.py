@@ -8,6 +8,7 @@ from ..geodream_ops import marching_cubes, prior_checkpoint, release_frame
 from ..geodream_ops.cost_volume import CostVolume
 from ..geodream_ops.prior import build_cost_volume, build_steps, cost_volume_from_release
 from ..geodream_ops.sparse_conv import BACKENDS
+from . import categories
 from . import edge_types as T
 from . import host
 
@@ -16,7 +17,7 @@ class GeoDreamLoadPrior:
     DESCRIPTION = ("Loads GeoDream's 3D prior: the SparseNeuS lod0 networks of One-2-3-45 (2D feature pyramid, sparse "
                    "3D CNN, geometry decoder) from models/geodream/ckpt_215000.pth (the One-2-3-45 release's "
                    "checkpoint). Its texture decoder is not used.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.LOADERS
     RETURN_TYPES = (T.PRIOR_MODEL,)
     RETURN_NAMES = ("prior",)
     FUNCTION = "load"
@@ -44,7 +45,7 @@ class GeoDreamBuildCostVolume:
                    "or more, upsampled to the cost volume V. With the geometry decoder f_g it gives an SDF anywhere "
                    "(refine it with VSDRefineNeuS, or look at it with PriorToMesh). Views: white background, the "
                    "object centred, the cameras those views were made with.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.PRIOR
     RETURN_TYPES = (T.COST_VOLUME,)
     RETURN_NAMES = ("cost_volume",)
     FUNCTION = "build"
@@ -92,7 +93,7 @@ class GeoDreamBuildCostVolume:
 class GeoDreamPriorToMesh:
     DESCRIPTION = ("Meshes the prior's surface s(x) = threshold by marching cubes, to see its shape in seconds "
                    "before the long refinement.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.PRIOR
     RETURN_TYPES = (T.MESH,)
     RETURN_NAMES = ("mesh",)
     FUNCTION = "mesh"
@@ -125,7 +126,7 @@ class GeoDreamPriorToMesh:
 class GeoDreamSaveCostVolume:
     DESCRIPTION = ("Writes the cost volume (V, its box, the decoder f_g) to one .safetensors file in the output "
                    "folder, so refinement can run later or on another machine.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.FILES
     RETURN_TYPES = ("STRING",)
     RETURN_NAMES = ("path",)
     FUNCTION = "save"
@@ -149,7 +150,7 @@ class GeoDreamLoadCostVolume:
     DESCRIPTION = ("Reads a cost volume saved by GeoDreamSaveCostVolume (.safetensors), or imports one made by "
                    "GeoDream's research release (con_volume_lod_150.pth, which needs the prior for its decoder; "
                    "converted from the release's Y-down frame to the pack's).")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.FILES
     RETURN_TYPES = (T.COST_VOLUME,)
     RETURN_NAMES = ("cost_volume",)
     FUNCTION = "load"

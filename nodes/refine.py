@@ -13,6 +13,7 @@ from ..geodream_ops.refine_neus import (CHECKPOINT_FORMAT, NonFiniteError, Refin
                                         evaluation_cameras, turntable)
 from ..geodream_ops.score_distillation import make_guidance_fn
 from ..geodream_ops.sd_guidance import Guidance
+from . import categories
 from . import edge_types as T
 from . import host
 from . import resume as resuming
@@ -37,7 +38,7 @@ class GeoDreamVSDRefineNeuS:
                    "and SD 2.1 guides random views while a camera-conditioned LoRA learns alongside. The release "
                    "runs 8,337 iterations (~25 GB VRAM at 512 px). Checkpoints go to output/GeoDream/refine/ every "
                    "checkpoint_every steps: queueing the same inputs again resumes, and a finished run returns at once.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.REFINEMENT
     RETURN_TYPES = (T.FIELD, "IMAGE")
     RETURN_NAMES = ("field", "turntable")
     FUNCTION = "refine"
@@ -116,7 +117,7 @@ class GeoDreamVSDRefineNeuS:
 class GeoDreamSaveField:
     DESCRIPTION = ("Writes a refined field as .safetensors (every tensor, the frozen decoder included) beside a small "
                    ".json of its settings, under the output folder.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.FILES
     RETURN_TYPES = ()
     FUNCTION = "save"
     OUTPUT_NODE = True
@@ -147,7 +148,7 @@ def _saved_fields() -> list[str]:
 class GeoDreamLoadField:
     DESCRIPTION = ("Loads a field saved by GeoDream Save Field, e.g. to run the mesh stage again without refining. "
                    "The cost volume supplies only the decoder's structure; every weight comes from the file.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.FILES
     RETURN_TYPES = (T.FIELD,)
     RETURN_NAMES = ("field",)
     FUNCTION = "load"

@@ -5,6 +5,7 @@ from ..geodream_ops.mesh import TexturedMesh
 from ..geodream_ops.point_sampling import UNI3D_NUM_POINTS
 from ..geodream_ops.uni3d_score import RankingTable, load_scorer, similarity
 from ..geodream_ops.uni3d_text import CLIP_MODEL, TEMPLATE_SETS
+from . import categories
 from . import edge_types as T
 from . import host
 
@@ -29,7 +30,7 @@ def _find_clip(name: str):
 class GeoDreamLoadUni3D:
     DESCRIPTION = ("Loads the Uni3D point-cloud encoder (tiny to giant, recognised from the file) and the CLIP text "
                    "encoder it was aligned to (open_clip EVA02-E-14-plus), for GeoDream Uni3D Score.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.LOADERS
     RETURN_TYPES = (T.UNI3D,)
     RETURN_NAMES = ("uni3d",)
     FUNCTION = "load"
@@ -72,7 +73,7 @@ class GeoDreamUni3DScore:
                    "CLIP, and reports their cosine similarity x100 (higher is better; compare scores only between "
                    "meshes scored with the same Uni3D model). With distractor prompts, also reports the rank of "
                    "the prompt among them.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.SCORE
     RETURN_TYPES = ("FLOAT", "STRING")
     RETURN_NAMES = ("score", "report")
     OUTPUT_TOOLTIPS = ("Cosine similarity x100 of the mesh and the prompt.", "The score, and the ranking.")
