@@ -84,3 +84,13 @@ def test_example_workflow_is_consistent(path):
         declared = {**types.get("required", {}), **types.get("optional", {})}
         assert set(node["inputs"]) <= set(declared), f"#{node_id} has inputs its class does not declare"
         assert set(types.get("required", {})) <= set(node["inputs"]), f"#{node_id} lacks a required input"
+
+
+def test_pyproject_lists_the_requirements_and_no_placeholder():
+    """ComfyUI's registry installs from pyproject.toml, pip from requirements.txt: the same packages either way."""
+    import tomllib
+
+    project = tomllib.loads((PACK_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    lines = (PACK_ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    assert project["project"]["dependencies"] == [line for line in lines if line and not line.startswith("#")]
+    assert "example.invalid" not in json.dumps(project) and all(project["tool"]["comfy"].values())
