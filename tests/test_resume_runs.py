@@ -2,6 +2,7 @@
 interrupted run; a run extended to more steps keeps the schedules it started with; cancel writes a checkpoint;
 finished runs keep their result only and unfinished ones are capped; the same seed reproduces a run on one thread."""
 import functools
+import inspect
 import json
 import logging
 
@@ -199,3 +200,30 @@ def test_more_steps_extend_the_finished_run_and_unfinished_runs_are_capped(graph
     kept = {p: run_store.read_info(p) for p in folder.glob("*.pt")}
     assert len(kept) == 3 and sum(not info.finished for info in kept.values()) == 2  # b and c, and the result
     assert all("optimizer" not in torch.load(p, weights_only=True) for p, i in kept.items() if i.finished)
+
+
+def test_workflows_saved_before_keep_unfinished_runs_still_load():
+    """The new input is appended: a workflow saved without it maps every value to the same input as before, and the
+    node fills in the default."""
+    from headless import workflow
+    from headless.pack import PACK_ROOT
+    from geodream_pack.nodes import resume
+
+    classes = node_classes()
+    saved = workflow.load(PACK_ROOT / "example_workflows" / "text_to_3d_mvdream.json")  # as shipped before
+    api = workflow.ui_to_api(saved, classes)
+    for node_type, old_names in (
+            ("GeoDreamVSDRefineNeuS", ["prompt", "steps", "resolution", "seed", "preview_every", "resume",
+                                       "checkpoint_every"]),
+            ("GeoDreamDMTetFineTune", ["prompt", "tet_resolution", "geometry_steps", "texture_steps", "render_size",
+                                       "seed", "preview_every", "resume", "geometry_batch", "texture_size"])):
+        (node,) = [n for n in saved["nodes"] if n["type"] == node_type]
+        values = [v for v in node["widgets_values"] if v not in ("fixed", "randomize")]
+        (inputs,) = [n["inputs"] for n in api.values() if n["class_type"] == node_type]
+        assert {k: inputs[k] for k in old_names} == dict(zip(old_names, values))
+        assert "keep_unfinished_runs" not in inputs
+        names = [name for name, _ in workflow.widget_names(classes[node_type])]
+        assert names[:len(old_names)] == old_names and names[-1] == "keep_unfinished_runs"
+        function = getattr(classes[node_type], classes[node_type].FUNCTION)
+        default = inspect.signature(function).parameters["keep_unfinished_runs"].default
+        assert default == resume.KEEP_UNFINISHED_RUNS == resume.RETENTION_INPUT[1]["default"]
