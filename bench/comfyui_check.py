@@ -151,6 +151,9 @@ def resume_in_editor(page, ui) -> tuple[bool, str]:
         if node["type"] == "GeoDreamVSDRefineNeuS":
             slot = _widget_slot(node_classes()[node["type"]], "seed")
             node["widgets_values"][slot + 1] = "randomize"
+            # A prompt of its own, so no run left by an earlier check (same inputs, same seed) is found finished.
+            prompt = _widget_slot(node_classes()[node["type"]], "prompt")
+            node["widgets_values"][prompt] += f" ({uuid.uuid4().hex[:8]})"
     first = page.evaluate(RUN_IN_EDITOR, {"ui": ui, "interruptAt": 2})
     # Load the graph as the editor now holds it (the seed randomised after queueing), then run it again.
     now = page.evaluate("() => window.app.graph.serialize()")
