@@ -3,15 +3,20 @@
 example workflow queues and finishes, and the editor shows a workflow and our 3D viewer (screenshot).
 
     python bench/comfyui_check.py --url http://127.0.0.1:8188 [--overrides tiny.json] [--skip NAME ...]
-                                  [--editor [--screenshot docs/editor.png]
+                                  [--resume-check] [--editor [--thumbnails DIR] [--screenshot docs/editor.png]
                                   [--result-glb mesh.glb --result-screenshot docs/result.png]]
 
 --overrides: {node type: {input: value}} applied to every queued workflow (e.g. small step counts for a CPU run).
+--thumbnails: where the editor's template pictures go; `--thumbnails example_workflows` redraws the shipped ones
+(otherwise they go to a temporary folder, so a check never rewrites tracked files unless asked).
+--resume-check: queue text_to_3d_mvdream, interrupt it during refinement, queue it again with another seed (as the
+editor's "randomize" does) and check that refinement resumed the interrupted run.
 """
 import argparse
 import io
 import json
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -51,14 +56,22 @@ def spec_differences(name, ours, theirs) -> list[str]:
     return out
 
 
-def queue(url, ui, timeout=600):
+def submit(url, ui) -> dict:
+    """Queue a UI workflow; ComfyUI's answer ({prompt_id} or {node_errors})."""
     api = workflow.ui_to_api(ui, node_classes())
     client = uuid.uuid4().hex
     body = json.dumps({"prompt": api, "client_id": client, "extra_data": {"extra_pnginfo": {"workflow": ui}}})
-    answer = call(url, "/prompt", body.encode(), {"Content-Type": "application/json"})
+    return call(url, "/prompt", body.encode(), {"Content-Type": "application/json"})
+
+
+def queue(url, ui, timeout=600):
+    answer = submit(url, ui)
     if answer.get("node_errors"):  # ComfyUI drops invalid outputs and runs the rest: that is a failure here
         return {"status": {"status_str": f"invalid: {json.dumps(answer['node_errors'])[:400]}"}, "outputs": {}}
-    prompt_id = answer["prompt_id"]
+    return wait(url, answer["prompt_id"], timeout)
+
+
+def wait(url, prompt_id, timeout=600) -> dict:
     deadline = time.time() + timeout
     while time.time() < deadline:
         entry = call(url, f"/history/{prompt_id}").get(prompt_id)
@@ -103,6 +116,76 @@ DEMO = """async (glb) => {
 }"""
 
 
+RUN_IN_EDITOR = """async ({ui, interruptAt}) => {
+    // Queue from the editor as a user does (so seed controls act), optionally cancelling when the refinement node
+    // reports step `interruptAt`; resolves to how the run ended and the seed each node used.
+    const app = window.app, api = app.api;
+    await app.loadGraphData(ui);
+    const refine = app.graph._nodes.find((n) => n.type === 'GeoDreamVSDRefineNeuS');
+    const seed = () => refine?.widgets.find((w) => w.name === 'seed')?.value;
+    const used = seed();
+    const ended = new Promise((resolve) => {
+        const done = (kind) => () => resolve(kind);
+        for (const kind of ['execution_success', 'execution_interrupted', 'execution_error']) {
+            api.addEventListener(kind, done(kind), {once: true});
+        }
+    });
+    const onProgress = ({detail}) => {
+        if (interruptAt && String(detail.node) === String(refine.id) && detail.value >= interruptAt) {
+            api.removeEventListener('progress', onProgress);
+            api.interrupt();
+        }
+    };
+    api.addEventListener('progress', onProgress);
+    await app.queuePrompt(0, 1);
+    const end = await ended;
+    api.removeEventListener('progress', onProgress);
+    return {end, used, next: seed(), caption: refine?.geodreamPreview?.caption?.textContent ?? null};
+}"""
+
+
+def resume_in_editor(page, ui) -> tuple[bool, str]:
+    """Run, Cancel (during refinement), Run again with the refinement seed control on "randomize": the second run
+    resumes the first one's checkpoint, and its preview caption says so."""
+    for node in ui["nodes"]:
+        if node["type"] == "GeoDreamVSDRefineNeuS":
+            slot = _widget_slot(node_classes()[node["type"]], "seed")
+            node["widgets_values"][slot + 1] = "randomize"
+            # A prompt of its own, so no run left by an earlier check (same inputs, same seed) is found finished.
+            prompt = _widget_slot(node_classes()[node["type"]], "prompt")
+            node["widgets_values"][prompt] += f" ({uuid.uuid4().hex[:8]})"
+    first = page.evaluate(RUN_IN_EDITOR, {"ui": ui, "interruptAt": 2})
+    # Load the graph as the editor now holds it (the seed randomised after queueing), then run it again.
+    now = page.evaluate("() => window.app.graph.serialize()")
+    second = page.evaluate(RUN_IN_EDITOR, {"ui": now, "interruptAt": 0})
+    resumed = (first["end"] == "execution_interrupted" and second["end"] == "execution_success"
+               and first["used"] != second["used"] and f"its seed {first['used']}, not {second['used']}"
+               in (second["caption"] or ""))
+    return resumed, f"first run {first}, second run {second}"
+
+
+SCORE_ON_NODE = """() => {
+    const node = window.app.graph._nodes.find((n) => n.type === 'GeoDreamUni3DScore');
+    const element = node?.geodreamScore?.value;
+    const box = element?.getBoundingClientRect();
+    const shown = window.app.graph._nodes.filter((n) => n.type === 'PreviewAny')
+        .map((n) => n.widgets?.map((w) => String(w.value ?? '')).join(' '));
+    return {text: element?.textContent ?? null, visible: !!box && box.width > 0 && box.height > 0, previewAny: shown};
+}"""
+
+
+def score_in_editor(page, ui, screenshot: Path) -> tuple[bool, str]:
+    """Queue the Uni3D template from the editor: the score appears on its node, and in the Preview Any nodes."""
+    result = page.evaluate(RUN_IN_EDITOR, {"ui": ui, "interruptAt": 0})
+    page.evaluate(FIT_VIEW)
+    page.wait_for_timeout(1500)
+    shown = page.evaluate(SCORE_ON_NODE)
+    page.screenshot(path=str(screenshot))
+    ok = (result["end"] == "execution_success" and shown["visible"] and (shown["text"] or "").startswith("Uni3D ")
+          and any(shown["text"].split()[1] in text for text in shown["previewAny"]))
+    return ok, f"{result['end']}; on the node {shown}"
+
+
 def preview_in_core_viewer(page, url, glb: Path, screenshot: Path):
     """Core Preview3D showing a GLB (e.g. a pipeline result) from the output folder, queued from the editor."""
     name = upload(url, glb.name, glb.read_bytes(), "output")["name"]
@@ -114,10 +197,25 @@ def preview_in_core_viewer(page, url, glb: Path, screenshot: Path):
     page.screenshot(path=str(screenshot))
 
 
-def editor(url, workflows, thumbnails, screenshot=None, result_glb=None, result_screenshot=None):
+THUMBNAIL_SIZE = 400  # the template browser shows square cards, as the core templates' pictures are
+
+
+def square_thumbnail(image):
+    """The graph's picture centred on a square of the editor's background colour, so a card shows all of it."""
+    from PIL import Image
+
+    image = image.copy()
+    image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+    square = Image.new("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE), image.getpixel((0, 0)))
+    square.paste(image, ((THUMBNAIL_SIZE - image.width) // 2, (THUMBNAIL_SIZE - image.height) // 2))
+    return square
+
+
+def editor(url, workflows, thumbnails, screenshot=None, result_glb=None, result_screenshot=None, runs=None):
     """Loads each workflow in the editor and saves a thumbnail of its graph; then, with the first one, shows our
     viewer on its first GeoDream node (a box, as if the node had saved it) and a live preview sent through the
-    editor's event channel, and saves that as ``screenshot``. Returns what the page reports and its errors."""
+    editor's event channel, and saves that as ``screenshot``. ``runs``: {name: (check(page, ui, ...), ui, args)}
+    run in the page after that. Returns what the page reports, the runs' (ok, detail), and the page's errors."""
     import tempfile
 
     import numpy as np
@@ -146,8 +244,7 @@ def editor(url, workflows, thumbnails, screenshot=None, result_glb=None, result_
             clip = page.evaluate(FIT_VIEW)
             page.wait_for_timeout(1000)
             image = Image.open(io.BytesIO(page.screenshot(clip=clip))).convert("RGB")
-            image.thumbnail((512, 512))
-            image.save(thumbnail, quality=85)
+            square_thumbnail(image).save(thumbnail, quality=85)
         state = None
         if screenshot:
             page.evaluate("async (ui) => { await window.app.loadGraphData(ui); }", workflows[0])
@@ -172,8 +269,9 @@ def editor(url, workflows, thumbnails, screenshot=None, result_glb=None, result_
             Image.open(screenshot).convert("RGB").quantize(128).save(screenshot, optimize=True)
         if result_glb:
             preview_in_core_viewer(page, url, result_glb, result_screenshot)
+        outcomes = {name: check(page, ui, *rest) for name, (check, ui, *rest) in (runs or {}).items()}
         context.close()
-    return state, errors
+    return state, outcomes, errors
 
 
 def _widget_slot(node_class, name) -> int:
@@ -186,11 +284,29 @@ def _widget_slot(node_class, name) -> int:
     raise KeyError(f"{node_class.__name__} has no widget {name!r}")
 
 
+def with_overrides(ui, overrides: dict) -> dict:
+    """``ui`` with {node type: {input: value}} written into its nodes' widget values."""
+    for node in ui["nodes"]:
+        if node["type"] in overrides:
+            values = list(node["widgets_values"])
+            for name, value in overrides[node["type"]].items():
+                slot = _widget_slot(node_classes()[node["type"]], name)
+                values += [None] * (slot + 1 - len(values))  # a saved workflow may predate appended widgets
+                values[slot] = value
+            node["widgets_values"] = values
+    return ui
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:8188")
     parser.add_argument("--editor", action="store_true",
-                        help="also open the editor: write example_workflows/*.jpg thumbnails of the graphs")
+                        help="also open the editor: thumbnails of the graphs, our viewer and preview, and the "
+                             "Uni3D template queued from the editor (its score on the node)")
+    parser.add_argument("--thumbnails", type=Path, help="with --editor: folder for the template pictures "
+                        "(example_workflows redraws the shipped ones; default: a temporary folder)")
+    parser.add_argument("--resume-check", action="store_true", help="with --editor: Run, Cancel, Run with the "
+                        "refinement seed on randomize; the second run must resume the first")
     parser.add_argument("--screenshot", type=Path, help="with --editor: the README screenshot (PNG)")
     parser.add_argument("--result-glb", type=Path, help="with --editor: a GLB to show in core Preview3D ...")
     parser.add_argument("--result-screenshot", type=Path, default=Path("result.png"), help="... saved here")
@@ -212,14 +328,7 @@ def main():
         if path.stem in args.skip:
             print(f"{path.name}: skipped")
             continue
-        ui = workflow.load(path)
-        for node in ui["nodes"]:
-            if node["type"] in overrides:
-                values = list(node["widgets_values"])
-                for name, value in overrides[node["type"]].items():
-                    values[_widget_slot(node_classes()[node["type"]], name)] = value
-                node["widgets_values"] = values
-        entry = queue(args.url, ui)
+        entry = queue(args.url, with_overrides(workflow.load(path), overrides))
         status = entry["status"]
         files = [f["filename"] for out in entry["outputs"].values() for v in out.values() if isinstance(v, list)
                  for f in v if isinstance(f, dict) and "filename" in f]
@@ -227,9 +336,20 @@ def main():
         ok &= status["status_str"] == "success"
     if args.editor:
         paths = sorted((ROOT / "example_workflows").glob("*.json"))
-        state, errors = editor(args.url, [workflow.load(p) for p in paths], [p.with_suffix(".jpg") for p in paths],
-                               args.screenshot, args.result_glb, args.result_screenshot)
-        print(f"editor: thumbnails {[p.with_suffix('.jpg').name for p in paths]}; demo {state}")
+        folder = args.thumbnails or Path(tempfile.mkdtemp(prefix="geodream-thumbnails-"))
+        folder.mkdir(parents=True, exist_ok=True)
+        runs = {"Uni3D score on the node": (score_in_editor, with_overrides(
+            workflow.load(ROOT / "example_workflows" / "mesh_to_uni3d_score.json"), overrides), folder / "score.png")}
+        if args.resume_check:
+            runs["resume after cancel, seed randomised"] = (resume_in_editor, with_overrides(
+                workflow.load(ROOT / "example_workflows" / "text_to_3d_mvdream.json"), overrides))
+        state, outcomes, errors = editor(args.url, [workflow.load(p) for p in paths],
+                                         [folder / p.with_suffix(".jpg").name for p in paths],
+                                         args.screenshot, args.result_glb, args.result_screenshot, runs)
+        print(f"editor: thumbnails in {folder}; demo {state}")
+        for name, (passed, detail) in outcomes.items():
+            print(f"  {name}: {'ok' if passed else 'FAILED'}: {detail}")
+            ok &= passed
         ours = [line for line in errors if "geodream" in line.lower() or "invalid workflow" in line.lower()]
         print(f"  browser errors: {len(errors)} in all (the editor's own 404s for absent user files among them), "
               f"{len(ours)} about GeoDream or our workflows" + "".join(f"\n    {line}" for line in ours))

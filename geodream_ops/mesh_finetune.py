@@ -15,7 +15,10 @@ the reference, downsampled to 512 for the VAE).
 Guidance is one callable per pass, ``fn(images [B, 3, H, W] in 0..1, cameras, step, total_steps) -> scalar loss``;
 ``step`` counts iterations within the pass; a guidance with ``state_dict``/``load_state_dict`` (VSD's LoRA) is
 checkpointed with the run. A ``callback(stage, step, total, preview)`` is called between iterations (the node
-reports progress and raises there to stop); if it raises, the state is checkpointed first, so a run resumes."""
+reports progress and raises there to stop); if it raises, the state is checkpointed first, so a run resumes.
+A run continues to more texture steps with the texture schedule of the length it started with (run_store.py); its
+geometry pass has a fixed length (the texture is trained on the mesh that pass ends with). A finished run's
+checkpoint keeps the result only (no optimiser moments)."""
 from __future__ import annotations
 
 import logging
@@ -25,12 +28,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .atomic import CheckpointMismatch, atomic_write
+from . import run_store
 from .cameras import CameraSampler, Cameras, scene_unit
 from .dmtet import DMTetGeometry, drop_small_components
 from .mesh_render import EnvironmentBackground, MeshRenderer, vertex_normals
 from .hash_grid import HashGridConfig
-from .model_files import read_resume_checkpoint
 from .texture_field import HashGridTexture
 
 log = logging.getLogger("GeoDream")
@@ -103,9 +105,19 @@ def downsample_for_guidance(images: torch.Tensor) -> torch.Tensor:
     return F.interpolate(images, (GUIDANCE_SIZE, GUIDANCE_SIZE), mode="bilinear", align_corners=False, antialias=True)
 
 
+def resumable_settings(config: FineTuneConfig) -> dict:
+    """The settings a checkpoint must share with a run that continues it: all but the texture pass's length."""
+    settings = asdict(config)
+    del settings["texture_steps"]
+    return settings
+
+
 class MeshFineTuner:
-    def __init__(self, field, geometry_guidance, texture_guidance, config: FineTuneConfig, seed: int, device):
-        self.config, self.device = config, torch.device(device)
+    def __init__(self, field, geometry_guidance, texture_guidance, config: FineTuneConfig, seed: int, device,
+                 family: str = ""):
+        """``family`` names the run's inputs apart from seed and length in the checkpoint's .json (run_store)."""
+        self.config, self.device, self.seed, self.family = config, torch.device(device), seed, family
+        self.texture_schedule_steps = config.texture_steps  # a resumed run keeps the length it started with
         self.geometry_guidance, self.texture_guidance = geometry_guidance, texture_guidance
         self.geometry = DMTetGeometry.from_field(field, config.tet_resolution, config.isosurface_threshold, device)
         box = torch.as_tensor(field.bbox, dtype=torch.float32, device=device)
@@ -155,7 +167,7 @@ class MeshFineTuner:
         cameras = TEXTURE_CAMERAS.sample(c.texture_batch, self.generator, self.unit).to(self.device)
         images = self.renderer.colors(vertices, faces, cameras, c.render_size, self.texture, self.background)
         loss = self.texture_guidance(downsample_for_guidance(images), cameras, self.step - c.geometry_steps,
-                                     c.texture_steps)
+                                     self.texture_schedule_steps)
         self.texture_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.texture_optimizer.step()
@@ -193,58 +205,70 @@ class MeshFineTuner:
             if self.step % 100 == 0 or self.step == self.total_steps:
                 log.info("GeoDream DMTet %s step %d/%d loss %.4g", stage, self.step, self.total_steps, loss)
             show = preview_every > 0 and (self.step % preview_every == 0 or self.step == self.total_steps)
-            if checkpoint is not None and self.step % self.config.checkpoint_every == 0:
+            if checkpoint is not None and (self.step % self.config.checkpoint_every == 0
+                                           or self.step == self.total_steps):
                 self.save(checkpoint)
             if callback is not None:
                 try:
                     callback(stage, self.step, self.total_steps, self.preview() if show else None)
                 except BaseException:
-                    if checkpoint is not None:
+                    if checkpoint is not None and self.step % self.config.checkpoint_every:
                         self.save(checkpoint)
                     raise
         return self.mesh()
 
     # --- checkpoints -------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"format": CHECKPOINT_FORMAT, "config": asdict(self.config), "step": self.step,
-                "generator": self.generator.get_state(),
-                "geometry": self.geometry.state_dict(), "texture": self.texture.state_dict(),
-                "background": self.background.state_dict(),
-                "geometry_optimizer": self.geometry_optimizer.state_dict(),
-                "texture_optimizer": self.texture_optimizer.state_dict(),
-                "guidance": {name: fn.state_dict() for name, fn in self._stateful_guidance().items()}}
+        """Everything to continue exactly; once the run is finished, the result only: the optimiser moments (two
+        thirds of the file) are dropped, and continuing to more texture steps starts them afresh."""
+        finished = self.step >= self.total_steps
+        state = {"format": CHECKPOINT_FORMAT, "config": asdict(self.config), "step": self.step,
+                 "texture_schedule_steps": self.texture_schedule_steps, "generator": self.generator.get_state(),
+                 "geometry": self.geometry.state_dict(), "texture": self.texture.state_dict(),
+                 "background": self.background.state_dict(),
+                 "guidance": {name: fn.state_dict() for name, fn in self._stateful_guidance().items()}}
+        if finished:
+            for guidance_state in state["guidance"].values():
+                guidance_state.pop("optimizer", None)
+        else:
+            state["geometry_optimizer"] = self.geometry_optimizer.state_dict()
+            state["texture_optimizer"] = self.texture_optimizer.state_dict()
+        return state
 
     def _stateful_guidance(self) -> dict:
         return {name: fn for name, fn in (("geometry", self.geometry_guidance), ("texture", self.texture_guidance))
                 if hasattr(fn, "state_dict")}
 
     def load_state_dict(self, state: dict) -> None:
-        if state["config"] != asdict(self.config):
+        saved = dict(state["config"])
+        saved.pop("texture_steps")
+        if saved != resumable_settings(self.config):
             raise ValueError("GeoDream: the checkpoint was made with other DMTet settings; resume with the same "
                              "settings or turn resume off to start over.")
+        # A run that had no texture pass takes the length it is continued to.
         self.step = state["step"]
+        self.texture_schedule_steps = state["texture_schedule_steps"] or self.config.texture_steps
         self.generator.set_state(state["generator"])
         self.geometry.load_state_dict(state["geometry"])
         self.texture.load_state_dict(state["texture"])
         self.background.load_state_dict(state["background"])
-        self.geometry_optimizer.load_state_dict(state["geometry_optimizer"])
-        self.texture_optimizer.load_state_dict(state["texture_optimizer"])
+        if "geometry_optimizer" in state:
+            self.geometry_optimizer.load_state_dict(state["geometry_optimizer"])
+            self.texture_optimizer.load_state_dict(state["texture_optimizer"])
         for name, fn in self._stateful_guidance().items():
-            fn.load_state_dict(state["guidance"][name])
+            if name in state["guidance"]:
+                fn.load_state_dict(state["guidance"][name])
         self.frozen_mesh = None
 
     def save(self, path: Path) -> None:
-        with atomic_write(path) as tmp:
-            torch.save(self.state_dict(), tmp)
+        run_store.write(path, self.state_dict(), run_store.RunInfo(
+            self.family, self.seed, self.step, self.total_steps, self.texture_schedule_steps))
 
     def resume(self, path: Path) -> bool:
         """Load ``path`` if it exists; True if it did."""
         path = Path(path)
         if not path.is_file():
             return False
-        state = read_resume_checkpoint(path, "a DMTet fine-tuning checkpoint", self.device)
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointMismatch(path)
-        self.load_state_dict(state)
+        self.load_state_dict(run_store.load(path, self.device, CHECKPOINT_FORMAT))
         log.info("GeoDream DMTet: resumed from %s at step %d", path, self.step)
         return True

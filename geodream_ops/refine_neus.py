@@ -10,20 +10,23 @@ the ramp (hash grid/MLP factor 1 -> 0.216, volume 0.1 -> 0.8425). Shorter runs k
 fraction of the run.
 
 Resumable: a checkpoint (field, optimiser, guidance/LoRA state, random state, step) is written atomically every
-``checkpoint_every`` steps; running again with the same checkpoint path continues from it."""
+``checkpoint_every`` steps and when the run is stopped (run_store.py); running again with the same checkpoint path
+continues from it, also to a greater length: the schedules stay scaled to the length the run started with
+(``schedule_steps``), so every milestone passed stays passed and the LR ramp carries on, as threestudio's absolute
+milestones do when a run is resumed with more steps. A finished run's checkpoint keeps the result only (no
+optimiser moments); continuing it starts the moments afresh."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass, field as dc_field, replace
 from pathlib import Path
 
 import torch
 
-from .atomic import CheckpointMismatch, atomic_write
+from . import run_store
 from .cameras import CameraSampler, Cameras, scene_unit
 from .cost_volume import CostVolume
 from .errors import GeoDreamError
-from .model_files import read_resume_checkpoint
 from .neus_field import FieldSettings, NeuSField
 from .neus_renderer import RenderSettings, render, render_with_loss
 from .occupancy_grid import UPDATE_EVERY
@@ -53,9 +56,14 @@ class RefineSettings:
     checkpoint_every: int = 500
     max_bad_steps: int = 20  # consecutive non-finite steps before giving up
     seed: int = 0
+    schedule_steps: int = 0  # the length the schedules are scaled to; 0: ``steps`` (a resumed run keeps its own)
     field: FieldSettings = dc_field(default_factory=FieldSettings)
     render: RenderSettings = dc_field(default_factory=RenderSettings)
     cameras: CameraSampler = dc_field(default_factory=CameraSampler)
+
+    @property
+    def schedule_length(self) -> int:
+        return self.schedule_steps or self.steps
 
 
 class NonFiniteError(GeoDreamError, RuntimeError):
@@ -64,7 +72,7 @@ class NonFiniteError(GeoDreamError, RuntimeError):
 
 def lr_factor(group: str, step: int, settings: RefineSettings) -> float:
     """The release's SequentialLR(ConstantLR, LinearLR) per group, in iterations scaled to this run."""
-    release_iter = step * RELEASE_ITERATIONS / settings.steps
+    release_iter = step * RELEASE_ITERATIONS / settings.schedule_length
     if release_iter < settings.warmup_iterations or group not in ("volume", "hash_grid", "color_mlp"):
         return 1.0
     ramp = min(release_iter - settings.warmup_iterations, settings.ramp_iterations) / settings.ramp_iterations
@@ -74,13 +82,13 @@ def lr_factor(group: str, step: int, settings: RefineSettings) -> float:
 
 
 def render_size(step: int, settings: RefineSettings) -> int:
-    return settings.resolution // 2 if step < settings.half_resolution_until * settings.steps else settings.resolution
+    return settings.resolution // 2 if step < settings.half_resolution_until * settings.schedule_length else settings.resolution
 
 
 def regularisers(opacity: torch.Tensor, step: int, settings: RefineSettings) -> torch.Tensor:
     """Sparsity (a smooth L1 on opacity) always; from 1/6 of the run, an entropy push towards 0 or 1."""
     loss = settings.lambda_sparsity * (opacity ** 2 + 0.01).sqrt().mean()
-    if step >= settings.opaque_from * settings.steps:
+    if step >= settings.opaque_from * settings.schedule_length:
         o = opacity.clamp(1e-3, 1 - 1e-3)
         loss = loss + settings.lambda_opaque * -(o * o.log() + (1 - o) * (1 - o).log()).mean()
     return loss
@@ -104,8 +112,9 @@ class Refinement:
     ``state_dict``/``load_state_dict`` when it has state of its own, as score_distillation's does)."""
 
     def __init__(self, cost_volume: CostVolume, guidance_fn, settings: RefineSettings, device="cpu",
-                 checkpoint_path: Path | None = None):
-        self.settings, self.guidance_fn = settings, guidance_fn
+                 checkpoint_path: Path | None = None, family: str = ""):
+        """``family`` names the run's inputs apart from seed and length in the checkpoint's .json (run_store)."""
+        self.settings, self.guidance_fn, self.family = settings, guidance_fn, family
         self.device = torch.device(device)
         with torch.random.fork_rng(devices=[]):  # the fresh hash grid and MLPs start from the seed
             torch.manual_seed(settings.seed)
@@ -123,7 +132,7 @@ class Refinement:
     def _loss_fn(self, cameras: Cameras, step: int):
         def loss_fn(images):
             rgb = images["rgb"].permute(0, 3, 1, 2)
-            return self.guidance_fn(rgb, cameras, step, self.settings.steps) + regularisers(images["opacity"], step, self.settings)
+            return self.guidance_fn(rgb, cameras, step, self.settings.schedule_length) + regularisers(images["opacity"], step, self.settings)
         return loss_fn
 
     def train_step(self) -> float:
@@ -160,35 +169,48 @@ class Refinement:
 
     def run(self, on_step=None) -> NeuSField:
         """Train to ``settings.steps``; ``on_step(step, refinement)`` after each step may raise to stop (e.g. an
-        interrupt): the last checkpoint is left as it is."""
+        interrupt): the state of that step is checkpointed first, so nothing done is lost."""
         while self.step < self.settings.steps:
             self.train_step()
-            if self.checkpoint_path and (self.step % self.settings.checkpoint_every == 0 or self.step == self.settings.steps):
+            finished = self.step == self.settings.steps
+            if self.checkpoint_path and (self.step % self.settings.checkpoint_every == 0 or finished):
                 self.save_checkpoint()
             if on_step is not None:
-                on_step(self.step, self)
+                try:
+                    on_step(self.step, self)
+                except BaseException:
+                    if self.checkpoint_path and self.step % self.settings.checkpoint_every and not finished:
+                        self.save_checkpoint()
+                    raise
         return self.field
 
     # --- checkpoints ----------------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
+        """Everything to continue exactly; once the run reached its length, the result only (field, LoRA, random
+        state): the optimiser moments, two thirds of the file, are what a finished run no longer needs."""
+        finished = self.step >= self.settings.steps
         state = {"format": CHECKPOINT_FORMAT, "step": self.step, "skipped": self.skipped, "bad_run": self.bad_run,
-                 "field": self.field.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "schedule_steps": self.settings.schedule_length, "field": self.field.state_dict(),
                  "generator": self.generator.get_state()}
+        if not finished:
+            state["optimizer"] = self.optimizer.state_dict()
         if hasattr(self.guidance_fn, "state_dict"):
             state["guidance"] = self.guidance_fn.state_dict()
-        with atomic_write(self.checkpoint_path) as tmp:
-            torch.save(state, tmp)
+            if finished:
+                state["guidance"].pop("optimizer", None)
+        run_store.write(self.checkpoint_path, state, run_store.RunInfo(
+            self.family, self.settings.seed, self.step, self.settings.steps, self.settings.schedule_length))
 
     def load_checkpoint(self) -> None:
-        state = read_resume_checkpoint(self.checkpoint_path, "a refinement checkpoint", self.device)
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointMismatch(self.checkpoint_path)
+        state = run_store.load(self.checkpoint_path, self.device, CHECKPOINT_FORMAT)
         self.field.load_state_dict(state["field"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"].cpu())
         if "guidance" in state:
             state["guidance"]["generator"] = state["guidance"]["generator"].cpu()
             self.guidance_fn.load_state_dict(state["guidance"])
         self.step, self.skipped, self.bad_run = state["step"], state["skipped"], state["bad_run"]
-        log.info("GeoDream: resuming refinement at step %d of %d from %s", self.step, self.settings.steps,
-                 self.checkpoint_path)
+        self.settings = replace(self.settings, schedule_steps=state["schedule_steps"])
+        log.info("GeoDream: resuming refinement at step %d of %d (schedules of a %d-step run) from %s", self.step,
+                 self.settings.steps, self.settings.schedule_length, self.checkpoint_path)

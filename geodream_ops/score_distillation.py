@@ -154,7 +154,8 @@ class ScoreDistillation:
         self.generator.set_state(state["generator"])
         if self.lora is not None:
             self.lora.load_state_dict(state["lora"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            if "optimizer" in state:  # a finished run's checkpoint keeps the LoRA without its moments
+                self.optimizer.load_state_dict(state["optimizer"])
 
 
 # SDS as geodream-dmtet-geometry.yaml runs it: CFG 100, and threestudio's default view thresholds (the config sets

@@ -16,7 +16,7 @@ from .workflow import has_control_after_generate, is_widget, save, widget_names
 # Automatic layout: columns by link depth, nodes stacked; a node's size is estimated from its sockets and widgets.
 COLUMN_WIDTH, ROW_GAP, NODE_WIDTH, TITLE_HEIGHT, SLOT_HEIGHT = 440, 60, 320, 46, 24
 # Nodes whose editor widgets the estimate cannot see: their default size in the editor (frontend 1.35.9).
-EDITOR_SIZES = {"Preview3D": [400, 550]}
+EDITOR_SIZES = {"Preview3D": [400, 550], "LoadImage": [320, 314]}  # LoadImage shows the image under its widgets
 NOTE_SIZE, NOTE_COLOR, NOTE_BGCOLOR = [400, 120], "#432", "#653"
 
 

@@ -136,5 +136,20 @@ class Preview3D:
         return {"ui": {"result": [model_file, camera_info, None]}}
 
 
+class PreviewAny:
+    """Core "Preview Any": shows any value on the node as text (numbers as str(), strings as they are)."""
+    RETURN_TYPES = ()
+    FUNCTION = "main"
+    OUTPUT_NODE = True
+    CATEGORY = "utils"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"source": ("*", {})}}
+
+    def main(self, source=None):
+        return {"ui": {"text": (source if isinstance(source, str) else str(source),)}}
+
+
 CORE_NODES = {"LoadImage": LoadImage, "SaveImage": SaveImage, "PreviewImage": PreviewImage,
-              "SaveGLB": SaveGLB, "Preview3D": Preview3D}
+              "SaveGLB": SaveGLB, "Preview3D": Preview3D, "PreviewAny": PreviewAny}

@@ -3,6 +3,7 @@ import json
 
 from ..geodream_ops import cameras
 from ..geodream_ops.atomic import atomic_write
+from . import categories
 from . import edge_types as T
 from . import host
 
@@ -11,7 +12,7 @@ class GeoDreamCameraRig:
     DESCRIPTION = ("The cameras of a published multi-view model (Zero123++ v1.1/v1.2: 6 views; MVDream: 4 views), "
                    "in the pack's world frame (Z up, front facing +X). Use it to feed your own views to "
                    "BuildCostVolume.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.FILES
     RETURN_TYPES = (T.CAMERAS,)
     RETURN_NAMES = ("cameras",)
     FUNCTION = "build"
@@ -41,7 +42,7 @@ def _floats(text: str, what: str) -> list[float]:
 class GeoDreamCustomCameras:
     DESCRIPTION = ("Cameras typed in as lists of elevations and azimuths (degrees), one per view, all looking at "
                    "the origin.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.FILES
     RETURN_TYPES = (T.CAMERAS,)
     RETURN_NAMES = ("cameras",)
     FUNCTION = "build"
@@ -71,7 +72,7 @@ class GeoDreamCustomCameras:
 class GeoDreamSaveCameras:
     DESCRIPTION = ("Writes the cameras as JSON (camera-to-world matrices in the pack's frame, field of view, and "
                    "elevation/azimuth/distance), e.g. to render your own views in Blender at the same poses.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.FILES
     RETURN_TYPES = ()
     FUNCTION = "save"
     OUTPUT_NODE = True

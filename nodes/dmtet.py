@@ -2,28 +2,30 @@
 with the geometry frozen, and baked into a UV-textured GEODREAM_MESH."""
 import hashlib
 import json
-from dataclasses import asdict
 
 import torch
 
+from ..geodream_ops import run_store
 from ..geodream_ops.images import to_pil
 from ..geodream_ops.mesh_finetune import (CHECKPOINT_FORMAT, GEOMETRY_GUIDANCE, TEXTURE_GUIDANCE, FineTuneConfig,
-                                           MeshFineTuner)
+                                           MeshFineTuner, resumable_settings)
 from ..geodream_ops.texture_bake import bake_texture
+from . import categories
 from . import edge_types as T
 from . import host
+from . import resume as resuming
 
 
-def _run_key(field, guidance, prompt: str, seed: int, config: FineTuneConfig, texture_size: int) -> str:
-    """Names the checkpoint after everything that shapes the run, the field's content included (its SDF and colour
-    at fixed points) and the diffusion models (the checkpoint holds VSD's LoRA), so resuming never picks up another
-    run's state."""
+def run_family(field, guidance, prompt: str, config: FineTuneConfig, texture_size: int) -> str:
+    """Names a run apart from its seed and texture length: everything else that shapes it, the field's content
+    included (its SDF and colour at fixed points) and the diffusion models (the checkpoint holds VSD's LoRA), so
+    resuming never picks up another input's state (geodream_ops/run_store.py)."""
     probe = torch.rand(256, 3, generator=torch.Generator().manual_seed(0))
     bbox = torch.as_tensor(field.bbox, dtype=torch.float32).cpu()
     with torch.no_grad():
         points = (bbox[0] + (bbox[1] - bbox[0]) * probe).to(host.device())
         values = torch.cat([field.sdf(points).reshape(-1), field.color(points).reshape(-1)]).float().cpu()
-    digest = hashlib.sha256(json.dumps([CHECKPOINT_FORMAT, prompt, guidance.name, seed, asdict(config),
+    digest = hashlib.sha256(json.dumps([CHECKPOINT_FORMAT, prompt, guidance.name, resumable_settings(config),
                                         texture_size]).encode())
     digest.update(values.numpy().round(5).tobytes())
     return digest.hexdigest()[:16]
@@ -34,8 +36,9 @@ class GeoDreamDMTetFineTune:
                    "over the surface's box, 10% margin, from the field's SDF at 0), fine-tunes its shape with SDS on rendered normal maps (plus normal-"
                    "consistency and Laplacian smoothing), then freezes the shape and trains a fresh texture with VSD, "
                    "and bakes it into a UV texture. The reference run (6,500 + 30,000 steps at 512/1024 px) takes "
-                   "hours on a large GPU. Stops on cancel and resumes from its checkpoint.")
-    CATEGORY = T.CATEGORY
+                   "hours on a large GPU. Stops on cancel (writing a checkpoint) and resumes from it, also to more "
+                   "texture steps; checkpoints go to output/GeoDream/checkpoints/.")
+    CATEGORY = categories.MESH
     RETURN_TYPES = (T.MESH, "IMAGE")
     RETURN_NAMES = ("mesh", "preview")
     FUNCTION = "run"
@@ -58,24 +61,25 @@ class GeoDreamDMTetFineTune:
             "render_size": ("INT", {"default": 1024, "min": 64, "max": 2048, "step": 64, "tooltip":
                                     "Texture-pass render size (reference 1024, downsampled to 512 for the VAE; "
                                     "VRAM grows with its square). The shape pass renders at min(this, 512)."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
-                             "tooltip": "Seeds the cameras and the fresh texture field; same seed, same result."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip":
+                             resuming.seed_tooltip("the cameras, the noise and the fresh texture field")}),
             "preview_every": ("INT", {"default": 500, "min": 0, "max": 100000, "tooltip":
                                       "Show a render in the progress bar every this many steps (0: never)."}),
         }, "optional": {
-            "resume": ("BOOLEAN", {"default": True, "tooltip":
-                                   "Continue from this run's checkpoint (same field, prompt, seed and settings) if "
-                                   "one exists in output/GeoDream/checkpoints; off starts over."}),
+            "resume": ("BOOLEAN", {"default": True, "tooltip": resuming.RESUME_TOOLTIP + " Only the texture "
+                                   "pass can be made longer; another geometry_steps is another run."}),
             "geometry_batch": ("INT", {"default": 8, "min": 1, "max": 64, "tooltip":
                                        "Views per shape step (reference 8); each is a 512 px VAE encode with "
                                        "gradients: lower it if you run out of VRAM."}),
             "texture_size": ("INT", {"default": 1024, "min": 64, "max": 8192, "step": 64,
                                      "tooltip": "Side of the baked texture image, in pixels."}),
+            "keep_unfinished_runs": resuming.RETENTION_INPUT,
         }}
 
     @host.needs_autograd
     def run(self, field, guidance, prompt, tet_resolution, geometry_steps, texture_steps, render_size, seed,
-            preview_every, resume=True, geometry_batch=8, texture_size=1024):
+            preview_every, resume=True, geometry_batch=8, texture_size=1024,
+            keep_unfinished_runs=resuming.KEEP_UNFINISHED_RUNS):
         for name in ("sdf", "color", "bbox"):
             if not hasattr(field, name):
                 raise ValueError(f"GeoDream: 'field' has no '{name}'; connect the field output of VSDRefineNeuS.")
@@ -86,18 +90,21 @@ class GeoDreamDMTetFineTune:
         config = FineTuneConfig(tet_resolution=tet_resolution, geometry_steps=geometry_steps,
                                 texture_steps=texture_steps, render_size=render_size, geometry_batch=geometry_batch)
         device = host.device()
+        folder = host.output_dir() / "GeoDream" / "checkpoints"
+        family = "dmtet-" + run_family(field, guidance, prompt, config, texture_size)
+        checkpoint, seed, total, note = resuming.plan(folder, family, seed, geometry_steps + texture_steps, resume)
+        texture_steps = config.texture_steps = total - geometry_steps
+        run_store.prune(folder, keep_unfinished_runs, checkpoint)
         torch.manual_seed(seed)
         # The reference shapes with SDS on normals and textures with VSD, each with its own schedule.
         geometry_fn = make_guidance_fn(guidance, prompt, seed=seed, **GEOMETRY_GUIDANCE) if geometry_steps else None
         texture_fn = make_guidance_fn(guidance, prompt, seed=seed, **TEXTURE_GUIDANCE) if texture_steps else None
-        tuner = MeshFineTuner(field, geometry_fn, texture_fn, config, seed, device)
-        checkpoint = (host.output_dir() / "GeoDream" / "checkpoints" /
-                      f"dmtet-{_run_key(field, guidance, prompt, seed, config, texture_size)}.pt")
-        if resume:
-            tuner.resume(checkpoint)
+        tuner = MeshFineTuner(field, geometry_fn, texture_fn, config, seed, device, family)
+        tuner.resume(checkpoint)
 
-        progress = host.Progress(tuner.total_steps, "GeoDream DMTet")
-        progress.update(tuner.step)
+        progress = host.Progress(tuner.total_steps, "GeoDream DMTet", note)
+        # A resumed run shows where it stands (and from which checkpoint) before its first new step.
+        progress.update(tuner.step, to_pil(tuner.preview()) if note and preview_every else None)
 
         def report(stage, step, total, preview):
             progress.update(step, None if preview is None else to_pil(preview))
@@ -107,8 +114,7 @@ class GeoDreamDMTetFineTune:
             vertices, faces = tuner.run(report, checkpoint, preview_every)
         finally:
             progress.close()
-        if tuner.step > 0 and tuner.step % config.checkpoint_every:
-            tuner.save(checkpoint)
+            run_store.prune(folder, keep_unfinished_runs, checkpoint, tuner.step < tuner.total_steps)
         color_fn = tuner.texture if texture_steps else field.color
         mesh = bake_texture(vertices, faces, color_fn, texture_size, rasterizer=tuner.renderer.rasterizer)
         host.soft_empty_cache()

@@ -1,5 +1,6 @@
 """Loader of the score-distillation guidance: Stable Diffusion 2.1-base, optionally with SD 2.1 for VSD's LoRA."""
 from ..geodream_ops.sd_guidance import load_guidance
+from . import categories
 from . import edge_types as T
 from . import host
 
@@ -25,7 +26,7 @@ class GeoDreamLoadVSDGuidance:
                    "models/checkpoints/. VSD trains a small camera-conditioned LoRA on top of it; GeoDream's release "
                    "puts that LoRA on a second model, SD 2.1 (768, v-prediction) -- pick it as lora_model, or leave "
                    "the LoRA on the same model to save ~1.7 GB of VRAM.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.LOADERS
     RETURN_TYPES = (T.GUIDANCE,)
     RETURN_NAMES = ("guidance",)
     FUNCTION = "load"

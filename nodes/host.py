@@ -96,10 +96,11 @@ def soft_empty_cache() -> None:
 
 class Progress:
     """A progress bar over ``total`` steps: ComfyUI's in the editor, tqdm elsewhere. A ``preview`` (PIL image) goes
-    to the running node's live preview panel (web/preview.js), captioned with the step."""
+    to the running node's live preview panel (web/preview.js), captioned with the step and ``note`` (e.g. the
+    checkpoint a run resumed from)."""
 
-    def __init__(self, total: int, desc: str = "GeoDream"):
-        self.total, self.value = total, 0
+    def __init__(self, total: int, desc: str = "GeoDream", note: str = ""):
+        self.total, self.value, self.note = total, 0, note
         comfy = _comfy()
         if comfy is not None:
             self._bar, self._tqdm = comfy[1].ProgressBar(total), None
@@ -113,7 +114,7 @@ class Progress:
         if self._bar is not None:
             self._bar.update_absolute(step, self.total)
             if preview is not None:
-                send_image_preview(preview, step, self.total)
+                send_image_preview(preview, step, self.total, self.note)
         else:
             self._tqdm.update(step - self.value)
         self.value = step
@@ -136,8 +137,8 @@ def send_preview(event: str, data: dict) -> None:
     PromptServer.instance.send_sync(event, data)
 
 
-def send_image_preview(image, step: int, total: int) -> None:
-    """Show a PIL image (e.g. a turntable render) on the running node, captioned with the step."""
+def send_image_preview(image, step: int, total: int, note: str = "") -> None:
+    """Show a PIL image (e.g. a turntable render) on the running node, captioned with the step and ``note``."""
     try:
         from server import PromptServer
     except ImportError:
@@ -148,7 +149,7 @@ def send_image_preview(image, step: int, total: int) -> None:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     send_preview(PREVIEW_EVENT, {"node": PromptServer.instance.last_node_id, "step": step, "total": total,
-                                 "image": base64.b64encode(buffer.getvalue()).decode("ascii")})
+                                 "note": note, "image": base64.b64encode(buffer.getvalue()).decode("ascii")})
 
 
 # --- folders -----------------------------------------------------------------------------------------------------

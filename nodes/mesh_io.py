@@ -3,6 +3,7 @@ file (e.g. to score it with Uni3D)."""
 from ..geodream_ops.cameras import to_gltf_frame
 from ..geodream_ops.mesh_export import FORMATS, save_mesh
 from ..geodream_ops.mesh_import import SUFFIXES, load_mesh
+from . import categories
 from . import edge_types as T
 from . import host
 
@@ -16,7 +17,7 @@ class GeoDreamSaveMesh:
     DESCRIPTION = ("Writes the textured mesh into the output folder (GLB: one file; OBJ: .obj + .mtl + .png texture), "
                    "Y up as glTF and Blender expect. Returns the path relative to the output folder: wire it into "
                    "core Preview3D's model_file to look at the result.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.MESH
     RETURN_TYPES = ("STRING",)
     RETURN_NAMES = ("model_file",)
     FUNCTION = "save"
@@ -44,7 +45,7 @@ class GeoDreamSaveMesh:
 class GeoDreamMeshToCoreMesh:
     DESCRIPTION = ("Converts the textured mesh to ComfyUI's core MESH (Y up, as SaveGLB writes it), for the core "
                    "SaveGLB and 3D nodes. ComfyUI versions whose MESH holds geometry only drop the texture.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.MESH
     RETURN_TYPES = ("MESH",)
     RETURN_NAMES = ("mesh",)
     FUNCTION = "convert"
@@ -63,7 +64,7 @@ class GeoDreamMeshToCoreMesh:
 class GeoDreamLoadMesh:
     DESCRIPTION = ("Reads a mesh file from ComfyUI's input folder (GLB, glTF, OBJ, PLY, OFF), every part of the scene "
                    "placed by its node transform with its own textures and colours, e.g. to score any mesh with Uni3D.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.FILES
     RETURN_TYPES = (T.MESH,)
     RETURN_NAMES = ("mesh",)
     FUNCTION = "load"

@@ -11,6 +11,7 @@ from ..geodream_ops.images import resize_views
 from ..geodream_ops.matting import METHODS as MATTING_METHODS
 from ..geodream_ops.matting import U2NET_FILE, matte_views
 from ..geodream_ops.object_preprocess import object_on_grey, resize_square
+from . import categories
 from . import edge_types as T
 from . import host
 
@@ -78,7 +79,7 @@ def run_on_device(mv_model, dtype, desc, steps, generate):
 class GeoDreamLoadZero123Plus:
     DESCRIPTION = ("Loads Zero123++ (image to 6 views in a 3x2 grid) from a diffusers folder in models/diffusers/, "
                    "e.g. the published sudo-ai/zero123plus-v1.2 (or -v1.1) download, about 5 GB of VRAM in fp16.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.LOADERS
     RETURN_TYPES = (T.MV_MODEL,)
     RETURN_NAMES = ("mv_model",)
     FUNCTION = "load"
@@ -112,7 +113,7 @@ class GeoDreamLoadMVDream:
     DESCRIPTION = ("Loads MVDream (text to 4 views around the object) from the published single file "
                    "sd-v2.1-base-4view.pt in models/checkpoints/, or from its diffusers-format port in "
                    "models/diffusers/. About 5 GB of VRAM in fp16.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.LOADERS
     RETURN_TYPES = (T.MV_MODEL,)
     RETURN_NAMES = ("mv_model",)
     FUNCTION = "load"
@@ -153,7 +154,7 @@ class GeoDreamMultiViewGenerate:
                    "from a prompt (4 views). Outputs the views on white as the release feeds its 3D prior (background "
                    "removed, see matting), their cameras, and each view's background mask to check or fix. The "
                    "first run takes the model to the GPU; it is offloaded afterwards.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.MULTIVIEW
     RETURN_TYPES = ("IMAGE", T.CAMERAS, "MASK")
     RETURN_NAMES = ("views", "cameras", "mask")
     FUNCTION = "generate"
@@ -241,7 +242,7 @@ class GeoDreamExpandViews:
                    "the release) runs on each view and the chosen tiles join the set with their cameras (Zero123++'s "
                    "published rig, relative to the view they came from). The default recipe turns MVDream's 4 views "
                    "into the release's 14 (4 + 10); all views come out at 256 px on white, with their masks.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.MULTIVIEW
     RETURN_TYPES = ("IMAGE", T.CAMERAS, "MASK")
     RETURN_NAMES = ("views", "cameras", "mask")
     FUNCTION = "expand"

@@ -10,6 +10,7 @@ from ..geodream_ops.errors import GeoDreamError
 from ..geodream_ops.matting import views_on_white
 from ..geodream_ops.prior import NORM_STATISTICS, build_cost_volume, build_steps, cost_volume_from_release
 from ..geodream_ops.sparse_conv import BACKENDS
+from . import categories
 from . import edge_types as T
 from . import host
 
@@ -18,7 +19,7 @@ class GeoDreamLoadPrior:
     DESCRIPTION = ("Loads GeoDream's 3D prior: the SparseNeuS lod0 networks of One-2-3-45 (2D feature pyramid, sparse "
                    "3D CNN, geometry decoder) from models/geodream/ckpt_215000.pth (the One-2-3-45 release's "
                    "checkpoint). Its texture decoder is not used.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.LOADERS
     RETURN_TYPES = (T.PRIOR_MODEL,)
     RETURN_NAMES = ("prior",)
     FUNCTION = "load"
@@ -47,7 +48,7 @@ class GeoDreamBuildCostVolume:
                    "(refine it with VSDRefineNeuS, or look at it with PriorToMesh). Views: the object centred on "
                    "white (as Multi-View Generate gives them; a mask or an alpha channel puts others on white), "
                    "the cameras those views were made with.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.PRIOR
     RETURN_TYPES = (T.COST_VOLUME,)
     RETURN_NAMES = ("cost_volume",)
     FUNCTION = "build"
@@ -109,7 +110,7 @@ class GeoDreamBuildCostVolume:
 class GeoDreamPriorToMesh:
     DESCRIPTION = ("Meshes the prior's surface s(x) = threshold by marching cubes, to see its shape in seconds "
                    "before the long refinement.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.PRIOR
     RETURN_TYPES = (T.MESH,)
     RETURN_NAMES = ("mesh",)
     FUNCTION = "mesh"
@@ -142,7 +143,7 @@ class GeoDreamPriorToMesh:
 class GeoDreamSaveCostVolume:
     DESCRIPTION = ("Writes the cost volume (V, its box, the decoder f_g) to one .safetensors file in the output "
                    "folder, so refinement can run later or on another machine.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.FILES
     RETURN_TYPES = ("STRING",)
     RETURN_NAMES = ("path",)
     FUNCTION = "save"
@@ -166,7 +167,7 @@ class GeoDreamLoadCostVolume:
     DESCRIPTION = ("Reads a cost volume saved by GeoDreamSaveCostVolume (.safetensors), or imports one made by "
                    "GeoDream's research release (con_volume_lod_150.pth, which needs the prior for its decoder; "
                    "converted from the release's Y-down frame to the pack's).")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.FILES
     RETURN_TYPES = (T.COST_VOLUME,)
     RETURN_NAMES = ("cost_volume",)
     FUNCTION = "load"

@@ -4,6 +4,7 @@ import json
 
 import torch
 
+from ..geodream_ops import run_store
 from ..geodream_ops.cost_volume import CostVolume
 from ..geodream_ops.images import to_pil
 from ..geodream_ops.neus_field import NeuSField
@@ -12,20 +13,22 @@ from ..geodream_ops.refine_neus import (CHECKPOINT_FORMAT, NonFiniteError, Refin
                                         evaluation_cameras, turntable)
 from ..geodream_ops.score_distillation import make_guidance_fn
 from ..geodream_ops.sd_guidance import Guidance
+from . import categories
 from . import edge_types as T
 from . import host
+from . import resume as resuming
 
 PREVIEW_SIZE = 128
 
 
-def _run_key(cost_volume: CostVolume, guidance: Guidance, prompt: str, settings: RefineSettings) -> str:
-    """Same inputs -> same key -> the same checkpoint file, so a re-run resumes."""
+def run_family(cost_volume: CostVolume, guidance: Guidance, prompt: str, settings: RefineSettings) -> str:
+    """Names a run apart from its seed and length: the same cost volume, prompt, guidance and render size give the
+    same family, whose runs resume one another (geodream_ops/run_store.py)."""
     digest = hashlib.sha1()
     digest.update(cost_volume.volume.detach().float().cpu().numpy().tobytes())
     for tensor in cost_volume.decoder.state_dict().values():
         digest.update(tensor.detach().float().cpu().numpy().tobytes())
-    digest.update(json.dumps([CHECKPOINT_FORMAT, prompt, guidance.name, settings.steps, settings.resolution,
-                              settings.seed]).encode())
+    digest.update(json.dumps([CHECKPOINT_FORMAT, prompt, guidance.name, settings.resolution]).encode())
     return digest.hexdigest()[:16]
 
 
@@ -35,7 +38,7 @@ class GeoDreamVSDRefineNeuS:
                    "and SD 2.1 guides random views while a camera-conditioned LoRA learns alongside. The release "
                    "runs 8,337 iterations (~25 GB VRAM at 512 px). Checkpoints go to output/GeoDream/refine/ every "
                    "checkpoint_every steps: queueing the same inputs again resumes, and a finished run returns at once.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.REFINEMENT
     RETURN_TYPES = (T.FIELD, "IMAGE")
     RETURN_NAMES = ("field", "turntable")
     FUNCTION = "refine"
@@ -54,44 +57,48 @@ class GeoDreamVSDRefineNeuS:
             "resolution": ("INT", {"default": 512, "min": 32, "max": 1024, "step": 16, "tooltip":
                            "Render size after the first 5% of the run (which renders at half). 512 as released; "
                            "256 needs roughly half the VRAM and time."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 31 - 1, "tooltip":
-                     "Seeds cameras, noise, timesteps and the fresh networks: the same seed reproduces the run."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 31 - 1, "tooltip": resuming.seed_tooltip(
+                     "cameras, noise, timesteps and the fresh networks")}),
             "preview_every": ("INT", {"default": 250, "min": 0, "max": 100000, "tooltip":
                               "Send a preview render to the editor every this many steps (0: never). Each costs a "
                               f"{PREVIEW_SIZE}px render."}),
-            "resume": ("BOOLEAN", {"default": True, "tooltip":
-                       "Continue from this run's last checkpoint when there is one; off starts over."}),
+            "resume": ("BOOLEAN", {"default": True, "tooltip": resuming.RESUME_TOOLTIP}),
         }, "optional": {
             "checkpoint_every": ("INT", {"default": 500, "min": 1, "max": 100000, "tooltip":
                                  "Write a checkpoint every this many steps (~0.8 GB each at the release's size: "
                                  "the 150^3 volume, the hash grid and their optimiser moments)."}),
+            "keep_unfinished_runs": resuming.RETENTION_INPUT,
         }}
 
     @host.needs_autograd
     def refine(self, cost_volume, guidance, prompt, steps, resolution, seed, preview_every, resume,
-               checkpoint_every=500):
+               checkpoint_every=500, keep_unfinished_runs=resuming.KEEP_UNFINISHED_RUNS):
         if not isinstance(cost_volume, CostVolume):
             raise TypeError("GeoDream: 'cost_volume' must come from a BuildCostVolume node.")
         if not isinstance(guidance, Guidance):
             raise TypeError("GeoDream: 'guidance' must come from a GeoDream Load VSD Guidance node.")
         if not prompt.strip():
             raise ValueError("GeoDream: the prompt is empty; describe the object (e.g. 'a ceramic teapot').")
-        settings = RefineSettings(steps=steps, resolution=resolution, seed=seed, checkpoint_every=checkpoint_every)
-        path = host.output_dir() / "GeoDream" / "refine" / f"{_run_key(cost_volume, guidance, prompt, settings)}.pt"
-        if not resume and path.exists():
-            path.unlink()
+        folder = host.output_dir() / "GeoDream" / "refine"
+        settings = RefineSettings(resolution=resolution, checkpoint_every=checkpoint_every)
+        family = run_family(cost_volume, guidance, prompt, settings)
+        path, seed, steps, note = resuming.plan(folder, family, seed, steps, resume)
+        settings.steps, settings.seed = steps, seed
+        run_store.prune(folder, keep_unfinished_runs, path)
         fn = make_guidance_fn(guidance, prompt.strip(), mode="vsd", seed=seed)
-        run = Refinement(cost_volume, fn, settings, host.device(), path)
-        progress = host.Progress(steps, "GeoDream VSD")
-        progress.update(run.step)
+        run = Refinement(cost_volume, fn, settings, host.device(), path, family)
+        progress = host.Progress(steps, "GeoDream VSD", note)
+
+        def preview(step):
+            camera = evaluation_cameras(run.field, (step * 7.5) % 360)
+            with torch.no_grad():
+                return to_pil(render(run.field, camera, PREVIEW_SIZE, PREVIEW_SIZE, settings.render)["rgb"][0])
+
+        # A resumed run shows where it stands (and from which checkpoint) before its first new step.
+        progress.update(run.step, preview(run.step) if note and preview_every else None)
 
         def on_step(step, refinement):
-            preview = None
-            if preview_every and step % preview_every == 0:
-                camera = evaluation_cameras(refinement.field, (step * 7.5) % 360)
-                frame = render(refinement.field, camera, PREVIEW_SIZE, PREVIEW_SIZE, settings.render)["rgb"][0]
-                preview = to_pil(frame)
-            progress.update(step, preview)
+            progress.update(step, preview(step) if preview_every and step % preview_every == 0 else None)
             host.check_interrupt()
 
         try:
@@ -100,6 +107,7 @@ class GeoDreamVSDRefineNeuS:
             raise RuntimeError(str(error)) from None
         finally:
             progress.close()
+            run_store.prune(folder, keep_unfinished_runs, path, current_unfinished=run.step < steps)
         field.eval()
         with torch.no_grad():
             frames = turntable(field, size=min(resolution, 256), settings=settings.render)
@@ -110,7 +118,7 @@ class GeoDreamVSDRefineNeuS:
 class GeoDreamSaveField:
     DESCRIPTION = ("Writes a refined field as .safetensors (every tensor, the frozen decoder included) beside a small "
                    ".json of its settings, under the output folder.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.FILES
     RETURN_TYPES = ()
     FUNCTION = "save"
     OUTPUT_NODE = True
@@ -141,7 +149,7 @@ def _saved_fields() -> list[str]:
 class GeoDreamLoadField:
     DESCRIPTION = ("Loads a field saved by GeoDream Save Field, e.g. to run the mesh stage again without refining. "
                    "The cost volume supplies only the decoder's structure; every weight comes from the file.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.FILES
     RETURN_TYPES = (T.FIELD,)
     RETURN_NAMES = ("field",)
     FUNCTION = "load"

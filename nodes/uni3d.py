@@ -5,6 +5,7 @@ from ..geodream_ops.mesh import TexturedMesh
 from ..geodream_ops.point_sampling import UNI3D_NUM_POINTS
 from ..geodream_ops.uni3d_score import RankingTable, load_scorer, similarity
 from ..geodream_ops.uni3d_text import CLIP_MODEL, TEMPLATE_SETS
+from . import categories
 from . import edge_types as T
 from . import host
 
@@ -21,7 +22,7 @@ def _clip_files() -> list[str]:
 class GeoDreamLoadUni3D:
     DESCRIPTION = ("Loads the Uni3D point-cloud encoder (tiny to giant, recognised from the file) and the CLIP text "
                    "encoder it was aligned to (open_clip EVA02-E-14-plus), for GeoDream Uni3D Score.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.LOADERS
     RETURN_TYPES = (T.UNI3D,)
     RETURN_NAMES = ("uni3d",)
     FUNCTION = "load"
@@ -68,7 +69,7 @@ class GeoDreamUni3DScore:
                    "CLIP, and reports their cosine similarity x100 (higher is better; compare scores only between "
                    "meshes scored with the same Uni3D model). With distractor prompts, also reports the rank of "
                    "the prompt among them.")
-    CATEGORY = T.CATEGORY
+    CATEGORY = categories.SCORE
     RETURN_TYPES = ("FLOAT", "STRING")
     RETURN_NAMES = ("score", "report")
     OUTPUT_TOOLTIPS = ("Cosine similarity x100 of the mesh and the prompt.", "The score, and the ranking.")
@@ -128,7 +129,9 @@ class GeoDreamUni3DScore:
             order = table.scores[0].argsort(descending=True).tolist()
             lines += [f"  {table.scores[0, i].item():6.2f}  {prompts[i]}" for i in order]
         report = "\n".join(lines)
-        return {"ui": {"text": [report]}, "result": (score, report)}
+        # web/score.js shows the score on the node from "geodream_score"; "text" is the report as core nodes give it.
+        shown = {"score": score, "rank": int(table.ranks.item()), "prompts": len(prompts)}
+        return {"ui": {"text": [report], "geodream_score": [shown]}, "result": (score, report)}
 
 
 NODES = {

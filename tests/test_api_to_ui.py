@@ -82,7 +82,8 @@ def test_automatic_layout_follows_links():
     pos = {n["id"]: n["pos"] for n in ui["nodes"]}
     size = {n["id"]: n["size"] for n in ui["nodes"]}
     assert pos[7] == [5, 6] and size[6] == [400, 90] and size[5] == a2u.EDITOR_SIZES["Preview3D"]
-    assert size[3][1] > size[2][1]  # TinyMesh has more sockets and widgets than LoadImage
+    assert size[2] == a2u.EDITOR_SIZES["LoadImage"]  # the editor draws the image under its widgets
+    assert size[3][1] > size[4][1]  # TinyMesh has more sockets and widgets than SaveGLB
     assert pos[1][0] < pos[3][0] < pos[4][0] and pos[2][0] < pos[3][0]
     boxes = [(pos[i][0], pos[i][1], pos[i][0] + size[i][0], pos[i][1] + size[i][1]) for i in pos if i != 7]
     for a in boxes:  # no two laid-out nodes overlap

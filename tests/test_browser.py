@@ -1,18 +1,24 @@
 """The editor extension's plain modules in a real browser: headless Chromium (Debian's package) driven by Playwright.
-The viewer draws a textured GLB where the camera math says it projects; the live-preview handler shows a PNG it is
-sent. Skipped only when Chromium or Playwright is missing on a developer's machine; under CI=true that fails."""
+The viewer draws a textured GLB, and the OBJ + MTL + PNG our exporter writes, where the camera math says it
+projects; the live-preview handler shows a PNG it is sent, captioned with its step and note; the score panel shows
+the Uni3D node's number. Skipped only when Chromium or Playwright is missing on a developer's machine; under CI=true
+that fails."""
 import base64
 import functools
 import http.server
 import io
+import json
 import math
 import os
 import threading
 
 import numpy as np
 import pytest
+import torch
 import trimesh
 from PIL import Image
+
+from geodream_pack.geodream_ops.mesh import TexturedMesh
 
 from tests.browser.support import CHROMIUM, launch, textured_box_glb
 from headless.pack import PACK_ROOT
@@ -95,12 +101,35 @@ def _pixels(page, selector_js):
     return np.array(flat, dtype=np.uint8).reshape(height, width, 4)
 
 
-def test_viewer_draws_glb_where_it_projects(page):
-    body = textured_box_glb(BOX_EXTENTS, BOX_CENTER)
-    page.route("**/box.glb", lambda route: route.fulfill(body=body, content_type="model/gltf-binary"))
-    page.evaluate("""async () => {
-        window.view = await window.geodream.showGLB(document.getElementById('view'), '/box.glb');
-    }""")
+def _box_obj_files(folder) -> dict:
+    """The box of textured_box_glb written by the pack's own OBJ exporter (OBJ + MTL + PNG), by file name."""
+    from geodream_pack.geodream_ops.mesh_export import save_mesh
+    from geodream_pack.geodream_ops.mesh_import import load_mesh
+
+    glb = folder / "box.glb"
+    glb.write_bytes(textured_box_glb(BOX_EXTENTS, BOX_CENTER))
+    mesh = load_mesh(glb)  # into the pack's Z-up frame, as the DMTet node hands meshes to Save Mesh
+    paths = save_mesh(mesh, folder / "box.obj", "obj")
+    return {p.name: p.read_bytes() for p in paths}
+
+
+def _fulfill(route, body):
+    route.fulfill(body=body)
+
+
+@pytest.mark.parametrize("fmt", ["glb", "obj"])
+def test_viewer_draws_the_mesh_where_it_projects(page, fmt, tmp_path):
+    if fmt == "glb":
+        files = {"box.glb": textured_box_glb(BOX_EXTENTS, BOX_CENTER)}
+    else:
+        files = _box_obj_files(tmp_path)
+    for name, body in files.items():
+        page.route(f"**/files/{name}", functools.partial(_fulfill, body=body))
+    page.evaluate("""async (fmt) => {
+        window.meshView?.dispose();
+        window.meshView = await window.geodream.showMesh(document.getElementById('view'), `/files/box.${fmt}`,
+                                                     {format: fmt, fileURL: (name) => `/files/${name}`});
+    }""", fmt)
     rgba = _pixels(page, "document.getElementById('view')")
     assert rgba.shape == (SIZE, SIZE, 4)
     background = np.array([(0x1E1E1E >> s) & 255 for s in (16, 8, 0)])
@@ -144,6 +173,15 @@ def test_preview_handler_shows_the_image_it_is_sent(page):
                                                             step: 400, total: 1000}, () => window.panel)""",
                   _png_base64(Image.new("RGB", (2, 2), (10, 250, 10))))
     page.wait_for_function("window.panel.caption.textContent === 'step 400 / 1000'")
+    # A resumed run names its checkpoint in the caption.
+    page.evaluate("""(png) => window.geodream.handlePreview({node: '7', image: png, step: 200, total: 1000,
+                                                            note: 'resumed abc-seed3.pt at step 200'},
+                                                           () => window.panel)""", _png_base64(image))
+    page.wait_for_function("window.panel.caption.textContent === 'step 200 / 1000 · resumed abc-seed3.pt at step 200'")
+    page.evaluate("""(png) => window.geodream.handlePreview({node: '7', image: 'data:image/png;base64,' + png,
+                                                            step: 400, total: 1000}, () => window.panel)""",
+                  _png_base64(Image.new("RGB", (2, 2), (10, 250, 10))))
+    page.wait_for_function("window.panel.caption.textContent === 'step 400 / 1000'")
     page.wait_for_function("window.panel.image.complete && window.panel.image.naturalWidth === 2")
     np.testing.assert_array_equal(_pixels(page, "window.panel.image")[..., :3], np.full((2, 2, 3), (10, 250, 10)))
 
@@ -154,3 +192,38 @@ def test_preview_source_from_a_view_file(page):
     assert url == "/api/view?filename=turn+table.png&subfolder=geodream&type=temp"
     error = page.evaluate("() => { try { window.geodream.imageSource(42); } catch (e) { return e.message; } }")
     assert "must be PNG base64" in error
+
+
+def test_score_panel_shows_the_uni3d_nodes_number(page):
+    """The ui result of the real node (a stand-in scorer) goes through scoreResult into the panel, visibly."""
+    from geodream_pack.nodes.uni3d import GeoDreamUni3DScore
+
+    class Scorer:
+        def embed_mesh(self, mesh, num_points, seed, z_up):
+            return torch.tensor([[1.0, 0.0]])
+
+        def embed_prompts(self, prompts, templates):
+            return torch.nn.functional.normalize(torch.tensor([[0.6, 0.8], [0.0, 1.0], [1.0, 0.5]]), dim=1)
+
+    box = trimesh.creation.box()
+    mesh = TexturedMesh(torch.tensor(box.vertices).float(), torch.tensor(box.faces))
+    ui = GeoDreamUni3DScore().score(Scorer(), mesh, "a box", "a cup\na car")["ui"]
+    page.evaluate("""(output) => {
+        const g = window.geodream, panel = new g.ScorePanel();
+        document.getElementById('score').replaceChildren(panel.element);
+        window.scoreText = g.scoreResult({text: ['no score here']});
+        panel.show(g.scoreResult(output));
+    }""", json.loads(json.dumps(ui)))
+    assert page.evaluate("window.scoreText") is None  # a result without a score shows nothing
+    # cosine([1,0], [0.6,0.8]) x100 = 60.00; the car (cosine 0.894) ranks above the box: rank 2 of 3.
+    value = page.locator("#score .geodream-score div").first
+    assert value.is_visible() and value.text_content() == "Uni3D 60.00"
+    assert page.locator("#score .geodream-score div").nth(1).text_content() == "rank 2 of 3 prompts"
+    box = value.bounding_box()
+    assert box["width"] > 50 and box["height"] > 20  # large type, on screen
+
+
+def test_comfyui_loads_no_vendored_file_as_an_extension():
+    """ComfyUI imports every .js under the web directory as an editor extension: only the pack's own modules."""
+    names = sorted(p.relative_to(PACK_ROOT / "web").as_posix() for p in (PACK_ROOT / "web").rglob("*.js"))
+    assert names == ["geodream.js", "preview.js", "score.js", "viewer.js"]

@@ -8,6 +8,7 @@ import pytest
 from headless import workflow
 from headless.pack import PACK_ROOT, load_pack
 from headless.run import node_classes
+from geodream_pack.nodes import categories
 
 pack = load_pack()
 WORKFLOWS = sorted((PACK_ROOT / "example_workflows").glob("*.json"))
@@ -66,7 +67,7 @@ def test_node_is_well_formed(node_id):
     if hasattr(cls, "RETURN_NAMES"):
         assert len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES)
     assert callable(getattr(cls, cls.FUNCTION))
-    assert cls.CATEGORY.startswith("GeoDream")
+    assert cls.CATEGORY in categories.ALL, "take the stage's category from nodes/categories.py"
     assert cls.RETURN_TYPES or getattr(cls, "OUTPUT_NODE", False), "a node with no outputs must be an output node"
 
 
@@ -83,3 +84,13 @@ def test_example_workflow_is_consistent(path):
         declared = {**types.get("required", {}), **types.get("optional", {})}
         assert set(node["inputs"]) <= set(declared), f"#{node_id} has inputs its class does not declare"
         assert set(types.get("required", {})) <= set(node["inputs"]), f"#{node_id} lacks a required input"
+
+
+def test_pyproject_lists_the_requirements_and_no_placeholder():
+    """ComfyUI's registry installs from pyproject.toml, pip from requirements.txt: the same packages either way."""
+    import tomllib
+
+    project = tomllib.loads((PACK_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    lines = (PACK_ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    assert project["project"]["dependencies"] == [line for line in lines if line and not line.startswith("#")]
+    assert "example.invalid" not in json.dumps(project) and all(project["tool"]["comfy"].values())

@@ -1,20 +1,21 @@
-// GeoDream editor extension: live refinement previews on the running node, and a 3D viewer on our nodes that
-// report a saved mesh. Core SaveGLB / Preview3D keep their own viewer; ours only covers GeoDream nodes.
+// GeoDream editor extension: live refinement previews on the running node, the Uni3D score on the node that
+// computed it, and a 3D viewer on our nodes that report a saved mesh (GLB or OBJ). Core SaveGLB / Preview3D keep
+// their own viewer; ours only covers GeoDream nodes.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { PREVIEW_EVENT, PreviewPanel, handlePreview } from "./preview.js";
-import { showGLB } from "./viewer.js";
+import { ScorePanel, scoreResult } from "./score.js";
 
 const WIDGET_HEIGHT = 256;
-const MESH_EXTENSIONS = /\.(glb|gltf)$/i;
+const SCORE_HEIGHT = 64;
 
 function isOurs(nodeData) {
   return nodeData.name.startsWith("GeoDream");
 }
 
-function addPanel(node, name, element) {
+function addPanel(node, name, element, height = WIDGET_HEIGHT) {
   const widget = node.addDOMWidget(name, name, element, {
-    serialize: false, hideOnZoom: false, getMinHeight: () => WIDGET_HEIGHT,
+    serialize: false, hideOnZoom: false, getMinHeight: () => height,
   });
   // Not a workflow value: keeps widgets_values positional for the saved workflow.
   widget.serialize = false;
@@ -30,7 +31,28 @@ function previewPanel(node) {
   return node.geodreamPreview;
 }
 
-async function showMesh(node, file) {
+function showScore(node, result) {
+  if (!node.geodreamScore) {
+    node.geodreamScore = new ScorePanel();
+    addPanel(node, "geodream_score", node.geodreamScore.element, SCORE_HEIGHT);
+  }
+  node.geodreamScore.show(result);
+}
+
+/** The mesh format a file name stands for ("glb", "gltf" or "obj"), or null for anything else. */
+function meshFormat(filename) {
+  return /\.(glb|gltf|obj)$/i.exec(filename ?? "")?.[1].toLowerCase() ?? null;
+}
+
+/** A /view URL of a file in the folder of `file` ({filename, subfolder, type}); the name goes last (see viewer.js). */
+function fileURL(file) {
+  const query = new URLSearchParams({ type: file.type ?? "output", subfolder: file.subfolder ?? "" });
+  return (name) => api.apiURL(`/view?${query}&filename=${encodeURIComponent(name)}`);
+}
+
+async function showMesh(node, file, format) {
+  // three.js loads with the first mesh shown, not with the editor.
+  const viewer = await import("./viewer.js");
   if (!node.geodreamViewer) {
     const canvas = document.createElement("canvas");
     canvas.style.cssText = "width:100%;height:100%;display:block;";
@@ -42,10 +64,10 @@ async function showMesh(node, file) {
       return onRemoved?.apply(this, arguments);
     };
   }
-  const viewer = node.geodreamViewer;
-  viewer.view?.dispose();
-  const query = new URLSearchParams({ filename: file.filename, subfolder: file.subfolder ?? "", type: file.type ?? "output" });
-  viewer.view = await showGLB(viewer.canvas, api.apiURL(`/view?${query}`));
+  const state = node.geodreamViewer;
+  state.view?.dispose();
+  const urlFor = fileURL(file);
+  state.view = await viewer.showMesh(state.canvas, urlFor(file.filename), { format, fileURL: urlFor });
 }
 
 app.registerExtension({
@@ -65,9 +87,11 @@ app.registerExtension({
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (output) {
       onExecuted?.apply(this, arguments);
+      const score = scoreResult(output);
+      if (score) showScore(this, score);
       // Our mesh savers report files the way core SaveGLB does: ui {"3d": [{filename, subfolder, type}]}.
-      const mesh = (output?.["3d"] ?? []).find((f) => MESH_EXTENSIONS.test(f?.filename ?? ""));
-      if (mesh) showMesh(this, mesh).catch((err) => console.warn("GeoDream viewer:", err));
+      const mesh = (output?.["3d"] ?? []).find((f) => meshFormat(f?.filename));
+      if (mesh) showMesh(this, mesh, meshFormat(mesh.filename)).catch((err) => console.warn("GeoDream viewer:", err));
     };
   },
 });

@@ -16,7 +16,8 @@ export function imageSource(image, viewURL) {
   throw new Error("geodream.preview: 'image' must be PNG base64 or {filename, subfolder, type}");
 }
 
-/** An <img> with a "step / total" caption under it; `show` swaps in the latest image. */
+/** An <img> with a "step / total" caption under it (and a note, e.g. the checkpoint a run resumed from);
+ * `show` swaps in the latest image. */
 export class PreviewPanel {
   constructor(doc = document) {
     this.element = doc.createElement("div");
@@ -30,8 +31,9 @@ export class PreviewPanel {
   }
 
   /** Resolves when the image has loaded (rejects if it cannot be decoded). */
-  show(src, step, total) {
-    this.caption.textContent = Number.isFinite(step) ? `step ${step}${Number.isFinite(total) ? ` / ${total}` : ""}` : "";
+  show(src, step, total, note = "") {
+    const progress = Number.isFinite(step) ? `step ${step}${Number.isFinite(total) ? ` / ${total}` : ""}` : "";
+    this.caption.textContent = [progress, note].filter(Boolean).join(" · ");
     return new Promise((resolve, reject) => {
       this.image.onload = () => resolve(this.image);
       this.image.onerror = () => reject(new Error(`geodream.preview: could not load ${src.slice(0, 80)}`));
@@ -41,11 +43,11 @@ export class PreviewPanel {
 }
 
 /**
- * Handles one event's detail {node, image, step, total}: `panelFor(nodeId)` gives the node's PreviewPanel
+ * Handles one event's detail {node, image, step, total, note}: `panelFor(nodeId)` gives the node's PreviewPanel
  * (or null when the node is not on the current graph); `viewURL` turns a /view path into a server URL.
  */
 export function handlePreview(detail, panelFor, viewURL = (path) => path) {
   const panel = panelFor(String(detail?.node));
   if (!panel) return null;
-  return panel.show(imageSource(detail.image, viewURL), detail.step, detail.total);
+  return panel.show(imageSource(detail.image, viewURL), detail.step, detail.total, detail.note);
 }

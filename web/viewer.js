@@ -1,8 +1,11 @@
-// Draws a GLB into a canvas with orbit controls. No ComfyUI imports: the browser test loads it on a plain page.
-// Imports are relative to this module, so the pack folder may be renamed or lower-cased by an installer.
-import * as THREE from "./vendor/three/build/three.module.js";
-import { GLTFLoader } from "./vendor/three/examples/jsm/loaders/GLTFLoader.js";
-import { OrbitControls } from "./vendor/three/examples/jsm/controls/OrbitControls.js";
+// Draws a GLB or an OBJ (with its MTL and texture) into a canvas with orbit controls. No ComfyUI imports: the
+// browser test loads it on a plain page. Imports are relative to this module, so the pack folder may be renamed or
+// lower-cased by an installer; three.js is vendored as .mjs so that ComfyUI does not load it as an extension.
+import * as THREE from "./vendor/three/build/three.module.mjs";
+import { GLTFLoader } from "./vendor/three/examples/jsm/loaders/GLTFLoader.mjs";
+import { MTLLoader } from "./vendor/three/examples/jsm/loaders/MTLLoader.mjs";
+import { OBJLoader } from "./vendor/three/examples/jsm/loaders/OBJLoader.mjs";
+import { OrbitControls } from "./vendor/three/examples/jsm/controls/OrbitControls.mjs";
 
 export const BACKGROUND = 0x1e1e1e;
 // Matches the pack's release views: the camera looks at the front, a little from above.
@@ -25,10 +28,35 @@ function frame(camera, controls, object) {
 }
 
 /**
- * Load the GLB at `url` and draw it into `canvas`; dragging orbits, the wheel zooms.
+ * An OBJ with the material library it names (`mtllib`), whose textures load from the same folder. `fileURL(name)`
+ * is the URL of a file beside the OBJ; it must end with the name, which is how MTLLoader resolves texture names.
+ */
+async function loadOBJ(url, fileURL) {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`GeoDream viewer: ${response.status} for ${url}`);
+  const text = await response.text();
+  const loader = new OBJLoader();
+  const library = /^mtllib\s+(.+?)\s*$/m.exec(text)?.[1];
+  if (library) {
+    const materials = await new MTLLoader().setResourcePath(fileURL("")).loadAsync(fileURL(library));
+    // Draw once the textures are in: until then three.js samples an empty texture.
+    const textures = new THREE.LoadingManager();
+    const loaded = new Promise((resolve) => { textures.onLoad = resolve; });
+    materials.setManager(textures);
+    materials.preload();
+    loader.setMaterials(materials);
+    const maps = Object.values(materials.materialsInfo).some((info) => Object.keys(info).some((k) => k.startsWith("map_")));
+    if (maps) await loaded;
+  }
+  return loader.parse(text);
+}
+
+/**
+ * Load the mesh at `url` (`format` "glb"/"gltf", or "obj" with `fileURL(name)` giving its MTL and texture beside
+ * it) and draw it into `canvas`; dragging orbits, the wheel zooms.
  * Resolves once the first frame is drawn, to {render, dispose, scene}.
  */
-export async function showGLB(canvas, url, { background = BACKGROUND } = {}) {
+export async function showMesh(canvas, url, { background = BACKGROUND, format = "glb", fileURL = null } = {}) {
   // preserveDrawingBuffer keeps the last frame readable (snapshots, the browser test).
   const renderer = new THREE.WebGLRenderer({ canvas, antialias: true, preserveDrawingBuffer: true });
   renderer.setPixelRatio(window.devicePixelRatio || 1);
@@ -56,9 +84,9 @@ export async function showGLB(canvas, url, { background = BACKGROUND } = {}) {
   const resize = new ResizeObserver(render);
   resize.observe(canvas);
 
-  const gltf = await new GLTFLoader().loadAsync(url);
-  scene.add(gltf.scene);
-  frame(camera, controls, gltf.scene);
+  const object = format === "obj" ? await loadOBJ(url, fileURL) : (await new GLTFLoader().loadAsync(url)).scene;
+  scene.add(object);
+  frame(camera, controls, object);
   render();
 
   const dispose = () => {

@@ -64,9 +64,9 @@ import {
 	VectorKeyframeTrack,
 	SRGBColorSpace,
 	InstancedBufferAttribute
-} from '../../../build/three.module.js';
-import { toTrianglesDrawMode } from '../utils/BufferGeometryUtils.js';
-import { clone } from '../utils/SkeletonUtils.js';
+} from '../../../build/three.module.mjs';
+import { toTrianglesDrawMode } from '../utils/BufferGeometryUtils.mjs';
+import { clone } from '../utils/SkeletonUtils.mjs';
 
 /**
  * A loader for the glTF 2.0 format.

@@ -1,0 +1,133 @@
+"""Checkpoints of the long stages (VSD refinement, DMTet fine-tuning): which one a queued run continues, and what
+stays on disk.
+
+A run is one checkpoint ``<family>-seed<seed>.pt`` with a small ``.json`` beside it (seed, iterations done, length
+asked for, the length its schedules are scaled to). The *family* names everything that makes two runs the same
+apart from the seed and the length (the input's content, the prompt, the guidance model, the stage's settings), so:
+
+- an unfinished run of the family is continued whatever seed is queued (the editor's seed control may have
+  randomised it between Run, Cancel and Run); a run of the queued seed is preferred;
+- a finished run of the queued seed returns at once; asked for more steps, the family's latest finished run
+  continues (whatever the seed), its schedules staying those of the length it started with, as threestudio's
+  absolute milestones do when a run is resumed longer; the same length with another seed is a new run;
+- a finished run keeps only its result (the optimiser moments, two thirds of a checkpoint, are dropped), and at
+  most ``keep_unfinished`` unfinished runs stay in a stage's folder, the most recently written first.
+
+Files appear whole or not at all (atomic.py): the .pt is replaced before its .json, so a .json never describes a
+checkpoint that is not there."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .atomic import CheckpointMismatch, atomic_write
+from .model_files import read_resume_checkpoint
+
+log = logging.getLogger("GeoDream")
+
+
+@dataclass
+class RunInfo:
+    """What the .json beside a checkpoint says. ``step``: iterations done; ``steps``: the length last asked for;
+    ``schedule_steps``: the length the run's schedules are scaled to (the one it started with)."""
+
+    family: str
+    seed: int
+    step: int
+    steps: int
+    schedule_steps: int
+    updated: float = 0.0
+
+    @property
+    def finished(self) -> bool:
+        return self.step >= self.steps
+
+
+def info_path(checkpoint: Path) -> Path:
+    return Path(checkpoint).with_suffix(".json")
+
+
+def checkpoint_path(folder: Path, family: str, seed: int) -> Path:
+    return Path(folder) / f"{family}-seed{seed}.pt"
+
+
+def write(path: Path, state: dict, info: RunInfo) -> None:
+    """Write the checkpoint ``state`` (torch.save) and then its .json, each atomically."""
+    info.updated = time.time()
+    with atomic_write(path) as tmp:
+        torch.save(state, tmp)
+    with atomic_write(info_path(path)) as tmp:
+        tmp.write_text(json.dumps(asdict(info)), encoding="utf-8")
+
+
+def read_info(path: Path) -> RunInfo | None:
+    """The .json of a checkpoint, or None when either file is missing or the .json is not ours."""
+    try:
+        info = RunInfo(**json.loads(info_path(path).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
+    return info if Path(path).is_file() else None
+
+
+def load(path: Path, device, checkpoint_format: int) -> dict:
+    """A checkpoint's state on ``device``; one of another format is refused by name, never half-loaded."""
+    state = read_resume_checkpoint(path, "a GeoDream resume checkpoint", device)
+    if state.get("format") != checkpoint_format:
+        raise CheckpointMismatch(path)
+    return state
+
+
+def runs(folder: Path) -> dict[Path, RunInfo]:
+    """Every checkpoint with a readable .json in ``folder``."""
+    found = {}
+    for meta in sorted(Path(folder).glob("*.json")):
+        info = read_info(meta.with_suffix(".pt"))
+        if info is not None:
+            found[meta.with_suffix(".pt")] = info
+    return found
+
+
+def choose(folder: Path, family: str, seed: int, steps: int) -> tuple[Path, RunInfo] | tuple[None, None]:
+    """The run a queued run of ``family`` with ``seed`` and length ``steps`` continues: that seed's own run if there
+    is one; else the family's most recently written unfinished run; else its most recent finished run shorter than
+    ``steps`` (an extension); else (None, None): a finished run of another seed and the same length is a new run."""
+    own = checkpoint_path(folder, family, seed)
+    family_runs = {p: i for p, i in runs(folder).items() if i.family == family}
+    if own in family_runs:
+        return own, family_runs[own]
+    for wanted in (lambda i: not i.finished, lambda i: i.step < steps):
+        candidates = sorted(((i.updated, p) for p, i in family_runs.items() if wanted(i)), reverse=True)
+        if candidates:
+            return candidates[0][1], family_runs[candidates[0][1]]
+    return None, None
+
+
+def remove(path: Path) -> None:
+    """A checkpoint and its .json (either may be missing)."""
+    for p in (Path(path), info_path(path)):
+        p.unlink(missing_ok=True)
+
+
+def prune(folder: Path, keep_unfinished: int, current: Path | None = None, current_unfinished: bool = True
+          ) -> list[Path]:
+    """Delete the oldest unfinished runs of ``folder`` beyond ``keep_unfinished``. ``current`` (the run in hand) is
+    never deleted and counts as one of them when ``current_unfinished``. Finished runs (results) are kept.
+    Returns the checkpoints deleted."""
+    others = sorted(((i.updated, p) for p, i in runs(folder).items()
+                     if not i.finished and (current is None or p != Path(current))), reverse=True)
+    allowed = max(keep_unfinished - (1 if current is not None and current_unfinished else 0), 0)
+    removed = [p for _, p in others[allowed:]]
+    for path in removed:
+        remove(path)
+        log.info("GeoDream: removed the unfinished run %s (more than %d kept)", path.name, keep_unfinished)
+    return removed
+
+
+def describe(path: Path, info: RunInfo) -> str:
+    """How the node names a resumed run in its log and its preview caption."""
+    return f"resumed {path.name} at step {info.step}"
