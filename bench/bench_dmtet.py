@@ -35,8 +35,8 @@ def run_case(case: dict) -> dict:
     ops = load_pack().geodream_ops
     from importlib import import_module
 
-    dmtet = import_module(f"{ops.__name__}.dmtet")
-    finetune = import_module(f"{ops.__name__}.mesh_finetune")
+    dmtet = import_module(f"{ops.__name__}.mesh.dmtet")
+    finetune = import_module(f"{ops.__name__}.mesh.mesh_finetune")
     torch.set_num_threads(case.get("threads", torch.get_num_threads()))
     device = torch.device(case["device"])
 

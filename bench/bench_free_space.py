@@ -26,8 +26,8 @@ def run_skipping(resolution: int, steps: int) -> list[dict]:
     load_pack()
     import torch
 
-    from geodream_pack.geodream_ops.neus_renderer import RenderSettings
-    from geodream_pack.geodream_ops.refine_neus import Refinement, RefineSettings
+    from geodream_pack.geodream_ops.refine.neus_renderer import RenderSettings
+    from geodream_pack.geodream_ops.refine.refine_neus import Refinement, RefineSettings
     from tests.neus_doubles import sphere_cost_volume
 
     configs = [("64 + 64 importance, every section (before)", RenderSettings(64, 64, 2048, skip_free_space=False)),
@@ -72,7 +72,7 @@ def opacity_accuracy() -> list[dict]:
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from geodream_pack.geodream_ops import neus_renderer as R
+    from geodream_pack.geodream_ops.refine import neus_renderer as R
     from tests.test_neus_renderer import SphereField, _camera
 
     class Plate(SphereField):

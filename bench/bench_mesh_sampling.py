@@ -38,8 +38,8 @@ def measure(faces: int) -> dict:
     ops = load_pack().geodream_ops
     from importlib import import_module
 
-    point_sampling = import_module(f"{ops.__name__}.point_sampling")
-    mesh_module = import_module(f"{ops.__name__}.mesh")
+    point_sampling = import_module(f"{ops.__name__}.uni3d.point_sampling")
+    mesh_module = import_module(f"{ops.__name__}.mesh.textured_mesh")
     areas = torch.rand(faces, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     row = {"faces": faces}
     start = time.perf_counter()

@@ -34,7 +34,8 @@ def measure(backend: str, steps: int, threads: int) -> dict:
     load_pack()
     import torch
 
-    from geodream_pack.geodream_ops import cameras, mvdream_pipeline, zero123plus
+    from geodream_pack.geodream_ops import cameras
+    from geodream_pack.geodream_ops.multiview import mvdream_pipeline, zero123plus
     from tests import twins_multiview as tw
 
     torch.set_num_threads(threads)

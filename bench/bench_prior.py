@@ -26,9 +26,9 @@ def run_one(backend: str, views: int, mesh_resolution: int) -> dict:
     import torch
 
     from geodream_pack.geodream_ops import cameras as C
-    from geodream_pack.geodream_ops import view_recipe as V
-    from geodream_pack.geodream_ops.marching_cubes import extract_mesh, sdf_grid
-    from geodream_pack.geodream_ops.prior import build_cost_volume
+    from geodream_pack.geodream_ops.multiview import view_recipe as V
+    from geodream_pack.geodream_ops.prior.marching_cubes import extract_mesh, sdf_grid
+    from geodream_pack.geodream_ops.prior.model import build_cost_volume
     from tests.twins_prior import random_prior
 
     model = random_prior(0)

@@ -31,13 +31,13 @@ def run_one(root: Path, resolution: int, steps: int, chunk_rays: int, graph_budg
     import torch
 
     torch.set_num_threads(threads)
-    from geodream_pack.geodream_ops import release_frame
-    from geodream_pack.geodream_ops.cost_volume import CostVolume
-    from geodream_pack.geodream_ops.geometry_decoder import GeometryDecoder
-    from geodream_pack.geodream_ops.neus_renderer import RenderSettings
-    from geodream_pack.geodream_ops.refine_neus import Refinement, RefineSettings
-    from geodream_pack.geodream_ops.score_distillation import make_guidance_fn
-    from geodream_pack.geodream_ops.sd_guidance import load_guidance
+    from geodream_pack.geodream_ops.prior import release_frame
+    from geodream_pack.geodream_ops.prior.cost_volume import CostVolume
+    from geodream_pack.geodream_ops.prior.geometry_decoder import GeometryDecoder
+    from geodream_pack.geodream_ops.refine.neus_renderer import RenderSettings
+    from geodream_pack.geodream_ops.refine.refine_neus import Refinement, RefineSettings
+    from geodream_pack.geodream_ops.guidance.score_distillation import make_guidance_fn
+    from geodream_pack.geodream_ops.guidance.sd_guidance import load_guidance
     from tests import twins_sd
 
     folder = Path(tempfile.mkdtemp()) / "sd"

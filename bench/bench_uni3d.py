@@ -43,14 +43,14 @@ def main() -> None:
     device = torch.device(args.device)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     torch.manual_seed(0)
-    num_points = ops.point_sampling.UNI3D_NUM_POINTS
-    xyz = ops.point_sampling.normalize_unit_sphere(torch.randn(num_points, 3))
+    num_points = ops.uni3d.point_sampling.UNI3D_NUM_POINTS
+    xyz = ops.uni3d.point_sampling.normalize_unit_sphere(torch.randn(num_points, 3))
     points = torch.cat([xyz[None].expand(args.batch, -1, -1), torch.rand(args.batch, num_points, 3)], dim=-1).to(device)
-    config = ops.uni3d.SIZES[args.size]
+    config = ops.uni3d.encoder.SIZES[args.size]
 
-    fps = best_of(args.repeats, lambda: ops.point_groups.farthest_point_sample(points[..., :3], config.num_group),
+    fps = best_of(args.repeats, lambda: ops.uni3d.point_groups.farthest_point_sample(points[..., :3], config.num_group),
                   device)
-    model = ops.uni3d.Uni3D(config).to(device=device, dtype=dtype).eval()
+    model = ops.uni3d.encoder.Uni3D(config).to(device=device, dtype=dtype).eval()
     with torch.no_grad():
         model.encode(points)  # warm-up
         encode = best_of(args.repeats, lambda: model.encode(points), device)

@@ -2,7 +2,7 @@
 24 GB goal, and the share of a refinement step spent rendering versus in the guidance (VAE + UNet calls + LoRA).
 
 Models are built with random weights in their published layouts (speed and memory do not depend on the values):
-SD 2.1-base and SD 2.1 (768, v) from the configs the pack ships (geodream_ops/configs), MVDream's multi-view UNet,
+SD 2.1-base and SD 2.1 (768, v) from the configs the pack ships (geodream_ops/guidance/configs), MVDream's multi-view UNet,
 Zero123++'s UNet (SD 2's, with its reference attention), the SparseNeuS prior at grid 96, the release's NeuS field
 (16 x 150^3 volume, real f_g, hash grid 16 x 2 of 2^19 rows), Uni3D-g and the EVA02-E-14-plus text tower.
 Each stage is timed over ``--steps`` calls after one warm-up; stage totals multiply by the release's step counts.
@@ -116,7 +116,7 @@ def build_sd(sizes: Sizes, device, dtype, ops, lora: bool = False):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    sd = ops.sd_guidance
+    sd = ops.guidance.sd_guidance
     if (sizes.sd_lora if lora else sizes.sd_base) is not None:  # smoke: the tests' twins
         from tests import twins_sd
 
@@ -140,7 +140,7 @@ def build_sd(sizes: Sizes, device, dtype, ops, lora: bool = False):
 
 def build_guidance(sizes: Sizes, device, dtype, ops):
     """VSD's two branches as the release runs them: frozen SD 2.1-base, and SD 2.1 768 for the LoRA."""
-    return ops.sd_guidance.Guidance(build_sd(sizes, device, dtype, ops), build_sd(sizes, device, dtype, ops, True),
+    return ops.guidance.sd_guidance.Guidance(build_sd(sizes, device, dtype, ops), build_sd(sizes, device, dtype, ops, True),
                                     device, dtype, "random weights")
 
 
@@ -149,13 +149,13 @@ def release_cost_volume(sizes: Sizes, device, ops):
     torch.manual_seed(0)
     r = sizes.volume_resolution
     volume = 0.1 * torch.randn(1, 16, r, r, r, device=device)
-    decoder = ops.geometry_decoder.GeometryDecoder().to(device).requires_grad_(False)
-    return ops.cost_volume.CostVolume(volume, decoder, ops.release_frame.BBOX.to(device))
+    decoder = ops.prior.geometry_decoder.GeometryDecoder().to(device).requires_grad_(False)
+    return ops.prior.cost_volume.CostVolume(volume, decoder, ops.prior.release_frame.BBOX.to(device))
 
 
 # --- stages --------------------------------------------------------------------------------------------------------
 def stage_mvdream(sizes, meter, device, dtype, ops, steps):
-    unet = ops.mvdream_unet.MultiViewUNet(**sizes.mvdream_unet).to(device=device, dtype=dtype).requires_grad_(False)
+    unet = ops.multiview.mvdream_unet.MultiViewUNet(**sizes.mvdream_unet).to(device=device, dtype=dtype).requires_grad_(False)
     views, side = 4, sizes.mvdream_latent
     x = torch.randn(2 * views, 4, side, side, device=device, dtype=dtype)  # CFG: [uncond, cond] x 4 views
     context = torch.randn(2 * views, 77, unet.config["context_dim"], device=device, dtype=dtype)
@@ -169,7 +169,7 @@ def stage_mvdream(sizes, meter, device, dtype, ops, steps):
 def stage_zero123plus(sizes, meter, device, dtype, ops, steps):
     base = build_sd(sizes, device, dtype, ops, lora=True)  # Zero123++ v1.2's UNet is SD 2's (v-prediction)
     unet = base.unet
-    bank = ops.zero123plus.install_reference_attention(unet)
+    bank = ops.multiview.zero123plus.install_reference_attention(unet)
     tile, rows, cols = sizes.zero123_latent
     latents = torch.randn(2, 4, rows * tile, cols * tile, device=device, dtype=dtype)  # CFG
     reference = torch.randn(2, 4, tile, tile, device=device, dtype=dtype)
@@ -196,21 +196,21 @@ def stage_prior(sizes, meter, device, dtype, ops, steps):
     model = random_prior(0).to(device)
     rig = ops.cameras.mvdream_rig()
     if sizes.prior_views > 4:  # the release's 14: 4 MVDream views and the Zero123++ v1.1 tiles it keeps around them
-        selection = ops.view_recipe.tile_selection(ops.view_recipe.RECIPES[0], len(rig))
-        rig = ops.view_recipe.expanded_cameras(ops.view_recipe.release_source_cameras(rig), selection)
+        selection = ops.multiview.view_recipe.tile_selection(ops.multiview.view_recipe.RECIPES[0], len(rig))
+        rig = ops.multiview.view_recipe.expanded_cameras(ops.multiview.view_recipe.release_source_cameras(rig), selection)
     rig = rig[:sizes.prior_views]
     images = torch.rand(len(rig), sizes.prior_image, sizes.prior_image, 3, device=device)
     built = {}
 
     def build():
-        built["volume"] = ops.prior.build_cost_volume(model, images, rig, sizes.volume_resolution, sizes.prior_grid,
+        built["volume"] = ops.prior.model.build_cost_volume(model, images, rig, sizes.volume_resolution, sizes.prior_grid,
                                                       sizes.prior_image)
 
     with torch.no_grad():
         seconds = meter.time(build, max(1, steps // 2))
         peak = meter.peak_gb()
         meter.reset()
-        mesh = meter.time(lambda: ops.marching_cubes.extract_mesh(built["volume"], sizes.mesh_resolution), 1)
+        mesh = meter.time(lambda: ops.prior.marching_cubes.extract_mesh(built["volume"], sizes.mesh_resolution), 1)
     return [{"stage": f"BuildCostVolume ({sizes.prior_views} views, grid {sizes.prior_grid}, "
                       f"{sizes.volume_resolution}^3)", "unit": "build", "seconds": seconds, "peak_gb": peak},
             {"stage": f"PriorToMesh ({sizes.mesh_resolution}^3)", "unit": "mesh", "seconds": mesh}]
@@ -218,12 +218,12 @@ def stage_prior(sizes, meter, device, dtype, ops, steps):
 
 def stage_refine(sizes, meter, device, dtype, ops, steps, resolution, guidance, label=""):
     timed_fn, spent = timed_guidance(
-        ops.score_distillation.make_guidance_fn(guidance, "a ceramic owl"), meter.sync)
-    settings = ops.refine_neus.RefineSettings(
+        ops.guidance.score_distillation.make_guidance_fn(guidance, "a ceramic owl"), meter.sync)
+    settings = ops.refine.refine_neus.RefineSettings(
         steps=steps + 2, resolution=resolution, half_resolution_until=0.0,
-        field=ops.neus_field.FieldSettings(hash_grid=ops.hash_grid.HashGridConfig(**sizes.field_grid).to_dict()),
-        render=ops.neus_renderer.RenderSettings(**sizes.render))
-    run = ops.refine_neus.Refinement(release_cost_volume(sizes, device, ops), timed_fn, settings, device)
+        field=ops.refine.neus_field.FieldSettings(hash_grid=ops.texture.hash_grid.HashGridConfig(**sizes.field_grid).to_dict()),
+        render=ops.refine.neus_renderer.RenderSettings(**sizes.render))
+    run = ops.refine.refine_neus.Refinement(release_cost_volume(sizes, device, ops), timed_fn, settings, device)
     run.train_step()  # warm-up
     spent["guidance"] = 0.0
     meter.sync()
@@ -233,10 +233,10 @@ def stage_refine(sizes, meter, device, dtype, ops, steps, resolution, guidance, 
     meter.sync()
     seconds = (time.perf_counter() - start) / steps
     share = spent["guidance"] / steps / seconds
-    total = seconds * ops.refine_neus.RefineSettings().steps
+    total = seconds * ops.refine.refine_neus.RefineSettings().steps
     return {"stage": f"VSDRefineNeuS at {resolution} px (VSD: base CFG + LoRA branch + LoRA step){label}",
             "unit": "iteration", "seconds": seconds, "render_share": 1 - share, "total": total,
-            "total_of": f"{ops.refine_neus.RefineSettings().steps} iterations if all at this size"}
+            "total_of": f"{ops.refine.refine_neus.RefineSettings().steps} iterations if all at this size"}
 
 
 def stage_dmtet(sizes, meter, device, dtype, ops, steps, guidance):
@@ -244,14 +244,14 @@ def stage_dmtet(sizes, meter, device, dtype, ops, steps, guidance):
     of a sphere-like field (the stage reads only the field's SDF once, to extract its start mesh)."""
     from tests.neus_doubles import sphere_cost_volume
 
-    finetune = ops.mesh_finetune
+    finetune = ops.mesh.mesh_finetune
     config = finetune.FineTuneConfig(tet_resolution=sizes.tet_resolution, geometry_steps=steps + 1,
                                      texture_steps=steps + 1, render_size=sizes.texture_size,
                                      geometry_batch=sizes.geometry_batch,
-                                     texture_grid=ops.hash_grid.HashGridConfig(**sizes.field_grid))
-    field = ops.neus_field.NeuSField(sphere_cost_volume(4, 8)).to(device)
-    geometry_fn = ops.score_distillation.make_guidance_fn(guidance, "a ceramic owl", **finetune.GEOMETRY_GUIDANCE)
-    texture_fn = ops.score_distillation.make_guidance_fn(guidance, "a ceramic owl", **finetune.TEXTURE_GUIDANCE)
+                                     texture_grid=ops.texture.hash_grid.HashGridConfig(**sizes.field_grid))
+    field = ops.refine.neus_field.NeuSField(sphere_cost_volume(4, 8)).to(device)
+    geometry_fn = ops.guidance.score_distillation.make_guidance_fn(guidance, "a ceramic owl", **finetune.GEOMETRY_GUIDANCE)
+    texture_fn = ops.guidance.score_distillation.make_guidance_fn(guidance, "a ceramic owl", **finetune.TEXTURE_GUIDANCE)
     tuner = finetune.MeshFineTuner(field, geometry_fn, texture_fn, config, 0, device)
     rows = []
     meter.reset()
@@ -276,17 +276,17 @@ def stage_uni3d(sizes, meter, device, dtype, ops, steps):
 
     from tests import twins_uni3d
 
-    config = ops.uni3d.SIZES[sizes.uni3d] if sizes.uni3d else twins_uni3d.TWIN_CONFIG
+    config = ops.uni3d.encoder.SIZES[sizes.uni3d] if sizes.uni3d else twins_uni3d.TWIN_CONFIG
     clip = open_clip.get_model_config(sizes.clip) if sizes.clip else twins_uni3d.TWIN_CLIP_CONFIG
     with torch.device(device):
-        model = ops.uni3d.Uni3D(config)
+        model = ops.uni3d.encoder.Uni3D(config)
         tower = _build_text_tower(clip["embed_dim"], clip["text_cfg"], quick_gelu=clip.get("quick_gelu", False),
                                   cast_dtype=dtype if dtype != torch.float32 else None)
     model = model.to(dtype=dtype).eval().requires_grad_(False)
     tower = tower.eval().requires_grad_(False)
     if dtype != torch.float32:
         convert_weights_to_lp(tower, dtype)
-    xyz = ops.point_sampling.normalize_unit_sphere(torch.randn(sizes.uni3d_points, 3))
+    xyz = ops.uni3d.point_sampling.normalize_unit_sphere(torch.randn(sizes.uni3d_points, 3))
     points = torch.cat([xyz, torch.rand_like(xyz)], -1)[None].to(device)
     tokens = torch.randint(0, clip["text_cfg"].get("vocab_size", 49408), (1, 77), device=device)
     with torch.no_grad():

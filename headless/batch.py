@@ -26,8 +26,8 @@ from .batch_jobs import read_jobs
 from .pack import PACK_ROOT, load_pack
 
 GeoDreamError = load_pack().geodream_ops.errors.GeoDreamError
-MESH_SUFFIXES = load_pack().geodream_ops.mesh_import.SUFFIXES
-UNI3D_NUM_POINTS = load_pack().geodream_ops.point_sampling.UNI3D_NUM_POINTS
+MESH_SUFFIXES = load_pack().geodream_ops.mesh.mesh_import.SUFFIXES
+UNI3D_NUM_POINTS = load_pack().geodream_ops.uni3d.point_sampling.UNI3D_NUM_POINTS
 INTERRUPTED, WORKER_DIED = "interrupted", "worker died"
 # Ray reads this when it is imported: off, a Ray started here takes 127.0.0.1 as its address and binds only there.
 LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"

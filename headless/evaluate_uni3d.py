@@ -82,7 +82,7 @@ def load_scorer_files(uni3d: str, clip: str, clip_model: str):
     ops = load_pack().geodream_ops
     device = load_pack().nodes.host.device()
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    return ops.uni3d_score.load_scorer(_model_path(uni3d), _model_path(clip), clip_model, device, dtype)
+    return ops.uni3d.uni3d_score.load_scorer(_model_path(uni3d), _model_path(clip), clip_model, device, dtype)
 
 
 def embed(load_scorer, meshes: list[Path], prompts: list[str], num_points: int, seed: int, templates: str,
@@ -94,8 +94,8 @@ def embed(load_scorer, meshes: list[Path], prompts: list[str], num_points: int, 
     shapes = []
     for step, path in enumerate(meshes, 1):
         log(f"[{step}/{len(meshes)}] {path.name}")
-        shapes.append(scorer.embed_mesh(ops.mesh_import.load_mesh(path, y_up=not z_up), num_points, seed, True))
-    text = scorer.embed_prompts(prompts, ops.uni3d_text.TEMPLATE_SETS[templates]) if prompts else None
+        shapes.append(scorer.embed_mesh(ops.mesh.mesh_import.load_mesh(path, y_up=not z_up), num_points, seed, True))
+    text = scorer.embed_prompts(prompts, ops.uni3d.uni3d_text.TEMPLATE_SETS[templates]) if prompts else None
     return torch.cat(shapes), text
 
 
@@ -116,12 +116,12 @@ def rank(load_scorer, meshes: list[Path], names: list[str], prompts: list[str], 
     else:
         shapes, text = embed(load_scorer, meshes, prompts, *options, log=log)
     ops = load_pack().geodream_ops
-    return ops.uni3d_score.RankingTable(names, prompts, ops.uni3d_score.similarity(shapes, text), torch.tensor(targets))
+    return ops.uni3d.uni3d_score.RankingTable(names, prompts, ops.uni3d.uni3d_score.similarity(shapes, text), torch.tensor(targets))
 
 
 def evaluate(meshes_dir: Path, prompts_file: Path, out: Path, load_scorer, num_points: int, seed: int,
              templates: str, z_up: bool, tasks: int = 1, log=print) -> list[Path]:
-    suffixes = load_pack().geodream_ops.mesh_import.SUFFIXES
+    suffixes = load_pack().geodream_ops.mesh.mesh_import.SUFFIXES
     meshes = sorted(p for p in Path(meshes_dir).iterdir() if p.suffix.lower() in suffixes)
     if not meshes:
         raise ValueError(f"no mesh files ({', '.join(suffixes)}) in {meshes_dir}")
@@ -144,10 +144,10 @@ def main(argv=None) -> int:
                         help="EVA02-E-14-plus open_clip weights (its text tower, as `python -m headless.models "
                              "download eva02-e-14-plus-text` keeps it, or the full file): a path, or a name in "
                              "models/geodream/")
-    parser.add_argument("--clip-model", default=ops.uni3d_text.CLIP_MODEL, help="open_clip architecture name")
-    parser.add_argument("--num-points", type=int, default=ops.point_sampling.UNI3D_NUM_POINTS)
+    parser.add_argument("--clip-model", default=ops.uni3d.uni3d_text.CLIP_MODEL, help="open_clip architecture name")
+    parser.add_argument("--num-points", type=int, default=ops.uni3d.point_sampling.UNI3D_NUM_POINTS)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--templates", choices=list(ops.uni3d_text.TEMPLATE_SETS), default="prompt as written")
+    parser.add_argument("--templates", choices=list(ops.uni3d.uni3d_text.TEMPLATE_SETS), default="prompt as written")
     parser.add_argument("--z-up", action="store_true", help="meshes are in the pack's frame (Z up), not glTF's")
     parser.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="embed the meshes as Ray tasks, "
                         "one per GPU (per CPU without GPUs): on this machine, or on the cluster at ADDRESS (needs "

@@ -225,7 +225,7 @@ def _keep_text_tower(entry, full: Path, full_sha256: str, stage: Path, revision:
     """The text tower of the verified full CLIP checkpoint ``full`` (uni3d_text.save_text_tower), written in the
     staging folder; the full file goes if it was downloaded here, stays if it was the user's. Returns its record."""
     target = stage / entry.name
-    from geodream_ops.uni3d_text import save_text_tower
+    from geodream_ops.uni3d.uni3d_text import save_text_tower
 
     source = f"huggingface.co/{entry.source['repo']}@{revision}/{entry.source['files'][0]}"
     with atomic_write(target) as tmp:

@@ -7,9 +7,9 @@ import torch
 
 from ..geodream_ops import run_store
 from ..geodream_ops.images import to_pil
-from ..geodream_ops.mesh_finetune import (CHECKPOINT_FORMAT, GEOMETRY_GUIDANCE, TEXTURE_GUIDANCE, FineTuneConfig,
+from ..geodream_ops.mesh.mesh_finetune import (CHECKPOINT_FORMAT, GEOMETRY_GUIDANCE, TEXTURE_GUIDANCE, FineTuneConfig,
                                            MeshFineTuner, resumable_settings)
-from ..geodream_ops.texture_bake import bake_texture
+from ..geodream_ops.mesh.texture_bake import bake_texture
 from . import categories
 from . import edge_types as T
 from . import host
@@ -85,7 +85,7 @@ class GeoDreamDMTetFineTune:
                 raise ValueError(f"GeoDream: 'field' has no '{name}'; connect the field output of VSDRefineNeuS.")
         if not prompt.strip() and geometry_steps + texture_steps > 0:
             raise ValueError("GeoDream: the prompt is empty; give the text the object should match.")
-        from ..geodream_ops.score_distillation import make_guidance_fn
+        from ..geodream_ops.guidance.score_distillation import make_guidance_fn
 
         config = FineTuneConfig(tet_resolution=tet_resolution, geometry_steps=geometry_steps,
                                 texture_steps=texture_steps, render_size=render_size, geometry_batch=geometry_batch)

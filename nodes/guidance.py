@@ -1,5 +1,5 @@
 """Loader of the score-distillation guidance: Stable Diffusion 2.1-base, optionally with SD 2.1 for VSD's LoRA."""
-from ..geodream_ops.sd_guidance import load_guidance
+from ..geodream_ops.guidance.sd_guidance import load_guidance
 from . import categories
 from . import edge_types as T
 from . import host

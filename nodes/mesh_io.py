@@ -1,8 +1,8 @@
 """Mesh nodes: save a GEODREAM_MESH as GLB / OBJ, hand it to ComfyUI's own 3D nodes as a core MESH, or load a mesh
 file (e.g. to score it with Uni3D)."""
 from ..geodream_ops.cameras import to_gltf_frame
-from ..geodream_ops.mesh_export import FORMATS, save_mesh
-from ..geodream_ops.mesh_import import SUFFIXES, load_mesh
+from ..geodream_ops.mesh.mesh_export import FORMATS, save_mesh
+from ..geodream_ops.mesh.mesh_import import SUFFIXES, load_mesh
 from . import categories
 from . import edge_types as T
 from . import host

@@ -5,12 +5,14 @@ import logging
 
 import torch
 
-from ..geodream_ops import cameras, mvdream_pipeline, release_frame, view_recipe, zero123plus
+from ..geodream_ops import cameras
+from ..geodream_ops.multiview import mvdream_pipeline, view_recipe, zero123plus
+from ..geodream_ops.prior import release_frame
 from ..geodream_ops.errors import GeoDreamError
 from ..geodream_ops.images import resize_views
-from ..geodream_ops.matting import METHODS as MATTING_METHODS
-from ..geodream_ops.matting import U2NET_FILE, matte_views
-from ..geodream_ops.object_preprocess import object_on_grey, resize_square
+from ..geodream_ops.multiview.matting import METHODS as MATTING_METHODS
+from ..geodream_ops.multiview.matting import U2NET_FILE, matte_views
+from ..geodream_ops.multiview.object_preprocess import object_on_grey, resize_square
 from . import categories
 from . import edge_types as T
 from . import host

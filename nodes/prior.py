@@ -4,12 +4,13 @@ from pathlib import Path
 
 import torch
 
-from ..geodream_ops import marching_cubes, model_files, prior_checkpoint, release_frame
-from ..geodream_ops.cost_volume import CostVolume
+from ..geodream_ops.prior import marching_cubes, prior_checkpoint, release_frame
+from ..geodream_ops import model_files
+from ..geodream_ops.prior.cost_volume import CostVolume
 from ..geodream_ops.errors import GeoDreamError
-from ..geodream_ops.matting import views_on_white
-from ..geodream_ops.prior import NORM_STATISTICS, build_cost_volume, build_steps, cost_volume_from_release
-from ..geodream_ops.sparse_conv import BACKENDS
+from ..geodream_ops.multiview.matting import views_on_white
+from ..geodream_ops.prior.model import NORM_STATISTICS, build_cost_volume, build_steps, cost_volume_from_release
+from ..geodream_ops.prior.sparse_conv import BACKENDS
 from . import categories
 from . import edge_types as T
 from . import host

@@ -5,14 +5,14 @@ import json
 import torch
 
 from ..geodream_ops import run_store
-from ..geodream_ops.cost_volume import CostVolume
+from ..geodream_ops.prior.cost_volume import CostVolume
 from ..geodream_ops.images import to_pil
-from ..geodream_ops.neus_field import NeuSField
-from ..geodream_ops.neus_renderer import render
-from ..geodream_ops.refine_neus import (CHECKPOINT_FORMAT, NonFiniteError, Refinement, RefineSettings,
+from ..geodream_ops.refine.neus_field import NeuSField
+from ..geodream_ops.refine.neus_renderer import render
+from ..geodream_ops.refine.refine_neus import (CHECKPOINT_FORMAT, NonFiniteError, Refinement, RefineSettings,
                                         evaluation_cameras, turntable)
-from ..geodream_ops.score_distillation import make_guidance_fn
-from ..geodream_ops.sd_guidance import Guidance
+from ..geodream_ops.guidance.score_distillation import make_guidance_fn
+from ..geodream_ops.guidance.sd_guidance import Guidance
 from . import categories
 from . import edge_types as T
 from . import host

@@ -1,10 +1,10 @@
 """Uni3D score nodes: load the Uni3D point encoder with its CLIP text encoder, and score a mesh against a prompt."""
 import torch
 
-from ..geodream_ops.mesh import TexturedMesh
-from ..geodream_ops.point_sampling import UNI3D_NUM_POINTS
-from ..geodream_ops.uni3d_score import RankingTable, load_scorer, similarity
-from ..geodream_ops.uni3d_text import CLIP_MODEL, TEMPLATE_SETS
+from ..geodream_ops.mesh.textured_mesh import TexturedMesh
+from ..geodream_ops.uni3d.point_sampling import UNI3D_NUM_POINTS
+from ..geodream_ops.uni3d.uni3d_score import RankingTable, load_scorer, similarity
+from ..geodream_ops.uni3d.uni3d_text import CLIP_MODEL, TEMPLATE_SETS
 from . import categories
 from . import edge_types as T
 from . import host

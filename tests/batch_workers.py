@@ -18,7 +18,7 @@ def setup() -> None:
     twins_uni3d.uni3d.SIZES[twins_uni3d.TWIN_SIZE] = twins_uni3d.TWIN_CONFIG
     twins_uni3d.register_twin_clip(Path(os.environ[CLIP_CONFIGS]))
     if os.environ.get(KILL_JOB):
-        refinement = pack.geodream_ops.refine_neus.Refinement
+        refinement = pack.geodream_ops.refine.refine_neus.Refinement
         refinement.save_checkpoint = _dying_after(refinement.save_checkpoint)
 
 

@@ -1,11 +1,11 @@
 """Test doubles for refinement: a cost volume whose decoder is a sphere offset by the volume's first channel."""
 import torch
 
-from geodream_pack.geodream_ops.cost_volume import CostVolume
-from geodream_pack.geodream_ops.hash_grid import HashGridConfig
-from geodream_pack.geodream_ops.neus_field import FieldSettings
-from geodream_pack.geodream_ops.neus_renderer import RenderSettings
-from geodream_pack.geodream_ops.refine_neus import RefineSettings
+from geodream_pack.geodream_ops.prior.cost_volume import CostVolume
+from geodream_pack.geodream_ops.texture.hash_grid import HashGridConfig
+from geodream_pack.geodream_ops.refine.neus_field import FieldSettings
+from geodream_pack.geodream_ops.refine.neus_renderer import RenderSettings
+from geodream_pack.geodream_ops.refine.refine_neus import RefineSettings
 
 
 class OffsetSphereDecoder(torch.nn.Module):

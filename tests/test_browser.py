@@ -18,7 +18,7 @@ import torch
 import trimesh
 from PIL import Image
 
-from geodream_pack.geodream_ops.mesh import TexturedMesh
+from geodream_pack.geodream_ops.mesh.textured_mesh import TexturedMesh
 
 from tests.browser.support import CHROMIUM, launch, textured_box_glb
 from headless.pack import PACK_ROOT
@@ -103,8 +103,8 @@ def _pixels(page, selector_js):
 
 def _box_obj_files(folder) -> dict:
     """The box of textured_box_glb written by the pack's own OBJ exporter (OBJ + MTL + PNG), by file name."""
-    from geodream_pack.geodream_ops.mesh_export import save_mesh
-    from geodream_pack.geodream_ops.mesh_import import load_mesh
+    from geodream_pack.geodream_ops.mesh.mesh_export import save_mesh
+    from geodream_pack.geodream_ops.mesh.mesh_import import load_mesh
 
     glb = folder / "box.glb"
     glb.write_bytes(textured_box_glb(BOX_EXTENTS, BOX_CENTER))

@@ -11,12 +11,12 @@ import torch
 import trimesh
 
 from geodream_pack.geodream_ops.cameras import Cameras
-from geodream_pack.geodream_ops.dmtet import DMTetGeometry, drop_small_components
+from geodream_pack.geodream_ops.mesh.dmtet import DMTetGeometry, drop_small_components
 from geodream_pack.geodream_ops.errors import GeoDreamError
-from geodream_pack.geodream_ops.hash_grid import HashGridConfig
-from geodream_pack.geodream_ops.mesh_finetune import (FineTuneConfig, MeshFineTuner, laplacian_smoothness,
+from geodream_pack.geodream_ops.texture.hash_grid import HashGridConfig
+from geodream_pack.geodream_ops.mesh.mesh_finetune import (FineTuneConfig, MeshFineTuner, laplacian_smoothness,
                                                       mesh_edges, normal_consistency)
-from geodream_pack.geodream_ops.mesh_render import vertex_normals
+from geodream_pack.geodream_ops.mesh.mesh_render import vertex_normals
 from tests import twins_sd
 from tests.neus_doubles import sphere_cost_volume, tiny_settings
 
@@ -119,7 +119,7 @@ def test_lengths_scale_with_the_scene_unit():
 def test_normal_maps_are_coloured_as_the_release_colours_them():
     """(n + 1) / 2 of the world normal in the release's frame: our +X (the front) is its -Z, our +Y its +X and our
     +Z (up) its -Y, so a face looking up is (0.5, 0, 0.5) and one looking at the front camera (0.5, 0.5, 0)."""
-    from geodream_pack.geodream_ops.mesh_render import MeshRenderer
+    from geodream_pack.geodream_ops.mesh.mesh_render import MeshRenderer
 
     renderer = MeshRenderer("cpu")
     quad = torch.tensor([[0, 1, 2], [0, 2, 3]])
@@ -233,7 +233,7 @@ def tiny_texture_grid(monkeypatch):
 @pytest.fixture
 def simple_guidance(monkeypatch):
     """The guidance module of the VSD stage, replaced by one that returns the stand-in for either mode."""
-    import geodream_pack.geodream_ops as ops
+    import geodream_pack.geodream_ops.guidance as ops
 
     calls = []
 
@@ -241,7 +241,7 @@ def simple_guidance(monkeypatch):
         calls.append(mode)
         return towards_red
 
-    module = types.ModuleType("geodream_pack.geodream_ops.score_distillation")
+    module = types.ModuleType("geodream_pack.geodream_ops.guidance.score_distillation")
     module.make_guidance_fn = make_guidance_fn
     monkeypatch.setitem(sys.modules, module.__name__, module)
     monkeypatch.setattr(ops, "score_distillation", module, raising=False)
@@ -301,7 +301,7 @@ def test_node_stops_on_interrupt_and_resumes_from_its_checkpoint(pack_dirs, simp
         return towards_red(images, cameras, step, total_steps)
 
     stopped = []
-    module = sys.modules["geodream_pack.geodream_ops.score_distillation"]
+    module = sys.modules["geodream_pack.geodream_ops.guidance.score_distillation"]
     monkeypatch.setattr(module, "make_guidance_fn", lambda guidance, prompt, mode="vsd", **settings:
                         interrupt_in_texture_pass if mode == "vsd" else towards_red)
     with pytest.raises(host.Interrupted):
@@ -313,7 +313,7 @@ def test_node_stops_on_interrupt_and_resumes_from_its_checkpoint(pack_dirs, simp
 
 
 def test_hash_grid_texture_maps_the_box_to_the_unit_cube_and_starts_grey():
-    from geodream_pack.geodream_ops.texture_field import HashGridTexture
+    from geodream_pack.geodream_ops.texture.texture_field import HashGridTexture
 
     torch.manual_seed(0)
     texture = HashGridTexture(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]), TINY_GRID)
@@ -337,8 +337,8 @@ def test_hash_grid_texture_maps_the_box_to_the_unit_cube_and_starts_grey():
 def test_node_with_the_real_guidance_on_a_refined_field(pack_dirs, monkeypatch):
     """GeoDreamLoadVSDGuidance on the tiny SD twin and a NeuSField with a sphere surface: SDS shapes, VSD textures
     (its LoRA learns), with the release's settings, and a finished run resumes with the LoRA it ended with."""
-    from geodream_pack.geodream_ops import score_distillation
-    from geodream_pack.geodream_ops.neus_field import NeuSField
+    from geodream_pack.geodream_ops.guidance import score_distillation
+    from geodream_pack.geodream_ops.refine.neus_field import NeuSField
     from geodream_pack.nodes.dmtet import GeoDreamDMTetFineTune
     from geodream_pack.nodes.guidance import SAME, GeoDreamLoadVSDGuidance
 

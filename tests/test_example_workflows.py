@@ -6,7 +6,7 @@ import pytest
 import trimesh
 from PIL import Image
 
-from geodream_pack.geodream_ops.uni3d_text import save_text_tower
+from geodream_pack.geodream_ops.uni3d.uni3d_text import save_text_tower
 from headless.pack import PACK_ROOT
 from headless.run import run_workflow
 from tests import twins_multiview, twins_prior, twins_sd, twins_uni3d

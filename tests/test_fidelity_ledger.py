@@ -175,8 +175,8 @@ def test_named_tests_exist():
 
 def test_the_checker_checks():
     """The resolver reads each `code` form, and a wrong `ours` is caught (so the parametrised check can fail)."""
-    assert resolve("geodream_ops.refine_neus:RefineSettings.lr.volume") == 1e-3  # factory default, then a dict key
-    assert resolve("geodream_ops.refine_neus:RefineSettings.cameras.elevation_range") == (-35.0, 35.0)
+    assert resolve("geodream_ops.refine.refine_neus:RefineSettings.lr.volume") == 1e-3  # factory default, then a dict key
+    assert resolve("geodream_ops.refine.refine_neus:RefineSettings.cameras.elevation_range") == (-35.0, 35.0)
     assert resolve("geodream_ops.cameras:view_direction#back_threshold") == 40.0
     assert resolve("nodes.refine:GeoDreamVSDRefineNeuS@steps") == 20000
     assert literal("15001 / 60000") == pytest.approx(0.250016666)

@@ -101,11 +101,11 @@ def fuzz_meshes(folder: str, count: int, seed: int) -> dict:
     returns how many were accepted and refused. Raises on anything but a GeoDreamError or a non-finite output."""
     import trimesh
 
-    from geodream_pack.geodream_ops.mesh import TexturedMesh
-    from geodream_pack.geodream_ops.mesh_export import save_mesh
-    from geodream_pack.geodream_ops.mesh_import import load_mesh
-    from geodream_pack.geodream_ops.point_sampling import mesh_point_cloud
-    from geodream_pack.geodream_ops.texture_bake import bake_texture
+    from geodream_pack.geodream_ops.mesh.textured_mesh import TexturedMesh
+    from geodream_pack.geodream_ops.mesh.mesh_export import save_mesh
+    from geodream_pack.geodream_ops.mesh.mesh_import import load_mesh
+    from geodream_pack.geodream_ops.uni3d.point_sampling import mesh_point_cloud
+    from geodream_pack.geodream_ops.mesh.texture_bake import bake_texture
 
     rng = np.random.default_rng(seed)
     folder = Path(folder)

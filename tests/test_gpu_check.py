@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from geodream_pack.geodream_ops.refine_neus import RefineSettings
+from geodream_pack.geodream_ops.refine.refine_neus import RefineSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from geodream_pack.geodream_ops.hash_grid import HashGridConfig, HashGridEncoding, vertex_index
+from geodream_pack.geodream_ops.texture.hash_grid import HashGridConfig, HashGridEncoding, vertex_index
 
 SMALL = HashGridConfig(n_levels=4, n_features_per_level=2, log2_hashmap_size=8, base_resolution=4, max_resolution=32)
 

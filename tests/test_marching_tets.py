@@ -6,8 +6,8 @@ import pytest
 import torch
 import trimesh
 
-from geodream_pack.geodream_ops.marching_tets import TRIANGLE_COUNT, marching_tets
-from geodream_pack.geodream_ops.tet_grid import TetGrid
+from geodream_pack.geodream_ops.mesh.marching_tets import TRIANGLE_COUNT, marching_tets
+from geodream_pack.geodream_ops.mesh.tet_grid import TetGrid
 
 BOX = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
 

@@ -5,12 +5,12 @@ import pytest
 import torch
 import trimesh
 
-from geodream_pack.geodream_ops.marching_tets import marching_tets
+from geodream_pack.geodream_ops.mesh.marching_tets import marching_tets
 from geodream_pack.geodream_ops.cameras import to_gltf_frame
-from geodream_pack.geodream_ops.mesh import TexturedMesh
-from geodream_pack.geodream_ops.mesh_export import save_mesh
-from geodream_pack.geodream_ops.tet_grid import TetGrid
-from geodream_pack.geodream_ops.texture_bake import bake_texture, dilate
+from geodream_pack.geodream_ops.mesh.textured_mesh import TexturedMesh
+from geodream_pack.geodream_ops.mesh.mesh_export import save_mesh
+from geodream_pack.geodream_ops.mesh.tet_grid import TetGrid
+from geodream_pack.geodream_ops.mesh.texture_bake import bake_texture, dilate
 
 
 def color_of(points):

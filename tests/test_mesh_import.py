@@ -9,8 +9,8 @@ from PIL import Image
 
 from geodream_pack.geodream_ops.cameras import to_gltf_frame
 from geodream_pack.geodream_ops.errors import GeoDreamError
-from geodream_pack.geodream_ops.mesh_import import load_mesh
-from geodream_pack.geodream_ops.point_sampling import sample_faces, sample_surface
+from geodream_pack.geodream_ops.mesh.mesh_import import load_mesh
+from geodream_pack.geodream_ops.uni3d.point_sampling import sample_faces, sample_surface
 
 
 def srgb_encode(linear: float) -> float:
@@ -184,8 +184,8 @@ def test_face_sampling_follows_the_areas_and_never_picks_zero_area_faces():
 
 def test_vertex_colours_round_trip_through_our_glb_and_obj(tmp_path):
     """GLB stores COLOR_0 in linear light (8 bits), OBJ/PLY store display values: both read back as written."""
-    from geodream_pack.geodream_ops.mesh import TexturedMesh
-    from geodream_pack.geodream_ops.mesh_export import save_mesh
+    from geodream_pack.geodream_ops.mesh.textured_mesh import TexturedMesh
+    from geodream_pack.geodream_ops.mesh.mesh_export import save_mesh
 
     box = trimesh.creation.box()
     colours = torch.rand(len(box.vertices), 3, generator=torch.Generator().manual_seed(3))

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from geodream_pack.geodream_ops.cost_volume import CostVolume
+from geodream_pack.geodream_ops.prior.cost_volume import CostVolume
 from geodream_pack.geodream_ops.errors import GeoDreamError
-from geodream_pack.geodream_ops.marching_cubes import extract_mesh
-from geodream_pack.geodream_ops.mesh_repair import clean_faces
-from geodream_pack.geodream_ops.sparse_conv import SparseVolume, select_backend, sparse_conv
-from geodream_pack.geodream_ops.texture_bake import bake_texture, unwrap_uv
+from geodream_pack.geodream_ops.prior.marching_cubes import extract_mesh
+from geodream_pack.geodream_ops.mesh.mesh_repair import clean_faces
+from geodream_pack.geodream_ops.prior.sparse_conv import SparseVolume, select_backend, sparse_conv
+from geodream_pack.geodream_ops.mesh.texture_bake import bake_texture, unwrap_uv
 
 ROOT = Path(__file__).resolve().parent.parent
 TRIANGLE = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
@@ -26,7 +26,7 @@ def test_opposite_winding_pair_through_xatlas_exits_normally_in_a_child():
         sys.path.insert(0, {str(ROOT)!r})
         from headless.pack import load_pack
         load_pack()
-        from geodream_pack.geodream_ops.texture_bake import bake_texture
+        from geodream_pack.geodream_ops.mesh.texture_bake import bake_texture
         v = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]])
         mesh = bake_texture(v, torch.tensor([[0, 1, 2], [1, 0, 2]]), lambda p: p, size=16, padding=1)
         assert mesh.faces.shape == (1, 3) and torch.isfinite(mesh.uvs).all()
@@ -119,7 +119,7 @@ class NanField:
 
 
 def test_dmtet_refuses_a_field_with_nan_sdf_before_marching():
-    from geodream_pack.geodream_ops.dmtet import DMTetGeometry
+    from geodream_pack.geodream_ops.mesh.dmtet import DMTetGeometry
 
     with pytest.raises(GeoDreamError, match="NaN or infinite at [1-9][0-9]* of [0-9]+ tet grid points"):
         DMTetGeometry.from_field(NanField(), 8)

@@ -15,7 +15,7 @@ from safetensors import safe_open
 from geodream_pack.geodream_ops import model_manifest as mm
 from geodream_pack.geodream_ops import model_paths
 from geodream_pack.geodream_ops.errors import GeoDreamError
-from geodream_pack.geodream_ops.uni3d_text import load_text_encoder
+from geodream_pack.geodream_ops.uni3d.uni3d_text import load_text_encoder
 from headless import models as command
 from headless.pack import PACK_ROOT
 from headless.run import run_workflow

@@ -5,12 +5,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from geodream_pack.geodream_ops import model_files, mvdream_pipeline, uni3d, zero123plus
-from geodream_pack.geodream_ops.cost_volume import CostVolume
+from geodream_pack.geodream_ops import model_files
+from geodream_pack.geodream_ops.multiview import mvdream_pipeline, zero123plus
+from geodream_pack.geodream_ops.uni3d import encoder as uni3d
+from geodream_pack.geodream_ops.prior.cost_volume import CostVolume
 from geodream_pack.geodream_ops.errors import GeoDreamError
-from geodream_pack.geodream_ops.geometry_decoder import GeometryDecoder
-from geodream_pack.geodream_ops.prior_checkpoint import load_prior
-from geodream_pack.geodream_ops.sd_guidance import load_model
+from geodream_pack.geodream_ops.prior.geometry_decoder import GeometryDecoder
+from geodream_pack.geodream_ops.prior.prior_checkpoint import load_prior
+from geodream_pack.geodream_ops.guidance.sd_guidance import load_model
 from tests import twins_multiview, twins_sd, twins_uni3d
 from tests.twins_prior import write_prior_checkpoint
 
@@ -150,7 +152,7 @@ def test_truncated_weights_inside_a_diffusers_folder_name_the_file(tmp_path):
 
 def test_saved_field_of_another_decoder_or_damaged_names_the_file(tmp_path):
     """A field saved beside its .json: a decoder of other shapes, then a truncated tensor file."""
-    from geodream_pack.geodream_ops.neus_field import FieldSettings, NeuSField
+    from geodream_pack.geodream_ops.refine.neus_field import FieldSettings, NeuSField
 
     settings = FieldSettings()
     volume = CostVolume(torch.zeros(1, 16, 4, 4, 4), GeometryDecoder(), torch.tensor([[-1.0] * 3, [1.0] * 3]))

@@ -8,9 +8,10 @@ import pytest
 import torch
 from tests import twins_multiview as tw
 
-from geodream_pack.geodream_ops import cameras, mvdream_pipeline, object_preprocess, zero123plus
+from geodream_pack.geodream_ops import cameras
+from geodream_pack.geodream_ops.multiview import mvdream_pipeline, object_preprocess, zero123plus
 from geodream_pack.geodream_ops.errors import GeoDreamError
-from geodream_pack.geodream_ops.mvdream_unet import MultiViewUNet, config_from_state_dict
+from geodream_pack.geodream_ops.multiview.mvdream_unet import MultiViewUNet, config_from_state_dict
 
 
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from geodream_pack.geodream_ops import cameras, mv_files
+from geodream_pack.geodream_ops import cameras
+from geodream_pack.geodream_ops.multiview import mv_files
 from geodream_pack.geodream_ops.errors import GeoDreamError
 from geodream_pack.nodes import host
 from geodream_pack.nodes.multiview import GeoDreamLoadMVDream, GeoDreamLoadZero123Plus, GeoDreamMultiViewGenerate

@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from geodream_pack.geodream_ops.neus_field import NeuSField
+from geodream_pack.geodream_ops.refine.neus_field import NeuSField
 from geodream_pack.nodes import host, refine
 from geodream_pack.nodes.guidance import SAME, GeoDreamLoadVSDGuidance
 from geodream_pack.nodes.refine import GeoDreamLoadField, GeoDreamSaveField, GeoDreamVSDRefineNeuS

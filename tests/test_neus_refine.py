@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from geodream_pack.geodream_ops.neus_renderer import render
-from geodream_pack.geodream_ops.refine_neus import (NonFiniteError, Refinement, RefineSettings, lr_factor,
+from geodream_pack.geodream_ops.refine.neus_renderer import render
+from geodream_pack.geodream_ops.refine.refine_neus import (NonFiniteError, Refinement, RefineSettings, lr_factor,
                                                     regularisers, render_size)
-from geodream_pack.geodream_ops.score_distillation import DistillSettings, make_guidance_fn
-from geodream_pack.geodream_ops.sd_guidance import load_guidance
+from geodream_pack.geodream_ops.guidance.score_distillation import DistillSettings, make_guidance_fn
+from geodream_pack.geodream_ops.guidance.sd_guidance import load_guidance
 from tests import twins_sd
 from tests.neus_doubles import sphere_cost_volume, tiny_settings
 

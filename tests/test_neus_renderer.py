@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from geodream_pack.geodream_ops.cameras import Cameras
-from geodream_pack.geodream_ops.neus_renderer import RenderSettings, render, render_with_loss, sample_pdf
+from geodream_pack.geodream_ops.refine.neus_renderer import RenderSettings, render, render_with_loss, sample_pdf
 
 RADIUS = 0.5
 
@@ -77,7 +77,7 @@ def test_sphere_disc_depth_normals():
 def test_chunked_backward_matches_direct_backward(keep_graph_fraction, field_calls):
     """render_with_loss's backward equals autograd through one full-graph render, whether it re-renders every chunk
     (two passes: 4 chunks rendered twice) or keeps every chunk's graph (one pass: each chunk once)."""
-    from geodream_pack.geodream_ops import neus_renderer as R
+    from geodream_pack.geodream_ops.refine import neus_renderer as R
 
     settings = R.RenderSettings(n_coarse=16, n_importance=8, chunk_rays=37, keep_graph_fraction=keep_graph_fraction)
     cams, size = _camera(), 12  # 144 rays: chunks of 37, 37, 37 and 33
@@ -109,7 +109,7 @@ def test_chunked_backward_matches_direct_backward(keep_graph_fraction, field_cal
 def test_graph_budget_keeps_only_what_fits(monkeypatch):
     """With room for two chunk graphs, two chunks keep theirs and the other two are re-rendered: the graph bytes
     are measured on the first chunk and the budget is a share of the free memory."""
-    from geodream_pack.geodream_ops import neus_renderer as R
+    from geodream_pack.geodream_ops.refine import neus_renderer as R
     from geodream_pack.geodream_ops.device_memory import GraphBytes
 
     settings = R.RenderSettings(n_coarse=16, n_importance=8, chunk_rays=36, keep_graph_fraction=0.5)

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from geodream_pack.geodream_ops import neus_renderer as R
-from geodream_pack.geodream_ops.occupancy_grid import (ALPHA_THRESHOLD, EARLY_STOP, OccupancyGrid, maybe_occupied,
+from geodream_pack.geodream_ops.refine import neus_renderer as R
+from geodream_pack.geodream_ops.refine.occupancy_grid import (ALPHA_THRESHOLD, EARLY_STOP, OccupancyGrid, maybe_occupied,
                                                        release_step, step_opacity)
 from tests.neus_doubles import sphere_cost_volume, tiny_settings
 from tests.test_neus_renderer import SphereField, _camera
@@ -120,7 +120,7 @@ def test_refinement_keeps_its_grid_current():
     """Refinement measures the grid on its first step and every 16 iterations after; the field's box is mostly free."""
     settings = tiny_settings(steps=3)
     settings.render = R.RenderSettings(n_coarse=32, chunk_rays=100)
-    from geodream_pack.geodream_ops.refine_neus import Refinement
+    from geodream_pack.geodream_ops.refine.refine_neus import Refinement
 
     run = Refinement(sphere_cost_volume(), lambda images, *a: images.mean(), settings)
     assert not run.field.occupancy.updated

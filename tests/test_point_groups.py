@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from geodream_pack.geodream_ops.point_groups import farthest_point_sample, gather, knn
+from geodream_pack.geodream_ops.uni3d.point_groups import farthest_point_sample, gather, knn
 
 
 def slow_fps(points: list[list[float]], count: int) -> list[int]:

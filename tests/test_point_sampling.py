@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from geodream_pack.geodream_ops.errors import GeoDreamError
-from geodream_pack.geodream_ops.mesh import TexturedMesh
+from geodream_pack.geodream_ops.mesh.textured_mesh import TexturedMesh
 from geodream_pack.geodream_ops.cameras import to_gltf_frame
-from geodream_pack.geodream_ops.point_sampling import NO_COLOUR, mesh_point_cloud, normalize_unit_sphere, sample_surface
+from geodream_pack.geodream_ops.uni3d.point_sampling import NO_COLOUR, mesh_point_cloud, normalize_unit_sphere, sample_surface
 
 
 def two_triangles() -> TexturedMesh:

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from geodream_pack.geodream_ops.errors import GeoDreamError
-from geodream_pack.geodream_ops.prior_checkpoint import CheckpointError, load_prior
+from geodream_pack.geodream_ops.prior.prior_checkpoint import CheckpointError, load_prior
 
 from tests.twins_prior import release_checkpoint, write_prior_checkpoint
 

@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from geodream_pack.geodream_ops import cameras as C
-from geodream_pack.geodream_ops import release_frame as R
-from geodream_pack.geodream_ops.marching_cubes import sdf_grid
-from geodream_pack.geodream_ops.mesh import TexturedMesh
+from geodream_pack.geodream_ops.prior import release_frame as R
+from geodream_pack.geodream_ops.prior.marching_cubes import sdf_grid
+from geodream_pack.geodream_ops.mesh.textured_mesh import TexturedMesh
 from geodream_pack.nodes.prior import (GeoDreamBuildCostVolume, GeoDreamLoadCostVolume, GeoDreamLoadPrior,
                                        GeoDreamPriorToMesh, GeoDreamSaveCostVolume)
 
@@ -105,7 +105,7 @@ def test_cost_volume_carries_the_priors_sharpness(prior, pack_dirs):
     """NeuS's deviation from the checkpoint reaches the refinement in our length unit, and survives save/load."""
     import math
 
-    from geodream_pack.geodream_ops.neus_field import NeuSField
+    from geodream_pack.geodream_ops.refine.neus_field import NeuSField
 
     volume = _build(prior)
     variance = float(prior.variance_network_lod0.variance)

@@ -7,12 +7,12 @@ import torch
 import torch.nn.functional as F
 
 from geodream_pack.geodream_ops import cameras as C
-from geodream_pack.geodream_ops import release_frame as R
-from geodream_pack.geodream_ops.cost_volume import CostVolume
-from geodream_pack.geodream_ops.geometry_decoder import GeometryDecoder, WeightNormLinear, positional_encoding
-from geodream_pack.geodream_ops.marching_cubes import extract_mesh
-from geodream_pack.geodream_ops.view_variance import variance_and_mean
-from geodream_pack.geodream_ops.voxel_projection import project_voxels, sample_views
+from geodream_pack.geodream_ops.prior import release_frame as R
+from geodream_pack.geodream_ops.prior.cost_volume import CostVolume
+from geodream_pack.geodream_ops.prior.geometry_decoder import GeometryDecoder, WeightNormLinear, positional_encoding
+from geodream_pack.geodream_ops.prior.marching_cubes import extract_mesh
+from geodream_pack.geodream_ops.prior.view_variance import variance_and_mean
+from geodream_pack.geodream_ops.prior.voxel_projection import project_voxels, sample_views
 
 
 # --- projection ---------------------------------------------------------------------------------------------------

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from geodream_pack.geodream_ops.prior_checkpoint import torchsparse_to_spconv
-from geodream_pack.geodream_ops.sparse_conv import (SparseVolume, downsample_coords, downsample_shape, select_backend,
+from geodream_pack.geodream_ops.prior.prior_checkpoint import torchsparse_to_spconv
+from geodream_pack.geodream_ops.prior.sparse_conv import (SparseVolume, downsample_coords, downsample_shape, select_backend,
                                                      sparse_conv)
-from geodream_pack.geodream_ops.sparse_unet import SparseCostRegNet
+from geodream_pack.geodream_ops.prior.sparse_unet import SparseCostRegNet
 
 from tests.twins_prior import torchsparse_kernel
 

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from geodream_pack.geodream_ops import cameras as C
-from geodream_pack.geodream_ops.feature_net import InPlaceABNForward
-from geodream_pack.geodream_ops.prior import build_cost_volume
-from geodream_pack.geodream_ops.sparse_conv import SparseVolume, sparse_conv
-from geodream_pack.geodream_ops.sparse_unet import SparseBlock
+from geodream_pack.geodream_ops.prior.feature_net import InPlaceABNForward
+from geodream_pack.geodream_ops.prior.model import build_cost_volume
+from geodream_pack.geodream_ops.prior.sparse_conv import SparseVolume, sparse_conv
+from geodream_pack.geodream_ops.prior.sparse_unet import SparseBlock
 
-from geodream_pack.geodream_ops.prior_checkpoint import load_prior
+from geodream_pack.geodream_ops.prior.prior_checkpoint import load_prior
 
 from tests.twins_prior import random_prior, release_checkpoint
 

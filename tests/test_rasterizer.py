@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from geodream_pack.geodream_ops.cameras import Cameras
-from geodream_pack.geodream_ops.rasterizer import (Rasterizer, clip_positions, interpolate_torch,
+from geodream_pack.geodream_ops.mesh.rasterizer import (Rasterizer, clip_positions, interpolate_torch,
                                                    rasterize_torch)
 
 FACE = torch.tensor([[0, 1, 2]])

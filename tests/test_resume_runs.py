@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from geodream_pack.geodream_ops import run_store
-from geodream_pack.geodream_ops.refine_neus import Refinement, render_size
+from geodream_pack.geodream_ops.refine.refine_neus import Refinement, render_size
 from geodream_pack.nodes import host, refine
 from geodream_pack.nodes.guidance import SAME, GeoDreamLoadVSDGuidance
 from headless.executor import execute

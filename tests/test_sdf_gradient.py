@@ -2,10 +2,10 @@
 including the volume's gradient of a loss on both (NeuS's double backward)."""
 import torch
 
-from geodream_pack.geodream_ops import release_frame
-from geodream_pack.geodream_ops.cost_volume import CostVolume
-from geodream_pack.geodream_ops.geometry_decoder import GeometryDecoder
-from geodream_pack.geodream_ops.sdf_gradient import sdf_and_gradient
+from geodream_pack.geodream_ops.prior import release_frame
+from geodream_pack.geodream_ops.prior.cost_volume import CostVolume
+from geodream_pack.geodream_ops.prior.geometry_decoder import GeometryDecoder
+from geodream_pack.geodream_ops.refine.sdf_gradient import sdf_and_gradient
 
 
 def _cost_volume(seed=0, size=(5, 6, 7)):
@@ -77,7 +77,7 @@ def test_compiled_graph_matches_eager():
 
 def test_evaluator_falls_back_to_eager_when_compiling_fails(monkeypatch, caplog):
     """GEODREAM_COMPILE=1 with a torch.compile that fails: one warning, then the eager numbers, and no more tries."""
-    from geodream_pack.geodream_ops import sdf_gradient
+    from geodream_pack.geodream_ops.refine import sdf_gradient
 
     cv = _cost_volume(2)
     points = release_frame.from_release(torch.rand(32, 3, dtype=torch.float64) * 2 - 1)

@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from geodream_pack.geodream_ops import uni3d
+from geodream_pack.geodream_ops.uni3d import encoder as uni3d
 from geodream_pack.geodream_ops.errors import GeoDreamError
-from geodream_pack.geodream_ops.mesh import TexturedMesh
-from geodream_pack.geodream_ops.point_sampling import mesh_point_cloud
-from geodream_pack.geodream_ops.uni3d_text import UNI3D_TEMPLATES, load_text_encoder
+from geodream_pack.geodream_ops.mesh.textured_mesh import TexturedMesh
+from geodream_pack.geodream_ops.uni3d.point_sampling import mesh_point_cloud
+from geodream_pack.geodream_ops.uni3d.uni3d_text import UNI3D_TEMPLATES, load_text_encoder
 from tests.twins_uni3d import TWIN_CLIP, TWIN_CONFIG, register_twin_clip, register_twin_size, save_clip_twin, \
     save_uni3d_twin
 

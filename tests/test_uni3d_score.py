@@ -7,11 +7,11 @@ import pytest
 import torch
 import trimesh
 
-from geodream_pack.geodream_ops.mesh import TexturedMesh
-from geodream_pack.geodream_ops.mesh_import import load_mesh
-from geodream_pack.geodream_ops.point_sampling import mesh_point_cloud
-from geodream_pack.geodream_ops.uni3d_score import RankingTable, load_scorer, ranks, similarity
-from geodream_pack.geodream_ops.uni3d_text import TEMPLATE_SETS
+from geodream_pack.geodream_ops.mesh.textured_mesh import TexturedMesh
+from geodream_pack.geodream_ops.mesh.mesh_import import load_mesh
+from geodream_pack.geodream_ops.uni3d.point_sampling import mesh_point_cloud
+from geodream_pack.geodream_ops.uni3d.uni3d_score import RankingTable, load_scorer, ranks, similarity
+from geodream_pack.geodream_ops.uni3d.uni3d_text import TEMPLATE_SETS
 from geodream_pack.nodes.uni3d import GeoDreamLoadUni3D, GeoDreamUni3DScore
 from headless import evaluate_uni3d
 from tests.twins_uni3d import TWIN_CLIP, register_twin_clip, register_twin_size, save_clip_twin, save_uni3d_twin

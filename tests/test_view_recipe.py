@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from geodream_pack.geodream_ops import cameras as C
-from geodream_pack.geodream_ops import view_recipe as V
+from geodream_pack.geodream_ops.multiview import view_recipe as V
 from geodream_pack.geodream_ops.errors import GeoDreamError
 from geodream_pack.nodes.multiview import GeoDreamExpandViews, GeoDreamLoadZero123Plus
 from geodream_pack.nodes.prior import GeoDreamBuildCostVolume

@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from geodream_pack.geodream_ops import matting
+from geodream_pack.geodream_ops.multiview import matting
 from geodream_pack.geodream_ops.errors import GeoDreamError
-from geodream_pack.geodream_ops.zero123plus import merge_grid, split_grid
+from geodream_pack.geodream_ops.multiview.zero123plus import merge_grid, split_grid
 from geodream_pack.nodes.multiview import u2net_path
 from geodream_pack.nodes.prior import GeoDreamBuildCostVolume
 

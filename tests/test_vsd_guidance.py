@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from geodream_pack.geodream_ops.cameras import Cameras
-from geodream_pack.geodream_ops.score_distillation import make_guidance_fn
-from geodream_pack.geodream_ops.sd_guidance import load_guidance, load_model
+from geodream_pack.geodream_ops.guidance.score_distillation import make_guidance_fn
+from geodream_pack.geodream_ops.guidance.sd_guidance import load_guidance, load_model
 
 from tests import twins_sd  # noqa: E402  (a helper beside the tests, found through the pack root)
 

@@ -96,7 +96,7 @@ def write_zero123plus(folder: Path, seed: int = 0) -> Path:
 
 
 def tiny_mvdream_unet(seed: int = 0):
-    from geodream_pack.geodream_ops.mvdream_unet import MultiViewUNet
+    from geodream_pack.geodream_ops.multiview.mvdream_unet import MultiViewUNet
 
     return _randomise(MultiViewUNet(model_channels=64, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(1,),
                                     context_dim=TEXT_WIDTH, camera_dim=16), seed)
@@ -156,7 +156,7 @@ def write_mvdream_diffusers(folder: Path, seed: int = 0) -> Path:
     from diffusers import DDIMScheduler
     from safetensors.torch import save_file
 
-    from geodream_pack.geodream_ops import mvdream_pipeline
+    from geodream_pack.geodream_ops.multiview import mvdream_pipeline
 
     single_file = write_mvdream_single_file(folder.parent / f".{folder.name}.pt", seed)
     model = mvdream_pipeline.load_single_file(single_file)

@@ -2,7 +2,7 @@
 One-2-3-45 saved ckpt_215000.pth (a dict of state dicts by network, torchsparse kernels [27, in, out])."""
 import torch
 
-from geodream_pack.geodream_ops.prior import PriorModel
+from geodream_pack.geodream_ops.prior.model import PriorModel
 
 
 def random_prior(seed: int = 0) -> PriorModel:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from geodream_pack.geodream_ops import uni3d
+from geodream_pack.geodream_ops.uni3d import encoder as uni3d
 
 TWIN_SIZE = "twin"
 TWIN_CONFIG = uni3d.Uni3DConfig("eva02_tiny_patch14_224", width=32, depth=2,

@@ -1,0 +1,70 @@
+"""Writing a TexturedMesh as GLB or OBJ + MTL + PNG through trimesh, each file whole or not at all.
+
+glTF and most OBJ importers (Blender's default) are Y up with the front facing +Z, so vertices are written in that
+frame (cameras.to_gltf_frame)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_write
+from ..cameras import to_gltf_frame
+from ..images import srgb_to_linear, to_pil
+from .textured_mesh import TexturedMesh
+from .mesh_repair import check_vertices
+
+FORMATS = ("glb", "obj")
+
+
+def to_trimesh(mesh: TexturedMesh, name: str = "material", linear_colours: bool = False):
+    """``linear_colours``: vertex colours written in linear light, as glTF's COLOR_0 is defined (mesh_import)."""
+    import trimesh
+
+    vertices = to_gltf_frame(mesh.vertices).detach().cpu().numpy()
+    faces = mesh.faces.detach().cpu().numpy()
+    colors = None
+    if mesh.vertex_colors is not None:
+        colors = mesh.vertex_colors.detach().float().clamp(0, 1).cpu().numpy()
+        colors = (srgb_to_linear(colors) if linear_colours else colors) * 255
+        colors = np.concatenate([colors.round().astype(np.uint8), np.full_like(colors[:, :1], 255, np.uint8)], 1)
+    if mesh.texture is not None and mesh.uvs is not None:
+        material = trimesh.visual.material.PBRMaterial(baseColorTexture=to_pil(mesh.texture), metallicFactor=0.0,
+                                                       roughnessFactor=1.0,
+                                                       baseColorFactor=[255, 255, 255, 255], name=name)
+        visual = trimesh.visual.TextureVisuals(uv=mesh.uvs.detach().cpu().numpy(), material=material)
+        if colors is not None:  # multiplying the texture; glTF writes them as COLOR_0
+            visual.vertex_attributes["color"] = colors
+    elif colors is not None:
+        visual = trimesh.visual.ColorVisuals(vertex_colors=colors)
+    else:
+        visual = None
+    return trimesh.Trimesh(vertices, faces, visual=visual, process=False)
+
+
+def save_mesh(mesh: TexturedMesh, path, file_format: str) -> list[Path]:
+    """Write ``mesh`` at ``path`` (its suffix is replaced by the format's); returns every file written, main first.
+    OBJ writes its material and texture beside it first, then the .obj, so a present .obj is always complete."""
+    if file_format not in FORMATS:
+        raise ValueError(f"GeoDream: unknown mesh format {file_format!r}; expected one of {FORMATS}")
+    path = Path(path).with_suffix(f".{file_format}")
+    # The material (and so OBJ's texture file) is named after the file, so meshes in one folder never collide.
+    check_vertices(mesh.vertices, f"the mesh for '{path.name}'")
+    scene = to_trimesh(mesh, path.stem, linear_colours=file_format == "glb")
+    if file_format == "glb":
+        data = scene.export(file_type="glb")
+        with atomic_write(path) as tmp:
+            tmp.write_bytes(data)
+        return [path]
+    from trimesh.exchange.obj import export_obj
+
+    text, extras = export_obj(scene, include_texture=True, return_texture=True, mtl_name=f"{path.stem}.mtl")
+    written = []
+    for name, data in extras.items():
+        target = path.with_name(name)
+        with atomic_write(target) as tmp:
+            tmp.write_bytes(data)
+        written.append(target)
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return [path, *written]
