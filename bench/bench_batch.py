@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from stage_timing import write_section  # bench/ is the script's folder
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SECTION = "## Batch"
@@ -99,15 +101,7 @@ def main() -> None:
              f"The batch took {total / sum(sequential):.0%} of the sequential time.\n")
     print(table)
     if args.write:
-        results = ROOT / "bench" / "RESULTS.md"
-        text = results.read_text()
-        start = text.find(SECTION)
-        if start < 0:
-            text = text.rstrip("\n") + "\n\n" + table
-        else:
-            end = text.find("\n## ", start + len(SECTION))
-            text = text[:start] + table + (text[end + 1:] if end >= 0 else "")
-        results.write_text(text)
+        write_section(table, ROOT / "bench" / "RESULTS.md", SECTION)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from stage_timing import write_section  # bench/ is the script's folder
+
 ROOT = Path(__file__).resolve().parent.parent
 HEADING = "## DMTetFineTune"
 
@@ -113,18 +115,6 @@ def table(results, device_name, load) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str) -> None:
-    path = ROOT / "bench" / "RESULTS.md"
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Bench results\n"
-    start = old.find(HEADING)
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = old.find("\n## ", start + len(HEADING))
-        new = old[:start] + text + ("\n" + old[end + 1:] if end >= 0 else "")
-    path.write_text(new, encoding="utf-8")
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cpu")
@@ -149,7 +139,7 @@ def main():
     text = table(results, name, (load_before, os.getloadavg()[0]))
     print(text)
     if args.write:
-        write_section(text)
+        write_section(text, ROOT / "bench" / "RESULTS.md", HEADING)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ def run_skipping(resolution: int, steps: int) -> list[dict]:
     from headless.pack import load_pack
 
     load_pack()
-    import torch
 
     from geodream_pack.geodream_ops.refine.neus_renderer import RenderSettings
     from geodream_pack.geodream_ops.refine.refine_neus import Refinement, RefineSettings

@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from stage_timing import write_section  # bench/ is the script's folder
+
 ROOT = Path(__file__).resolve().parent.parent
 HEADING = "## MultiViewGenerate"
 
@@ -80,21 +82,6 @@ def section(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str) -> None:
-    sys.path.insert(0, str(ROOT))
-    from headless.pack import load_pack
-
-    load_pack()
-    from geodream_pack.geodream_ops.atomic import atomic_write
-
-    path = ROOT / "bench" / "RESULTS.md"
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    head, found, rest = old.partition(HEADING)
-    tail = rest[rest.find("\n## "):] if found and "\n## " in rest else ""
-    with atomic_write(path) as tmp:
-        tmp.write_text(head.rstrip("\n") + "\n\n" + text + tail, encoding="utf-8")
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=6)
@@ -115,7 +102,7 @@ def main():
     text = section(rows)
     print(text)
     if args.write:
-        write_section(text)
+        write_section(text, ROOT / "bench" / "RESULTS.md", HEADING)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from stage_timing import write_section  # bench/ is the script's folder
+
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## BuildCostVolume"
 
@@ -78,13 +80,7 @@ def main():
     text = "\n".join(lines)
     print(text)
     if args.write:
-        results = ROOT / "bench" / "RESULTS.md"
-        old = results.read_text() if results.exists() else "# Benchmarks\n\n"
-        if SECTION in old:
-            head, _, tail = old.partition(SECTION)
-            rest = tail.split("\n## ", 1)
-            old = head + ("## " + rest[1] if len(rest) > 1 else "")
-        results.write_text(old.rstrip() + "\n\n" + text)
+        write_section(text, ROOT / "bench" / "RESULTS.md", SECTION)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 """Helpers the bench scripts share: splitting a refinement step's time between rendering and guidance, and
-replacing one section of bench/RESULTS.md."""
+replacing one section of bench/RESULTS.md (every bench script's --write)."""
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+PACK_ROOT = Path(__file__).resolve().parent.parent
 
 
 def timed_guidance(fn, sync=lambda: None):
@@ -40,7 +43,11 @@ def timed_guidance(fn, sync=lambda: None):
 
 
 def write_section(text: str, path: Path, section: str) -> None:
-    """Replace the ``section`` heading's section of ``path`` with ``text`` (or append it)."""
+    """Replace the ``section`` heading's section of ``path`` with ``text`` in place (or append it), atomically."""
+    if str(PACK_ROOT) not in sys.path:
+        sys.path.insert(0, str(PACK_ROOT))
+    from headless.pack import load_pack
+
     current = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
     if section in current:
         head, _, rest = current.partition(section)
@@ -48,4 +55,5 @@ def write_section(text: str, path: Path, section: str) -> None:
         current = head + text + ("\n" + tail if tail else "")
     else:
         current = current.rstrip("\n") + "\n\n" + text
-    path.write_text(current, encoding="utf-8")
+    with load_pack().geodream_ops.atomic.atomic_write(path) as tmp:
+        tmp.write_text(current, encoding="utf-8")

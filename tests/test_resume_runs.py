@@ -12,7 +12,7 @@ import torch
 from geodream_pack.geodream_ops import run_store
 from geodream_pack.geodream_ops.refine.refine_neus import Refinement, render_size
 from geodream_pack.nodes import host, refine
-from geodream_pack.nodes.guidance import SAME, GeoDreamLoadVSDGuidance
+from geodream_pack.nodes.guidance import SAME
 from headless.executor import execute
 from headless.run import node_classes
 from tests import twins_sd

@@ -18,8 +18,6 @@ band is dropped (tests/test_occupancy_grid.py). Samples the grid keeps then face
 their own SDF, and the transmittance stop. Lengths and ``inv_s`` are in world units (ours)."""
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..cameras import scene_unit
