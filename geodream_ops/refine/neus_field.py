@@ -146,7 +146,9 @@ class NeuSField(torch.nn.Module):
             raise GeoDreamError(f"GeoDream: '{path.with_suffix('.safetensors')}' is not {what}: it looks like "
                                 f"{model_files.identify(tensors.keys())} (no volume). {fix}")
         field = cls(CostVolume(tensors["volume"], cost_volume.decoder, tensors["bbox"], cost_volume.inv_s), settings)
-        # A field saved before free-space skipping has no grid: it starts unmeasured (every cell occupied).
+        # A field saved before free-space skipping has no grid: it starts unmeasured (every cell occupied); one saved
+        # before nerfacc's occupancy was kept has occupancy 0, so nothing is skipped until the grid is measured again.
         tensors.setdefault("occupancy.sdf_bound", field.occupancy.sdf_bound)
+        tensors.setdefault("occupancy.occs", field.occupancy.occs)
         model_files.load_weights(field, tensors, path.with_suffix(".safetensors"), what, fix)
         return field

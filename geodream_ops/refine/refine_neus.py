@@ -146,7 +146,7 @@ class Refinement:
         size = render_size(step, s)
         grid = self.field.occupancy
         if s.render.skip_free_space and (step % UPDATE_EVERY == 0 or not grid.updated):
-            grid.update(self.field)
+            grid.update(self.field, step)
         self.optimizer.zero_grad(set_to_none=True)
         loss, _ = render_with_loss(self.field, cameras, size, size, self._loss_fn(cameras, step), s.render,
                                    background, self.generator)
