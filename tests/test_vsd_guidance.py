@@ -42,7 +42,9 @@ def _by_hand(fn, guidance, latents, cameras, generator, mode):
     cond = torch.cat([unet(noisy[i:i + 1], t[i:i + 1], encoder_hidden_states=guidance.encode_text([views[i]])).sample
                       for i in range(2)])
     free = unet(noisy, t, encoder_hidden_states=guidance.encode_text(["", ""])).sample
-    eps_pretrain = free + 7.5 * (cond - free) if mode == "vsd" else free + 100.0 * (cond - free)
+    # threestudio: VSD (stable_diffusion_vsd_guidance.py) uncond + s (text - uncond); SDS (stable_diffusion_guidance.py)
+    # text + s (text - uncond), so its CFG 100 is 101 in the usual form
+    eps_pretrain = free + 7.5 * (cond - free) if mode == "vsd" else cond + 100.0 * (cond - free)
     if mode == "sds":
         return (1 - a) * (eps_pretrain - noise)
     with fn.lora.active() as lora_unet:
