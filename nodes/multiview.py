@@ -26,8 +26,9 @@ DEFAULTS = {kind: {"steps": module.RELEASE_STEPS, "guidance": module.RELEASE_GUI
             for kind, module in (("zero123plus", zero123plus), ("mvdream", mvdream_pipeline))}
 
 MATTING_TOOLTIP = ("How the background is removed before the views go on white (alpha <= 128/255 becomes pure white, "
-                   "everything else stays as it is, as the release feeds its 3D prior). rembg: U²-Net as the release "
-                   "ran it, read from models/rembg/u2net.onnx (rembg's file; needs onnxruntime). flat background: no "
+                   "as the release feeds its 3D prior). rembg: U²-Net as the release ran it (fed BGR, edges darkened "
+                   "by rembg's cut-out), read from models/rembg/u2net.onnx (rembg's file; needs onnxruntime). "
+                   "flat background: no "
                    "model, the border's colour connected to the border; always right for Zero123++'s flat grey, fine "
                    "for MVDream on a plain backdrop. auto: rembg when that file is there, else flat background. "
                    "none: views as generated (e.g. to connect a better remover's mask to Build Cost Volume).")

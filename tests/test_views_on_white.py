@@ -1,5 +1,6 @@
 """Views reach the prior on white as the release feeds it: background found (flat grey without a model, or rembg's
-U²-Net through onnxruntime), alpha <= 128 -> pure white, every other pixel exactly as it was."""
+U²-Net through onnxruntime, fed BGR as the release's cv2 passes feed it), alpha <= 128 -> pure white, kept pixels as they
+were (rembg: its cut-out, RGB x alpha)."""
 import numpy as np
 import pytest
 import torch
@@ -99,8 +100,10 @@ def test_build_cost_volume_names_the_empty_view(pack_dirs):
 
 
 def _rembg_alpha_by_hand(view, seed=0):
-    """rembg's U2netSession.predict with the twin's network written out in numpy."""
-    image = Image.fromarray((view.numpy() * 255).round().astype(np.uint8))
+    """rembg's U2netSession.predict with the twin's network written out in numpy, on the array the release hands
+    it: ``cv2.imread``'s, BGR (t2i_single.py, rank_and_resize.py), which rembg's Image.fromarray takes for RGB."""
+    bgr = (view.numpy() * 255).round().astype(np.uint8)[..., ::-1].copy()
+    image = Image.fromarray(bgr)
     small = np.asarray(image.resize((320, 320), Image.Resampling.LANCZOS), dtype=np.float64)
     small = small / small.max()
     small = (small - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
@@ -116,6 +119,7 @@ def test_rembg_u2net_from_the_models_folder_matches_rembgs_processing(pack_dirs)
     assert u2net_path() is None
     views = torch.rand(2, 48, 40, 3, generator=torch.Generator().manual_seed(6))
     views[:, 10:30, 10:30, 0] = 1.0  # something salient for the twin's red-leaning filter
+    views = (views * 255).round() / 255  # 8-bit views, as the release's PNGs
     with pytest.raises(GeoDreamError, match="u2net.onnx in models/rembg/"):
         matting.matte_views(views, "rembg", u2net_path())
     write_u2net(pack_dirs["models"] / "rembg" / "u2net.onnx")
@@ -128,7 +132,14 @@ def test_rembg_u2net_from_the_models_folder_matches_rembgs_processing(pack_dirs)
         assert np.abs(alpha8.astype(int) - np.round((1 - mask.numpy()) * 255).astype(int)).max() <= 1
         background = torch.from_numpy(alpha8 <= 128)
         assert 0 < int(background.sum()) < background.numel()
-        assert (result[background] == 1).all() and torch.equal(result[~background], view[~background])
+        # rembg's naive_cutout: Image.composite onto transparent black, then alpha <= 128 -> 255
+        rgb8 = Image.fromarray((view.numpy() * 255).round().astype(np.uint8))
+        cutout = np.asarray(Image.composite(rgb8, Image.new("RGBA", rgb8.size, 0), Image.fromarray(alpha8)))[..., :3]
+        expected = torch.from_numpy(cutout / 255.0).float()
+        assert (result[background] == 1).all()
+        torch.testing.assert_close(result[~background], expected[~background], atol=0.6 / 255, rtol=0)
+        soft = torch.from_numpy((alpha8 > 128) & (alpha8 < 250))
+        assert soft.any() and (result[soft] < view[soft] - 0.5 / 255).any()  # edges darkened, as the release's
 
 
 def test_a_broken_u2net_file_is_a_clear_error(pack_dirs):
