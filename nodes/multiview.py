@@ -11,7 +11,7 @@ from ..geodream_ops.prior import release_frame
 from ..geodream_ops.errors import GeoDreamError
 from ..geodream_ops.images import resize_views
 from ..geodream_ops.multiview.matting import METHODS as MATTING_METHODS
-from ..geodream_ops.multiview.matting import U2NET_FILE, matte_views
+from ..geodream_ops.multiview.matting import U2NET_FILE, matte_views, resolve_method, zero123plus_first_pass
 from ..geodream_ops.multiview.object_preprocess import object_on_grey, resize_square
 from . import categories
 from . import edge_types as T
@@ -216,6 +216,8 @@ class GeoDreamMultiViewGenerate:
 
         views = run_on_device(mv_model, model_dtype(mv_model.kind, precision), f"GeoDream {mv_model.kind}", steps,
                               generate)
+        if mv_model.kind == "zero123plus" and resolve_method(matting, u2net_path()) == "rembg":
+            views = zero123plus_first_pass(views, u2net_path())  # the release's rembg pass on the whole grid
         views, masks = matte(views, matting)
         return (views, rig, masks)
 
@@ -301,19 +303,23 @@ class GeoDreamExpandViews:
             tiles = {}
             for run, k in enumerate(sources):
                 condition = resize_square(object_on_grey(views[k, ..., :3]), mv_model.tile_size)
-                grid = mv_model.generate(condition, steps, guidance, seed + k,
-                                         lambda step, run=run: on_step(run * steps + step))
-                tiles[k] = grid[list(selection[k])]
+                tiles[k] = mv_model.generate(condition, steps, guidance, seed + k,
+                                             lambda step, run=run: on_step(run * steps + step))
             return tiles
 
-        tiles = run_on_device(mv_model, model_dtype("zero123plus", precision), "GeoDream Zero123++ expansion",
+        grids = run_on_device(mv_model, model_dtype("zero123plus", precision), "GeoDream Zero123++ expansion",
                               steps * len(sources), generate)
         size = release_frame.RELEASE_IMAGE_SIZE
+        # With U²-Net, the release's two passes: rembg on each whole grid, its tiles resized and read back on black
+        # (img_to_6mv.py); the second pass is matte's below, with the MVDream views' own second pass.
+        rembg = resolve_method(matting, u2net_path()) == "rembg"
         parts = []
         for k in range(len(selection)):
             parts.append(resize_views(views[k:k + 1, ..., :3], size))
-            if k in tiles:
-                parts.append(resize_views(tiles[k], size))
+            if k in grids:
+                chosen = list(selection[k])
+                parts.append(zero123plus_first_pass(grids[k], u2net_path(), size)[chosen] if rembg
+                             else resize_views(grids[k][chosen], size))
         out_views, masks = matte(torch.cat(parts), matting)
         return (out_views, view_recipe.expanded_cameras(cameras, selection, mv_model.version), masks)
 

@@ -148,3 +148,64 @@ def test_a_broken_u2net_file_is_a_clear_error(pack_dirs):
     broken.write_bytes(b"not a model")
     with pytest.raises(GeoDreamError, match="could not read .*u2net.onnx as rembg's"):
         matting.matte_views(torch.rand(1, 8, 8, 3), "rembg", broken)
+
+
+def _u2net_alpha_by_hand(array8, seed=0):
+    """rembg's U2netSession.predict on an 8-bit array handed over as RGB, the twin's network written out."""
+    image = Image.fromarray(array8)
+    small = np.asarray(image.resize((320, 320), Image.Resampling.LANCZOS), dtype=np.float64)
+    small = (small / small.max() - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    weight, bias = twin_weights(seed)
+    saliency = 1 / (1 + np.exp(-((small.astype(np.float32) * weight[0, :, 0, 0]).sum(-1) + bias[0])))
+    saliency = (saliency - saliency.min()) / (saliency.max() - saliency.min())
+    return np.asarray(Image.fromarray((saliency * 255).astype(np.uint8)).resize(image.size, Image.Resampling.LANCZOS))
+
+
+def _div255(v):
+    """PIL's rounded division by 255 in its blends (ImagingPaste / Image.composite)."""
+    v = v + 128
+    return (v + (v >> 8)) >> 8
+
+
+def _soft_edged_grid(tile=40):
+    """Six tiles of a magenta disc (salient to the twin in either channel order) with a soft (anti-aliased, 6 px)
+    rim on Zero123++'s grey."""
+    yy, xx = np.meshgrid(np.arange(tile), np.arange(tile), indexing="ij")
+    tiles = []
+    for k in range(6):
+        r = np.hypot(yy - 20 + k, xx - 19 - k % 2)
+        cover = np.clip((14 - r) / 6, 0, 1)[..., None]
+        colour = np.array([0.9, 0.2 + 0.02 * k, 0.85])
+        tiles.append(cover * colour + (1 - cover) * GREY)
+    return torch.from_numpy(np.stack(tiles)).float()
+
+
+def test_zero123plus_tiles_get_the_releases_two_passes(pack_dirs):
+    """img_to_6mv.py then rank_and_resize.py, written out: rembg on the whole grid (PIL, RGB), cut-out by PIL's
+    composite onto transparent black, tiles cropped, resized as RGBA (premultiplied, PIL bilinear), alpha dropped by
+    cv2.imread (object on black), then rembg on the BGR array, its cut-out, alpha <= 128 -> white."""
+    path = write_u2net(pack_dirs["models"] / "rembg" / "u2net.onnx")
+    tiles = _soft_edged_grid()
+    size = 32
+    grid8 = (merge_grid(tiles).numpy() * 255).round().astype(np.uint8)
+    a1 = _u2net_alpha_by_hand(grid8).astype(np.int64)
+    cut = np.concatenate([_div255(grid8.astype(np.int64) * a1[..., None]), a1[..., None]], -1).astype(np.uint8)
+    expected = []
+    for tile in split_grid(torch.from_numpy(cut)).numpy():
+        resized = Image.fromarray(tile, "RGBA").convert("RGBa").resize((size, size), Image.Resampling.BILINEAR)
+        on_black = np.asarray(resized.convert("RGBA"))[..., :3]  # cv2.imread drops alpha (BGR order, same values)
+        a2 = _u2net_alpha_by_hand(np.ascontiguousarray(on_black[..., ::-1])).astype(np.int64)
+        out = _div255(on_black.astype(np.int64) * a2[..., None])
+        out[a2 <= 128] = 255
+        expected.append(out / 255.0)
+    expected = torch.from_numpy(np.stack(expected)).float()
+    first = matting.zero123plus_first_pass(tiles, path, size)
+    assert first.shape == (6, size, size, 3) and float(first[:, 0, 0].max()) < 0.05  # the backdrop comes back black
+    ours, masks, used = matting.matte_views(first, "rembg", path)
+    assert used == "rembg"
+    torch.testing.assert_close(ours, expected, atol=1.01 / 255, rtol=0)
+    # one pass on the grey tile (before) differs at the rim
+    one_pass = matting.matte_views(torch.from_numpy(np.stack([np.asarray(Image.fromarray(
+        (t.numpy() * 255).round().astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR)) / 255.0
+        for t in tiles])).float(), "rembg", path)[0]
+    assert (one_pass - expected).abs().max() > 0.05

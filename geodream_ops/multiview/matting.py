@@ -138,6 +138,38 @@ def rembg_cutout(views: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return views[..., :3] * (1.0 - mask.to(views)).unsqueeze(-1)
 
 
+def resolve_method(method: str, u2net_path=None) -> str:
+    """The matting ``matte_views`` runs for ``method``: "auto" is rembg with a U²-Net file, else flat background."""
+    if method not in METHODS:
+        raise GeoDreamError(f"GeoDream: unknown matting {method!r}; use one of {METHODS}.")
+    if method == "auto":
+        return "rembg" if u2net_path is not None else "flat background"
+    return method
+
+
+def zero123plus_first_pass(tiles: torch.Tensor, u2net_path, size: int | None = None) -> torch.Tensor:
+    """The release's first matting pass on a Zero123++ grid, up to what its second pass reads (img_to_6mv.py, then
+    rank_and_resize.py): tiles [6, T, T, 3] (RGB, rig order) -> [6, S, S, 3] the object on black.
+
+    rembg on the whole 3 x 2 grid as a PIL image (U²-Net fed RGB), its cut-out (RGB x alpha on transparent black)
+    cropped into tiles saved as RGBA, each resized to ``size`` (torchvision Resize on the RGBA image: PIL's bilinear,
+    which resizes RGBA premultiplied) when given, and read back by cv2.imread, which drops alpha. The second pass
+    (``matte_views`` with rembg) then runs on that."""
+    from .zero123plus import merge_grid, split_grid
+
+    grid = merge_grid(tiles[..., :3].float().cpu())
+    alpha = Image.fromarray(U2NetMatting(u2net_path).alpha8(grid, channels="rgb"))
+    rgb = Image.fromarray((grid.clamp(0, 1).numpy() * 255).round().astype(np.uint8))
+    cutout = torch.from_numpy(np.asarray(Image.composite(rgb, Image.new("RGBA", rgb.size, 0), alpha)).copy())
+    out = []
+    for tile in split_grid(cutout):
+        image = Image.fromarray(tile.numpy())
+        if size is not None:
+            image = image.resize((size, size), Image.Resampling.BILINEAR)
+        out.append(torch.from_numpy(np.asarray(image)[..., :3].astype(np.float32) / 255.0))
+    return torch.stack(out).to(tiles.device)
+
+
 def matte_views(views: torch.Tensor, method: str, u2net_path=None, check=lambda: None):
     """Views [N, H, W, 3] -> (views on white [N, H, W, 3], ComfyUI masks [N, H, W], the method that ran).
 
@@ -145,10 +177,7 @@ def matte_views(views: torch.Tensor, method: str, u2net_path=None, check=lambda:
     fed BGR, the kept pixels rembg's cut-out); "auto" is rembg when ``u2net_path`` is given (the release's matting)
     and the flat-background matting otherwise (kept pixels unchanged); "none" returns the views as they are with
     empty masks (for views already on white, or a mask made elsewhere)."""
-    if method not in METHODS:
-        raise GeoDreamError(f"GeoDream: unknown matting {method!r}; use one of {METHODS}.")
-    if method == "auto":
-        method = "rembg" if u2net_path is not None else "flat background"
+    method = resolve_method(method, u2net_path)
     if method == "none":
         return views[..., :3], torch.zeros(views.shape[:3], device=views.device), method
     if method == "rembg":
