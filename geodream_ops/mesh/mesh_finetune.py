@@ -31,13 +31,14 @@ import torch.nn.functional as F
 from .. import run_store
 from ..cameras import CameraSampler, Cameras, scene_unit
 from .dmtet import DMTetGeometry, drop_small_components
-from .mesh_render import EnvironmentBackground, MeshRenderer, vertex_normals
+from .mesh_render import MeshRenderer, vertex_normals
+from ..texture.environment_map import EnvironmentMap
 from ..texture.hash_grid import HashGridConfig
 from ..texture.texture_field import HashGridTexture
 
 log = logging.getLogger("GeoDream")
 
-CHECKPOINT_FORMAT = 3  # bump when the checkpoint's layout changes: older files are then refused, never misread
+CHECKPOINT_FORMAT = 4  # bump when the checkpoint's layout changes: older files are then refused, never misread
 GUIDANCE_SIZE = 512  # Stable Diffusion's VAE resolution: larger renders are downsampled to it
 PREVIEW_CAMERA = dict(elevation_deg=15.0, azimuth_deg=30.0, distance=1.125, fovy_deg=50.0)
 # Reference ranges converted to our frame (the release's negative elevations look from above): geometry [-40, 30],
@@ -124,7 +125,7 @@ class MeshFineTuner:
         # The release's texture grid and camera distances use the field's box (radius 1), not the tet grid's.
         self.texture = HashGridTexture(box, config.texture_grid).to(device)
         self.unit = scene_unit(box)
-        self.background = EnvironmentBackground().to(device)
+        self.background = EnvironmentMap().to(device)  # geodream-dmtet-texture.yaml's neural environment map
         self.geometry_optimizer = torch.optim.Adam([
             {"params": [self.geometry.sdf], "lr": config.geometry_lr * self.unit},
             {"params": [self.geometry.deformation], "lr": config.geometry_lr}], betas=(0.9, 0.99), eps=1e-15)

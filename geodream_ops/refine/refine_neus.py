@@ -33,7 +33,7 @@ from .occupancy_grid import UPDATE_EVERY
 
 log = logging.getLogger("GeoDream")
 
-CHECKPOINT_FORMAT = 3  # bump when the checkpoint's layout changes: older files are then refused, never misread
+CHECKPOINT_FORMAT = 4  # bump when the checkpoint's layout changes: older files are then refused, never misread
 RELEASE_OPTIMISER_STEPS = 60000  # geodream-neus.yaml trainer.max_steps, in Lightning's optimiser steps
 RELEASE_ITERATIONS = RELEASE_OPTIMISER_STEPS // 3  # three optimisers per iteration
 
