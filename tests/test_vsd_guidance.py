@@ -130,3 +130,22 @@ def test_single_file_loads_the_same_weights(tmp_path):
         expected, got = twin.state_dict(), loaded.state_dict()
         assert expected.keys() == got.keys()
         assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+def test_renders_twice_the_vae_size_reach_it_as_2x2_boxes(twin_dirs, monkeypatch):
+    """threestudio's get_latents: F.interpolate(rgb, (512, 512), bilinear, align_corners=False), which at exactly 2x
+    is the mean of each 2 x 2 block (the texture pass's 1024 renders); no antialiasing filter beyond it."""
+    guidance = load_guidance(twin_dirs / "base")
+    size = guidance.image_size
+    images = torch.rand(1, 3, 2 * size, 2 * size, generator=torch.Generator().manual_seed(0))
+    seen = {}
+    encode = guidance.base.vae.encode
+
+    def spy(x):
+        seen["x"] = x
+        return encode(x)
+
+    monkeypatch.setattr(guidance.base.vae, "encode", spy)
+    guidance.encode_images(images, torch.Generator().manual_seed(0))
+    box = (images[..., 0::2, 0::2] + images[..., 1::2, 0::2] + images[..., 0::2, 1::2] + images[..., 1::2, 1::2]) / 4
+    torch.testing.assert_close(seen["x"], box * 2 - 1, atol=1e-6, rtol=0)
