@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cameras import Cameras, view_direction
+from ..prior.release_frame import release_c2w
 from .lora import CameraLoRA
 from .sd_guidance import Guidance
 
@@ -90,7 +91,8 @@ class ScoreDistillation:
         return (cond if self.settings.mode == "sds" else free) + self.settings.guidance_scale * (cond - free)
 
     def eps_lora(self, noisy: torch.Tensor, t: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
-        """eps of the LoRA model for the plain prompt and ``camera`` [B, 4, 4]; v-prediction (SD 2.1) converted.
+        """eps of the LoRA model for the plain prompt and ``camera`` [B, 4, 4] (the release's camera-to-world,
+        release_frame.release_c2w); v-prediction (SD 2.1) converted.
         The release's LoRA guidance scale is 1, i.e. this camera-conditioned output alone."""
         out = self.lora(noisy, t, self.plain_text.expand(len(noisy), -1, -1), camera)
         if self.guidance.lora.prediction_type == "v_prediction":
@@ -109,7 +111,7 @@ class ScoreDistillation:
             noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
             target = self.eps_pretrain(noisy, t, cameras)
             if self.settings.mode == "vsd":
-                estimate = self.eps_lora(noisy, t, cameras.c2w.to(latents.device))
+                estimate = self.eps_lora(noisy, t, release_c2w(cameras).to(latents.device))
             else:
                 estimate = noise
         return torch.nan_to_num((1 - a) * (target - estimate)).float()
@@ -123,7 +125,7 @@ class ScoreDistillation:
         a = self.lora_alphas[t].view(-1, 1, 1, 1).to(latents)
         noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
         target = a.sqrt() * noise - (1 - a).sqrt() * latents if self.guidance.lora.prediction_type == "v_prediction" else noise
-        camera = cameras.c2w.to(latents.device)
+        camera = release_c2w(cameras).to(latents.device)  # what the release's LoRA is fed (uncond.py c2w)
         if float(torch.rand((), generator=self.generator)) < self.settings.camera_dropout:
             camera = torch.zeros_like(camera)
         pred = self.lora(noisy, t, self.plain_text.expand(batch, -1, -1), camera)
