@@ -23,8 +23,9 @@ OUTLIER_FRACTION = 0.01
 QUERY_CHUNK = 1 << 18
 BOX_MARGIN = 0.1  # of the surface's extent, on every side (isosurface_coarse_to_fine)
 # Offset bound in cells of our grid. The release bounds offsets by 1/R of its box (isosurface.py
-# normalize_grid_deformation), about 0.4 of an edge of its quartet grid (edges ~2.45/R); our Kuhn grid's edges are
-# 1/R, so half a cell is the same freedom and keeps neighbours from passing each other (1.0: the release's length).
+# normalize_grid_deformation), 0.45 of the median edge of its quartet grid (load/tets/*_tets.npz: median 2.236/R,
+# mean 2.28/R); our Kuhn grid's edges are 1/R along the axes (median 1.414/R), so half a cell is about the same
+# freedom and keeps neighbours from passing each other (1.0: the release's length).
 DEFORMATION_CELLS = 0.5
 
 
