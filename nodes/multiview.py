@@ -175,7 +175,9 @@ class GeoDreamMultiViewGenerate:
                 "steps": ("INT", {"default": 0, "min": 0, "max": 500, "tooltip":
                           "Denoising steps; 0 uses the release's (Zero123++ 75, MVDream 50). Time grows linearly, "
                           "about 0.1-0.2 s per step on a recent GPU; fewer steps (e.g. Zero123++'s own 28) are "
-                          "faster but give blurrier, less consistent views, and the 3D prior inherits that."}),
+                          "faster but give blurrier, less consistent views, and the 3D prior inherits that. MVDream "
+                          "steps as MVDream's own DDIM (ldm): a count that does not divide 1000 runs one step more "
+                          "(30 runs 31, from t = 991)."}),
                 "guidance": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 50.0, "step": 0.1, "tooltip":
                              "Classifier-free guidance scale; 0 uses the release's (Zero123++ 4, MVDream 10). 1 "
                              "turns guidance off and halves the time per step, but the views follow the prompt "
@@ -214,7 +216,8 @@ class GeoDreamMultiViewGenerate:
                 return mv_model.generate(condition, steps, guidance, seed, on_step)
             return mv_model.generate(prompt, negative_prompt, rig, steps, guidance, seed, on_step)
 
-        views = run_on_device(mv_model, model_dtype(mv_model.kind, precision), f"GeoDream {mv_model.kind}", steps,
+        ticks = len(mvdream_pipeline.ddim_timesteps(steps)) if mv_model.kind == "mvdream" else steps
+        views = run_on_device(mv_model, model_dtype(mv_model.kind, precision), f"GeoDream {mv_model.kind}", ticks,
                               generate)
         if mv_model.kind == "zero123plus" and resolve_method(matting, u2net_path()) == "rembg":
             views = zero123plus_first_pass(views, u2net_path())  # the release's rembg pass on the whole grid
