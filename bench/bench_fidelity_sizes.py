@@ -136,10 +136,12 @@ def measure() -> list[tuple[str, str, str]]:
     # 8: the LoRA's camera input, our c2w (before) against the release's (after)
     cameras = CameraSampler().sample(256, torch.Generator().manual_seed(0), unit=SCALE)
     release = release_c2w(cameras)
+    change = (cameras.c2w - release).flatten(1).norm(dim=1).mean() / release.flatten(1).norm(dim=1).mean()
     rows.append(("8. LoRA camera input", "256 cameras of the refinement's sampler, the release's box",
-                 f"relative L2 of the 16 inputs {100 * float((cameras.c2w - release).flatten(1).norm(dim=1).mean() / release.flatten(1).norm(dim=1).mean()):.0f} %"))
+                 f"relative L2 of the 16 inputs {100 * float(change):.0f} %"))
     # 5: SDS, text + s (text - uncond) against uncond + s (text - uncond): the guidance term grows by (s + 1) / s
-    rows.append(("5. SDS form", "CFG 100 (closed form)", "eps_pretrain moves by (text - uncond), 1 % of the guidance term"))
+    rows.append(("5. SDS form", "CFG 100 (closed form)",
+                 "eps_pretrain moves by (text - uncond), 1 % of the guidance term"))
     return rows
 
 
@@ -148,8 +150,8 @@ def section() -> str:
 
     lines = [SECTION, "",
              f"One process, CPU {platform.machine()}, {torch.get_num_threads()} torch threads; synthetic inputs, no real "
-             "weights. Point 1 (free-space threshold) has its own section, \"Free-space threshold on thin shapes\". `python bench/bench_fidelity_sizes.py "
-             "--write`.", "", "| change | input | before -> after |", "|---|---|---|"]
+             "weights. Point 1 (free-space threshold) has its own section, \"Free-space threshold on thin shapes\". "
+             "`python bench/bench_fidelity_sizes.py --write`.", "", "| change | input | before -> after |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in measure()]
     return "\n".join(lines) + "\n"
 
