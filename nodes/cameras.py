@@ -2,7 +2,6 @@
 import json
 
 from ..geodream_ops import cameras
-from ..geodream_ops.atomic import atomic_write
 from . import categories
 from . import edge_types as T
 from . import host
@@ -84,14 +83,18 @@ class GeoDreamSaveCameras:
                              "filename_prefix": ("STRING", {"default": "GeoDream/cameras",
                                                             "tooltip": "Path under the output folder."})}}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename_prefix=None):
+        return host.check_prefix(filename_prefix, (".json",))
+
     def save(self, cameras, filename_prefix):
-        path = host.next_output_path(filename_prefix, "json")
         record = {**cameras.to_dict(),
                   "convention": "Z up, front faces +X; c2w is OpenGL style (camera looks along -Z)",
                   "elevation_deg": cameras.elevation_deg.tolist(), "azimuth_deg": cameras.azimuth_deg.tolist(),
                   "distance": cameras.distance.tolist()}
-        with atomic_write(path) as tmp:
-            tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
+        text = json.dumps(record, indent=2)
+        path = host.save_output(filename_prefix, (".json",),
+                                lambda finals, temps: temps[".json"].write_text(text, encoding="utf-8"))[".json"]
         return {"ui": {"files": [host.output_entry(path)]}}
 
 

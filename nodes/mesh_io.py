@@ -1,11 +1,14 @@
 """Mesh nodes: save a GEODREAM_MESH as GLB / OBJ, hand it to ComfyUI's own 3D nodes as a core MESH, or load a mesh
 file (e.g. to score it with Uni3D)."""
 from ..geodream_ops.cameras import to_gltf_frame
-from ..geodream_ops.mesh.mesh_export import FORMATS, save_mesh
+from ..geodream_ops.mesh.mesh_export import FORMATS, mesh_files, safe_stem, suffixes
 from ..geodream_ops.mesh.mesh_import import SUFFIXES, load_mesh
 from . import categories
 from . import edge_types as T
 from . import host
+
+
+SAVED_SUFFIXES = (".glb", ".obj", ".mtl", ".png")
 
 
 def _check_mesh(mesh):
@@ -30,13 +33,23 @@ class GeoDreamSaveMesh:
             "format": (list(FORMATS), {"default": "glb", "tooltip": "glb: one self-contained file (viewers, "
                                        "game engines, Preview3D). obj: OBJ + MTL + PNG, for older tools."}),
             "filename_prefix": ("STRING", {"default": "GeoDream/mesh", "tooltip":
-                                           "Path under the output folder; a counter is appended (mesh_00001_.glb)."}),
+                                           "Path under the output folder; a counter is appended (mesh_00001_.glb). "
+                                           "OBJ files cannot reference names with spaces or '#': those become '_'."}),
         }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename_prefix=None):
+        return host.check_prefix(filename_prefix, SAVED_SUFFIXES)
 
     def save(self, mesh, format, filename_prefix):
         _check_mesh(mesh)
-        path = host.next_output_path(filename_prefix, format)
-        save_mesh(mesh, path, format)
+        kinds = suffixes(mesh, format)
+
+        def write(finals, temps):
+            for suffix, data in mesh_files(mesh, finals[kinds[0]].stem, format).items():
+                temps[suffix].write_bytes(data)
+
+        path = host.save_output(filename_prefix, kinds, write, rename=safe_stem if format == "obj" else None)[kinds[0]]
         relative = path.relative_to(host.output_dir()).as_posix()
         entry = host.output_entry(path)
         return {"ui": {"3d": [entry], "files": [entry]}, "result": (relative,)}

@@ -157,9 +157,14 @@ class GeoDreamSaveCostVolume:
                              "filename_prefix": ("STRING", {"default": "GeoDream/cost_volume", "tooltip":
                                                  "Path under the output folder; ~216 MB at resolution 150."})}}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename_prefix=None):
+        return host.check_prefix(filename_prefix, (".safetensors",))
+
     def save(self, cost_volume, filename_prefix):
-        path = host.next_output_path(filename_prefix, "safetensors")
-        cost_volume.save(path)
+        path = host.save_output(filename_prefix, (".safetensors",),
+                                lambda finals, temps: cost_volume.save(temps[".safetensors"]),
+                                needed=cost_volume.file_bytes())[".safetensors"]
         return {"ui": {"files": [host.output_entry(path)]},
                 "result": (str(path),)}
 

@@ -19,6 +19,7 @@ from . import host
 from . import resume as resuming
 
 PREVIEW_SIZE = 128
+FIELD_SUFFIXES = (".safetensors", ".json")  # the tensors, then the settings (published first)
 
 
 def run_family(cost_volume: CostVolume, guidance: Guidance, prompt: str, settings: RefineSettings) -> str:
@@ -129,12 +130,17 @@ class GeoDreamSaveField:
                              "filename_prefix": ("STRING", {"default": "GeoDream/field",
                                                             "tooltip": "Path under the output folder."})}}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename_prefix=None):
+        return host.check_prefix(filename_prefix, FIELD_SUFFIXES)
+
     def save(self, field, filename_prefix):
         if not isinstance(field, NeuSField):
             raise TypeError("GeoDream: 'field' must come from a GeoDream VSD Refine NeuS node.")
-        path = host.next_output_path(filename_prefix, "safetensors")
-        field.save(path)
-        return {"ui": {"files": [host.output_entry(p) for p in (path, path.with_suffix(".json"))]}}
+        finals = host.save_output(filename_prefix, FIELD_SUFFIXES,
+                                  lambda finals, temps: field.save(temps[".safetensors"], temps[".json"]),
+                                  needed=field.file_bytes())
+        return {"ui": {"files": [host.output_entry(p) for p in finals.values()]}}
 
 
 def _saved_fields() -> list[str]:

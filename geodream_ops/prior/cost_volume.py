@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from .. import model_files
-from ..atomic import atomic_write
 from ..errors import GeoDreamError
 from .geometry_decoder import GeometryDecoder
 
@@ -42,17 +41,21 @@ class CostVolume:
         """s(x) and the decoder's feature at world points [P, 3]; ``volume`` overrides V (e.g. a learnable copy)."""
         return self.decoder(points, self.interpolate(points, volume))
 
+    def file_bytes(self) -> int:
+        """About how large ``save``'s file is, in bytes (float32 tensors)."""
+        return 4 * (self.volume.numel() + self.bbox.numel() + sum(v.numel() for v in self.decoder.state_dict().values()))
+
     def save(self, path) -> None:
-        """V, its box and f_g's weights in one .safetensors file, written atomically."""
+        """V, its box and f_g's weights in one .safetensors file at ``path`` as it is given (callers make it atomic:
+        a temporary of atomic.atomic_write or host.save_output)."""
         if not isinstance(self.decoder, GeometryDecoder):
             raise TypeError("GeoDream: only cost volumes with the prior's geometry decoder can be saved.")
         tensors = {"volume": self.volume, "bbox": self.bbox}
         if self.inv_s is not None:
             tensors["inv_s"] = torch.tensor(self.inv_s)
         tensors.update({f"decoder.{k}": v for k, v in self.decoder.state_dict().items()})
-        with atomic_write(path) as tmp:
-            save_file({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
-                      metadata={"format": FILE_FORMAT})
+        save_file({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, str(path),
+                  metadata={"format": FILE_FORMAT})
 
     @classmethod
     def load(cls, path, device="cpu") -> "CostVolume":

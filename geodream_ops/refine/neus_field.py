@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from .. import model_files
-from ..atomic import atomic_write
 from ..prior.cost_volume import CostVolume
 from ..errors import GeoDreamError
 from ..prior.geometry_decoder import GeometryDecoder
@@ -121,14 +120,18 @@ class NeuSField(torch.nn.Module):
                 "color_mlp": self.texture.network_parameters(), "background": list(self.background.parameters())}
 
     # --- files ------------------------------------------------------------------------------------------------
-    def save(self, path) -> None:
-        """``path``.safetensors (every tensor, f_g included) beside ``path``.json (settings)."""
-        path = Path(path).with_suffix("")
+    def file_bytes(self) -> int:
+        """About how large ``save``'s tensors file is, in bytes."""
+        return sum(v.numel() * v.element_size() for v in self.state_dict().values())
+
+    def save(self, path, settings_path=None) -> None:
+        """Every tensor (f_g included) as .safetensors at ``path``, the settings as .json at ``settings_path``
+        (default: beside it), written as given: callers make them atomic (host.save_output, atomic.atomic_write)."""
+        path = Path(path)
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        with atomic_write(path.with_suffix(".safetensors")) as tmp:
-            save_file(tensors, str(tmp))
-        with atomic_write(path.with_suffix(".json")) as tmp:
-            tmp.write_text(self.settings.to_json(), encoding="utf-8")
+        save_file(tensors, str(path if path.suffix == ".safetensors" else path.with_suffix(".safetensors")))
+        settings_path = Path(settings_path) if settings_path else path.with_suffix(".json")
+        settings_path.write_text(self.settings.to_json(), encoding="utf-8")
 
     @classmethod
     def load(cls, path, cost_volume: CostVolume) -> "NeuSField":
