@@ -20,12 +20,14 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from .atomic import CheckpointMismatch, atomic_write, remove_stale
+from .errors import GeoDreamError
 from .model_files import read_resume_checkpoint
 
 log = logging.getLogger("GeoDream")
@@ -95,6 +97,20 @@ def load(path: Path, device, checkpoint_format: int) -> dict:
     if state.get("format") != checkpoint_format:
         raise CheckpointMismatch(path)
     return state
+
+
+@contextmanager
+def restoring(path: Path):
+    """Around loading a checkpoint's state into a run's modules: a state that does not fit them (a tensor of another
+    shape, a missing entry) is one GeoDreamError naming the file, never torch's list from inside load_state_dict."""
+    try:
+        yield
+    except GeoDreamError:
+        raise
+    except (RuntimeError, KeyError, TypeError, IndexError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise GeoDreamError(f"GeoDream: the checkpoint '{path}' does not fit this run ({reason[:300]}); queue "
+                            "again with resume off to start over, or delete it.") from None
 
 
 def runs(folder: Path) -> dict[Path, RunInfo]:

@@ -1,5 +1,6 @@
 """Camera nodes: a published rig, or cameras typed in, for users who bring their own views."""
 import json
+import math
 
 from ..geodream_ops import cameras
 from . import categories
@@ -33,9 +34,12 @@ class GeoDreamCameraRig:
 
 def _floats(text: str, what: str) -> list[float]:
     try:
-        return [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
+        values = [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"GeoDream: {what} must be numbers separated by commas, got {text!r}") from None
+        values = None
+    if values is None or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"GeoDream: {what} must be numbers separated by commas, got {text!r}")
+    return values
 
 
 class GeoDreamCustomCameras:

@@ -267,6 +267,41 @@ def check_prefix(filename_prefix, suffixes: tuple[str, ...]):
     return True if reason is None else f"GeoDream: {reason}."
 
 
+OUTPUT_TAG, INPUT_TAG = " [output]", " [input]"  # ComfyUI's annotated file names (folder_paths.annotated_filepath)
+
+
+def listed_files(suffixes: tuple[str, ...], folders: tuple[str, ...] = ("input", "output")) -> list[str]:
+    """Files with one of ``suffixes`` anywhere under the input folder (as they are named there) and the output
+    folder (annotated " [output]", as ComfyUI names them), so a loader lists what the pack's save nodes write.
+    Hidden files (temporaries, records) are left out."""
+    found = []
+    for kind in folders:
+        root = input_dir() if kind == "input" else output_dir()
+        if not root.is_dir():
+            continue
+        names = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                       if p.suffix.lower() in suffixes and p.is_file()
+                       and not any(part.startswith(".") for part in p.relative_to(root).parts))
+        found += names if kind == "input" else [name + OUTPUT_TAG for name in names]
+    return found
+
+
+def annotated_path(name: str) -> Path:
+    """The file a listed (possibly annotated) name means: "x [output]" under the output folder, "x [input]" or a
+    plain name under the input folder. A name leading outside that folder is a GeoDreamError."""
+    from ..geodream_ops.errors import GeoDreamError
+
+    root = input_dir()
+    if name.endswith(OUTPUT_TAG):
+        name, root = name[: -len(OUTPUT_TAG)], output_dir()
+    elif name.endswith(INPUT_TAG):
+        name = name[: -len(INPUT_TAG)]
+    path = Path(os.path.abspath(root / name))
+    if Path(os.path.abspath(root)) not in path.parents:
+        raise GeoDreamError(f"GeoDream: '{name}' leads outside the folder {root}; pick a file listed by the node.")
+    return path
+
+
 # --- IS_CHANGED ----------------------------------------------------------------------------------------------------
 HASHED_BYTES = 64 * 2 ** 20  # files up to this size are hashed whole, as core LoadImage hashes its image
 _EDGE = 2 ** 20
@@ -320,16 +355,22 @@ def file_fingerprint(*paths) -> str:
     return digest.hexdigest()
 
 
-def folder_fingerprint(path) -> str:
-    """IS_CHANGED for a model given as a folder (diffusers layout): the name, size and time of every file in it."""
+def model_fingerprint(kinds: str | tuple[str, ...], name: str) -> str:
+    """IS_CHANGED for a model loader: where ``name`` is found among the folders of ``kinds`` and the size, time and
+    inode of the file (of every file of a diffusers folder). Models are not hashed (gigabytes per queue); a model
+    replaced under its name, or one that appears or disappears, still changes it."""
     digest = hashlib.sha256()
-    root = Path(path)
-    for file in sorted(root.rglob("*")) if root.is_dir() else [root]:
-        try:
-            stat = file.stat()
-            digest.update(f"{file.relative_to(root) if root.is_dir() else file}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-        except OSError:
-            digest.update(b"missing")
+    if not name:
+        return ""
+    for kind in (kinds,) if isinstance(kinds, str) else kinds:
+        for root in model_folders(kind):
+            target = root / name
+            for file in sorted(target.rglob("*")) if target.is_dir() else [target]:
+                try:
+                    stat = file.stat()
+                    digest.update(f"{file}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}".encode())
+                except OSError:
+                    pass
     return digest.hexdigest()
 
 

@@ -13,6 +13,7 @@ from ..geodream_ops.images import resize_views
 from ..geodream_ops.multiview.matting import METHODS as MATTING_METHODS
 from ..geodream_ops.multiview.matting import U2NET_FILE, matte_views
 from ..geodream_ops.multiview.object_preprocess import object_on_grey, resize_square
+from ..geodream_ops.tensor_checks import require_finite_views
 from . import categories
 from . import edge_types as T
 from . import host
@@ -100,6 +101,10 @@ class GeoDreamLoadZero123Plus:
                         "20/-10, 30 degree field of view; v1.1: 30/-20). auto reads 'v1.1' or 'v1.2' off the folder name."}),
         }}
 
+    @classmethod
+    def IS_CHANGED(cls, folder, **_):
+        return host.model_fingerprint("diffusers", folder)
+
     def load(self, folder, version):
         if version == "auto":
             found = [v for v in zero123plus.VERSIONS if v in folder.replace("-", ".").replace("_", ".")]
@@ -134,6 +139,10 @@ class GeoDreamLoadMVDream:
                                    "MVDream was trained at 256; other sizes degrade it. Time and memory grow with "
                                    "the square of this."}),
         }}
+
+    @classmethod
+    def IS_CHANGED(cls, model, **_):
+        return host.model_fingerprint(*model.partition("/")[::2])
 
     def load(self, model, resolution):
         kind, _, name = model.partition("/")
@@ -216,6 +225,7 @@ class GeoDreamMultiViewGenerate:
         views = run_on_device(mv_model, model_dtype(mv_model.kind, precision), f"GeoDream {mv_model.kind}", steps,
                               generate)
         views, masks = matte(views, matting)
+        require_finite_views(views, "Multi-View Generate's views")
         return (views, rig, masks)
 
     @staticmethod
@@ -314,6 +324,7 @@ class GeoDreamExpandViews:
             if k in tiles:
                 parts.append(resize_views(tiles[k], size))
         out_views, masks = matte(torch.cat(parts), matting)
+        require_finite_views(out_views, "Expand Views' views")
         return (out_views, view_recipe.expanded_cameras(cameras, selection, mv_model.version), masks)
 
 

@@ -6,7 +6,8 @@ import torch
 
 from ..geodream_ops.prior import marching_cubes, prior_checkpoint, release_frame
 from ..geodream_ops import model_files
-from ..geodream_ops.prior.cost_volume import CostVolume
+from ..geodream_ops.prior.cost_volume import CostVolume, check_volume
+from ..geodream_ops.tensor_checks import require_finite_views
 from ..geodream_ops.errors import GeoDreamError
 from ..geodream_ops.multiview.matting import views_on_white
 from ..geodream_ops.prior.model import NORM_STATISTICS, build_cost_volume, build_steps, cost_volume_from_release
@@ -32,6 +33,10 @@ class GeoDreamLoadPrior:
                 "The SparseNeuS lod0 checkpoint in models/geodream/ (ckpt_215000.pth, ~5 MB of weights in a larger "
                 "file; `python -m headless.models download sparseneus-lod0` fetches it). Loads in seconds; the "
                 "networks need well under 1 GB of memory."})}}
+
+    @classmethod
+    def IS_CHANGED(cls, ckpt_name, **_):
+        return host.model_fingerprint("geodream", ckpt_name)
 
     def load(self, ckpt_name):
         path = host.find_model("geodream", ckpt_name, "GeoDreamLoadPrior", "ckpt_name")
@@ -92,6 +97,7 @@ class GeoDreamBuildCostVolume:
             raise ValueError("GeoDream: the cost volume needs at least 2 views (a voxel must be seen twice).")
         if views.shape[0] != len(cameras):
             raise ValueError(f"GeoDream: {views.shape[0]} views but {len(cameras)} cameras; give one camera per view.")
+        require_finite_views(views, "Build Cost Volume's input 'views'")
         views = views_on_white(views, mask)
         progress = host.Progress(build_steps(grid), "GeoDream cost volume")
 
@@ -105,6 +111,8 @@ class GeoDreamBuildCostVolume:
                                        statistics=norm_statistics)
         finally:
             progress.close()
+        check_volume(volume.volume, volume.bbox, "the cost volume built from these views", "Check the prior's "
+                     "checkpoint (GeoDream Load Prior) and its norm_statistics, and the views.")
         return (volume,)
 
 
@@ -162,11 +170,18 @@ class GeoDreamSaveCostVolume:
         return host.check_prefix(filename_prefix, (".safetensors",))
 
     def save(self, cost_volume, filename_prefix):
+        check_volume(cost_volume.volume, cost_volume.bbox, "Save Cost Volume's input", "Nothing was written.")
         path = host.save_output(filename_prefix, (".safetensors",),
                                 lambda finals, temps: cost_volume.save(temps[".safetensors"]),
                                 needed=cost_volume.file_bytes())[".safetensors"]
         return {"ui": {"files": [host.output_entry(path)]},
                 "result": (str(path),)}
+
+
+def _volume_file(path: str) -> Path:
+    """Load Cost Volume's file: absolute, or relative to the output folder (where Save Cost Volume writes)."""
+    file = Path(path).expanduser()
+    return file if file.is_absolute() else host.output_dir() / file
 
 
 class GeoDreamLoadCostVolume:
@@ -184,9 +199,12 @@ class GeoDreamLoadCostVolume:
                                       "The file: absolute, or relative to the output folder."})},
                 "optional": {"prior": (T.PRIOR_MODEL, {"tooltip": "Needed only for a release .pth volume."})}}
 
+    @classmethod
+    def IS_CHANGED(cls, path, **_):
+        return host.file_fingerprint(_volume_file(path))
+
     def load(self, path, prior=None):
-        file = Path(path).expanduser()
-        file = file if file.is_absolute() else host.output_dir() / file
+        file = _volume_file(path)
         if not file.is_file():
             raise FileNotFoundError(f"GeoDream: no cost volume at {file}.")
         if file.suffix.lower() == ".safetensors":

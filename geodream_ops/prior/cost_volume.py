@@ -12,9 +12,22 @@ from safetensors.torch import save_file
 
 from .. import model_files
 from ..errors import GeoDreamError
-from .geometry_decoder import GeometryDecoder
+from ..tensor_checks import require_finite, require_shape
+from .geometry_decoder import LATENT_CHANNELS, GeometryDecoder
 
 FILE_FORMAT = "geodream-cost-volume/1"  # safetensors metadata tag of a saved cost volume
+
+
+def check_volume(volume: torch.Tensor, bbox: torch.Tensor, what: str, fix: str, channels: int | None = None) -> None:
+    """Refuse a cost volume that is not [1, C, D, H, W] (C = ``channels`` when given) with a [2, 3] box whose
+    minimum lies below its maximum, or that holds NaN/inf; ``what`` names it (a file, a node's input)."""
+    require_shape(volume, (1, channels, None, None, None), f"the cost volume of {what}", fix)
+    require_shape(bbox, (2, 3), f"the box of {what}", fix)
+    require_finite(volume, f"the cost volume of {what}")
+    require_finite(bbox, f"the box of {what}")
+    if not bool((bbox[0] < bbox[1]).all()):
+        raise GeoDreamError(f"GeoDream: the box of {what} has a minimum corner not below its maximum "
+                            f"({bbox.tolist()}). {fix}")
 
 
 @dataclass
@@ -67,6 +80,7 @@ class CostVolume:
         if metadata.get("format") != FILE_FORMAT or "volume" not in tensors or "bbox" not in tensors:
             raise GeoDreamError(f"GeoDream: '{path}' is not {what}: it has no '{FILE_FORMAT}' tag and looks like "
                                 f"{model_files.identify(tensors.keys())}. {fix}")
+        check_volume(tensors["volume"], tensors["bbox"], f"'{path}'", fix, LATENT_CHANNELS)
         decoder = GeometryDecoder()
         model_files.load_weights(decoder, {k[len("decoder."):]: v for k, v in tensors.items() if k.startswith("decoder.")},
                                  path, what, fix)

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from .. import model_files
-from ..prior.cost_volume import CostVolume
+from ..prior.cost_volume import CostVolume, check_volume
+from ..tensor_checks import require_finite
 from ..errors import GeoDreamError
 from ..prior.geometry_decoder import GeometryDecoder
 from ..texture.hash_grid import HashGridConfig
@@ -148,6 +149,11 @@ class NeuSField(torch.nn.Module):
         if "volume" not in tensors or "bbox" not in tensors:
             raise GeoDreamError(f"GeoDream: '{path.with_suffix('.safetensors')}' is not {what}: it looks like "
                                 f"{model_files.identify(tensors.keys())} (no volume). {fix}")
+        check_volume(tensors["volume"], tensors["bbox"], f"'{path.with_suffix('.safetensors')}'", fix,
+                     cost_volume.volume.shape[1])
+        for name, tensor in tensors.items():
+            if not name.startswith("occupancy."):  # an unmeasured occupancy bound is +inf by design
+                require_finite(tensor, f"'{name}' of '{path.with_suffix('.safetensors')}'")
         field = cls(CostVolume(tensors["volume"], cost_volume.decoder, tensors["bbox"], cost_volume.inv_s), settings)
         # A field saved before free-space skipping has no grid: it starts unmeasured (every cell occupied).
         tensors.setdefault("occupancy.sdf_bound", field.occupancy.sdf_bound)
