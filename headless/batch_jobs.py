@@ -10,9 +10,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .__main__ import _parse_set as parse_overrides
 from .evaluate_uni3d import slug
 from .pack import load_pack
+from .validation import apply_overrides, parse_overrides
+from .workflow import WorkflowError
 
 GeoDreamError = load_pack().geodream_ops.errors.GeoDreamError
 
@@ -39,17 +40,24 @@ class Job:
         payload = json.dumps([workflow_text, self.prompt, self.image, self.input_dir, self.overrides], sort_keys=True)
         return hashlib.sha1(payload.encode()).hexdigest()[:16]
 
-    def apply(self, api: dict) -> dict:
-        """The API-format workflow with this job's prompt, image and overrides written in (a new dict)."""
+    def apply(self, api: dict, node_classes: dict) -> dict:
+        """The API-format workflow with this job's prompt, image and overrides written in (a new dict). A prompt
+        with no prompt text widget to go to, an image with no LoadImage, or an override matching no node or input
+        of the workflow (validation.apply_overrides) is a WorkflowError naming the job."""
         api = json.loads(json.dumps(api))
+        took_prompt = took_image = False
         for node in api.values():
             inputs = node["inputs"]
             if self.prompt is not None and isinstance(inputs.get(PROMPT), str):
-                inputs[PROMPT] = self.prompt
+                inputs[PROMPT], took_prompt = self.prompt, True
             if self.image is not None and node["class_type"] == "LoadImage":
-                inputs[IMAGE] = self.image
-            inputs.update(self.overrides.get(node["class_type"], {}))
-        return api
+                inputs[IMAGE], took_image = self.image, True
+        if self.prompt is not None and not took_prompt:
+            raise WorkflowError(f"job {self.name}: the job table gives a prompt, but no node of the workflow has a "
+                                "prompt text widget (a linked prompt is not replaced)")
+        if self.image is not None and not took_image:
+            raise WorkflowError(f"job {self.name}: the job table gives an image, but the workflow has no LoadImage")
+        return apply_overrides(api, self.overrides, node_classes, source=f"job {self.name}, column")
 
 
 def _named(jobs: list[Job]) -> list[Job]:
@@ -88,7 +96,7 @@ def from_csv(path: Path) -> list[Job]:
         settings = [f"{k}={v}" for k, v in row.items() if k not in (NAME, PROMPT, IMAGE) and v != ""]
         try:
             overrides = parse_overrides(settings)
-        except SystemExit as exc:
+        except WorkflowError as exc:
             raise GeoDreamError(f"{path} line {number}: {exc}. Columns other than name, prompt and image must "
                                 "be NodeType.input, e.g. GeoDreamVSDRefineNeuS.seed.") from None
         job = Job(name=slug(row.get(NAME, "")), prompt=row[PROMPT] if PROMPT in row else None, overrides=overrides)

@@ -262,22 +262,10 @@ def _write_record(root: Path, entry, revision: str, files: dict) -> None:
         tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
 
 
-def missing_choice_hint(class_type: str, input_name: str) -> str:
-    """For the runner's "not a choice" error on a model input: the folders searched and the published models'
-    download commands."""
-    entries = mm.entries_for(class_type, input_name)
-    if not entries:
-        return ""
-    folders = dict.fromkeys(p for e in entries for p in search_folders(e.folder))
-    offers = "; ".join(f"{e.title}: `{e.command}`" for e in entries)
-    return (f". That is a model input: searched {', '.join(map(str, folders))}. Fetch a published model (run in "
-            f"{PACK_ROOT}) -- {offers}; or put your own file there.")
-
-
 def workflow_models(path, manifest) -> tuple[list, list[str]]:
     """The manifest models a workflow file (UI or API format) selects, and its model inputs naming other files."""
     from . import workflow
-    from .run import node_classes
+    from .installed import node_classes
 
     try:
         api = workflow.load_api(path, node_classes())

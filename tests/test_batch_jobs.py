@@ -3,6 +3,7 @@ jobs with stable, unique folder names, and a job writes its prompt, image and ov
 import pytest
 
 from headless.batch_jobs import GeoDreamError, Job, read_jobs
+from headless.installed import node_classes
 
 API = {"1": {"class_type": "GeoDreamMultiViewGenerate", "inputs": {"prompt": "old", "seed": 0, "mv_model": ["2", 0]}},
        "2": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
@@ -36,7 +37,7 @@ def test_csv_overrides(tmp_path):
         "001_first", "a teapot", None, {"GeoDreamVSDRefineNeuS": {"seed": 7}})
     assert (second.name, second.image, second.input_dir) == ("002_a_cup", "cup.png", str(tmp_path / "img"))
     assert second.overrides == {"GeoDreamVSDRefineNeuS": {"seed": 8, "steps": 20}}
-    api = second.apply(API)
+    api = second.apply(API, node_classes())
     assert api["1"]["inputs"] == {"prompt": "a cup", "seed": 0, "mv_model": ["2", 0]}
     assert api["2"]["inputs"] == {"image": "cup.png"}
     assert api["3"]["inputs"] == {"prompt": ["9", 0], "seed": 8, "steps": 20}  # a linked prompt stays linked
