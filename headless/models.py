@@ -23,7 +23,7 @@ if str(PACK_ROOT) not in sys.path:
 from geodream_ops import model_manifest as mm  # noqa: E402
 from geodream_ops.atomic import atomic_write  # noqa: E402
 from geodream_ops.errors import GeoDreamError  # noqa: E402
-from geodream_ops.model_paths import search_folders  # noqa: E402
+from geodream_ops.model_paths import models_folder_reason, search_folders  # noqa: E402
 
 
 def _endpoint() -> str | None:
@@ -288,6 +288,7 @@ def main(argv=None, manifest=None) -> int:
     get.add_argument("--for", dest="workflow", metavar="WORKFLOW.json", help="only what this workflow needs")
     get.add_argument("--dry-run", action="store_true", help="say what would be fetched, fetch nothing")
     args = parser.parse_args(argv)
+    print(models_folder_reason(args.models_dir))
     try:
         manifest = manifest or mm.load_manifest()
         if args.command == "list":

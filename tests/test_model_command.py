@@ -252,3 +252,32 @@ def test_models_folder_of_the_comfyui_install_with_extra_model_paths(tmp_path, m
     assert model_paths.search_folders("geodream") == [root / "models" / "geodream", Path("/abs/store/gd")]
     assert model_paths.search_folders("text_encoders")[-1].name == "clip_models"  # clip is ComfyUI's old name
     assert model_paths.search_folders("rembg", tmp_path / "elsewhere") == [tmp_path / "elsewhere" / "rembg"]
+
+
+def test_a_pack_linked_into_custom_nodes_uses_that_comfyuis_models_folder(tmp_path):
+    """A clone elsewhere, symlinked into custom_nodes/: the command, run from the link as the README says, finds
+    ComfyUI by the path it was reached by ($PWD keeps the link) and says which folder and why before fetching."""
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path / "ComfyUI"
+    (root / "custom_nodes").mkdir(parents=True)
+    (root / "folder_paths.py").write_text("")
+    link = root / "custom_nodes" / "comfyui-geodream"
+    link.symlink_to(PACK_ROOT, target_is_directory=True)
+    env = {k: v for k, v in os.environ.items() if k != "GEODREAM_MODELS_DIR"}
+
+    def dry_run(folder):
+        run = subprocess.run([sys.executable, "-m", "headless.models", "download", "--dry-run", "sparseneus-lod0"],
+                             cwd=folder, env={**env, "PWD": str(folder)}, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        return run.stdout.splitlines()
+
+    reason, fetch = dry_run(link)
+    assert reason == (f"models folder {root / 'models'} (the ComfyUI install the pack is in, reached through the "
+                      f"link {link} (the pack itself is {PACK_ROOT}); plus its extra_model_paths.yaml)")
+    assert fetch.endswith(f"to {root / 'models' / 'geodream' / 'ckpt_215000.pth'}")
+    reason, fetch = dry_run(PACK_ROOT)  # the clone itself: not in ComfyUI by any path, and the message says so
+    assert "is not inside a ComfyUI install by any path it was reached by" in reason and "--models-dir" in reason
+    assert model_paths.comfyui_root(link) == root and model_paths.comfyui_root(PACK_ROOT) is None
