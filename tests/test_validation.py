@@ -119,3 +119,27 @@ def test_batch_columns_that_match_nothing_fail_before_any_job(pack_dirs, tmp_pat
     with pytest.raises(WorkflowError, match="gives a prompt, but no node of the workflow has a prompt"):
         batch.plan(CAMERAS, prompts, tmp_path / "out", pack_dirs["models"])
     assert not (tmp_path / "out").exists()
+
+
+def test_headless_imports_go_one_way():
+    """No circles among headless/'s modules, counting imports inside functions too: workflow parsing and
+    validation sit below execution, execution below the commands (run, batch, models, evaluate_uni3d)."""
+    import ast
+
+    folder = PACK_ROOT / "headless"
+    modules = {p.stem for p in folder.glob("*.py")}
+    graph = {}
+    for path in folder.glob("*.py"):
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                names = [node.module] if node.module else [alias.name for alias in node.names]
+                edges |= {name.split(".")[0] for name in names if name.split(".")[0] in modules}
+        graph[path.stem] = edges - {path.stem}
+
+    def reaches(start, goal, seen=()):
+        return any(n == goal or (n not in seen and reaches(n, goal, (*seen, n))) for n in graph[start])
+
+    circles = sorted(m for m in graph if reaches(m, m))
+    assert circles == [], f"modules on an import circle: {circles}"
+    assert "executor" in graph["run"] and "validation" in graph["executor"] and "executor" not in graph["validation"]
