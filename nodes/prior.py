@@ -7,7 +7,8 @@ import torch
 from ..geodream_ops.prior import marching_cubes, prior_checkpoint, release_frame
 from ..geodream_ops import model_files
 from ..geodream_ops.prior.cost_volume import CostVolume, check_volume
-from ..geodream_ops.tensor_checks import require_finite_views
+from ..geodream_ops.prior.geometry_decoder import LATENT_CHANNELS
+from ..geodream_ops.tensor_checks import require_finite, require_finite_views, require_shape
 from ..geodream_ops.errors import GeoDreamError
 from ..geodream_ops.multiview.matting import views_on_white
 from ..geodream_ops.prior.model import NORM_STATISTICS, build_cost_volume, build_steps, cost_volume_from_release
@@ -217,6 +218,8 @@ class GeoDreamLoadCostVolume:
             if not isinstance(volume, torch.Tensor):
                 raise GeoDreamError(f"GeoDream: '{file}' is not {what}: it holds a {type(volume).__name__}, not "
                                     f"the one tensor that file holds. {fix}")
+            require_shape(volume, (1, LATENT_CHANNELS, None, None, None), f"'{file}'", fix)
+            require_finite(volume, f"'{file}'")
             return (cost_volume_from_release(volume, prior),)
         raise ValueError(f"GeoDream: {file.name}: expected a .safetensors (ours) or .pth (the release's) file.")
 

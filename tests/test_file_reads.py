@@ -117,6 +117,9 @@ def test_saved_tensors_of_the_wrong_shape_are_refused_naming_the_file(pack_dirs,
     upside_down.save(tmp_path / "box.safetensors")
     with pytest.raises(GeoDreamError, match=r"box.safetensors.*minimum corner not below"):
         GeoDreamLoadCostVolume().load(str(tmp_path / "box.safetensors"))
+    torch.save(torch.randn(16, 4, 4, 4), pack_dirs["output"] / "release.pth")  # the release's, without its batch axis
+    with pytest.raises(GeoDreamError, match=r"release.pth' is \[16, 4, 4, 4\], expected \[1, 16, \*, \*, \*\]"):
+        GeoDreamLoadCostVolume().load("release.pth", prior=object())
     # A field whose volume does not fit the cost volume it is loaded with.
     field = NeuSField(sphere_cost_volume(channels=4), tiny_settings().field)
     GeoDreamSaveField().save(field, "GeoDream/f")
