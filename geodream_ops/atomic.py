@@ -225,6 +225,8 @@ def write_new(folder: Path, stem: str, suffixes: tuple[str, ...],
 
 
 def _alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) sends CTRL_C_EVENT there: leave Windows temporaries to their age
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
