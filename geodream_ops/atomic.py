@@ -225,8 +225,6 @@ def write_new(folder: Path, stem: str, suffixes: tuple[str, ...],
 
 
 def _alive(pid: int) -> bool:
-    if os.name == "nt":  # os.kill(pid, 0) sends CTRL_C_EVENT there: leave Windows temporaries to their age
-        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -238,12 +236,13 @@ def _alive(pid: int) -> bool:
 
 def is_stale(path: Path, now: float | None = None) -> bool:
     """A temporary of ours whose writer is gone: a process of this machine that no longer runs, or (another
-    machine's, or an older version's) one untouched for STALE_AFTER_S."""
+    machine's, an older version's, or any on Windows) one untouched for STALE_AFTER_S."""
     match = _TEMP.match(Path(path).name)
     if match is None:
         return False
     host, pid = match.group(1), match.group(2)
-    if host == _HOST and pid is not None and int(pid) != os.getpid():
+    # os.kill(pid, 0) would send CTRL_C_EVENT on Windows: there a temporary's age decides.
+    if host == _HOST and pid is not None and int(pid) != os.getpid() and os.name != "nt":
         return not _alive(int(pid))
     try:
         age = (now or time.time()) - Path(path).stat().st_mtime
