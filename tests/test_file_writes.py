@@ -284,3 +284,22 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_leaves_nothing_half_writt
     assert out["previous"] is True
     # Nothing under a final name but the previous checkpoint and its .json; no temporary left.
     assert out["files"] == ["refine/fam-seed1.json", "refine/fam-seed1.pt"]
+
+
+def test_a_name_taken_between_listing_and_publishing_is_never_overwritten(tmp_path, monkeypatch):
+    """The race, made deterministic: the listing says counter 1 is free (another writer has not published yet when
+    we list), but by the time this writer publishes, 00001 and its OBJ companion are taken: it moves on to 00002,
+    withdraws nothing of the other writer's, and leaves no temporary."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    monkeypatch.setattr(atomic, "next_counter", lambda folder, stem: 1)
+    (folder / "m_00001_.mtl").write_bytes(b"theirs")  # the other writer publishes its companions first
+
+    def write(finals, temps):
+        for suffix, path in temps.items():
+            path.write_bytes(f"ours {finals[suffix].name}".encode())
+
+    finals = atomic.write_new(folder, "m", (".obj", ".mtl"), write)
+    assert finals[".obj"].name == "m_00002_.obj" and finals[".obj"].read_bytes() == b"ours m_00002_.obj"
+    assert (folder / "m_00001_.mtl").read_bytes() == b"theirs" and not (folder / "m_00001_.obj").exists()
+    assert sorted(p.name for p in folder.iterdir()) == ["m_00001_.mtl", "m_00002_.mtl", "m_00002_.obj"]
