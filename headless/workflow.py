@@ -129,4 +129,8 @@ def link_type_errors(workflow: dict, node_classes: dict) -> list[str]:
 
 
 def save(workflow: dict, path) -> None:
-    Path(path).write_text(json.dumps(workflow, indent=2), encoding="utf-8")
+    """Write a workflow file whole or not at all (geodream_ops/atomic.py): example workflows are tracked files."""
+    from .pack import load_pack
+
+    with load_pack().geodream_ops.atomic.atomic_write(Path(path)) as tmp:
+        tmp.write_text(json.dumps(workflow, indent=2), encoding="utf-8")
