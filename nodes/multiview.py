@@ -13,6 +13,7 @@ from ..geodream_ops.images import resize_views
 from ..geodream_ops.multiview.matting import METHODS as MATTING_METHODS
 from ..geodream_ops.multiview.matting import U2NET_FILE, matte_views, resolve_method, zero123plus_first_pass
 from ..geodream_ops.multiview.object_preprocess import object_on_grey, resize_square
+from ..geodream_ops.tensor_checks import require_finite_views
 from . import categories
 from . import edge_types as T
 from . import host
@@ -101,6 +102,10 @@ class GeoDreamLoadZero123Plus:
                         "20/-10, 30 degree field of view; v1.1: 30/-20). auto reads 'v1.1' or 'v1.2' off the folder name."}),
         }}
 
+    @classmethod
+    def IS_CHANGED(cls, folder, **_):
+        return host.model_fingerprint("diffusers", folder)
+
     def load(self, folder, version):
         if version == "auto":
             found = [v for v in zero123plus.VERSIONS if v in folder.replace("-", ".").replace("_", ".")]
@@ -135,6 +140,10 @@ class GeoDreamLoadMVDream:
                                    "MVDream was trained at 256; other sizes degrade it. Time and memory grow with "
                                    "the square of this."}),
         }}
+
+    @classmethod
+    def IS_CHANGED(cls, model, **_):
+        return host.model_fingerprint(*model.partition("/")[::2])
 
     def load(self, model, resolution):
         kind, _, name = model.partition("/")
@@ -222,6 +231,7 @@ class GeoDreamMultiViewGenerate:
         if mv_model.kind == "zero123plus" and resolve_method(matting, u2net_path()) == "rembg":
             views = zero123plus_first_pass(views, u2net_path())  # the release's rembg pass on the whole grid
         views, masks = matte(views, matting)
+        require_finite_views(views, "Multi-View Generate's views")
         return (views, rig, masks)
 
     @staticmethod
@@ -324,6 +334,7 @@ class GeoDreamExpandViews:
                 parts.append(zero123plus_first_pass(grids[k], u2net_path(), size)[chosen] if rembg
                              else resize_views(grids[k][chosen], size))
         out_views, masks = matte(torch.cat(parts), matting)
+        require_finite_views(out_views, "Expand Views' views")
         return (out_views, view_recipe.expanded_cameras(cameras, selection, mv_model.version), masks)
 
 

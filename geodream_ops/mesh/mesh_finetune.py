@@ -265,6 +265,8 @@ class MeshFineTuner:
         path = Path(path)
         if not path.is_file():
             return False
-        self.load_state_dict(run_store.load(path, self.device, CHECKPOINT_FORMAT))
+        state = run_store.load(path, self.device, CHECKPOINT_FORMAT)
+        with run_store.restoring(path):
+            self.load_state_dict(state)
         log.info("GeoDream DMTet: resumed from %s at step %d", path, self.step)
         return True

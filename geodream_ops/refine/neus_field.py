@@ -19,8 +19,8 @@ import torch
 from safetensors.torch import save_file
 
 from .. import model_files
-from ..atomic import atomic_write
-from ..prior.cost_volume import CostVolume
+from ..prior.cost_volume import CostVolume, check_volume
+from ..tensor_checks import require_finite
 from ..errors import GeoDreamError
 from ..prior.geometry_decoder import GeometryDecoder
 from ..texture.hash_grid import HashGridConfig
@@ -94,14 +94,18 @@ class NeuSField(torch.nn.Module):
                 "color_mlp": self.texture.network_parameters(), "background": list(self.background.parameters())}
 
     # --- files ------------------------------------------------------------------------------------------------
-    def save(self, path) -> None:
-        """``path``.safetensors (every tensor, f_g included) beside ``path``.json (settings)."""
-        path = Path(path).with_suffix("")
+    def file_bytes(self) -> int:
+        """About how large ``save``'s tensors file is, in bytes."""
+        return sum(v.numel() * v.element_size() for v in self.state_dict().values())
+
+    def save(self, path, settings_path=None) -> None:
+        """Every tensor (f_g included) as .safetensors at ``path``, the settings as .json at ``settings_path``
+        (default: beside it), written as given: callers make them atomic (host.save_output, atomic.atomic_write)."""
+        path = Path(path)
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        with atomic_write(path.with_suffix(".safetensors")) as tmp:
-            save_file(tensors, str(tmp))
-        with atomic_write(path.with_suffix(".json")) as tmp:
-            tmp.write_text(self.settings.to_json(), encoding="utf-8")
+        save_file(tensors, str(path if path.suffix == ".safetensors" else path.with_suffix(".safetensors")))
+        settings_path = Path(settings_path) if settings_path else path.with_suffix(".json")
+        settings_path.write_text(self.settings.to_json(), encoding="utf-8")
 
     @classmethod
     def load(cls, path, cost_volume: CostVolume) -> "NeuSField":
@@ -118,6 +122,11 @@ class NeuSField(torch.nn.Module):
         if "volume" not in tensors or "bbox" not in tensors:
             raise GeoDreamError(f"GeoDream: '{path.with_suffix('.safetensors')}' is not {what}: it looks like "
                                 f"{model_files.identify(tensors.keys())} (no volume). {fix}")
+        check_volume(tensors["volume"], tensors["bbox"], f"'{path.with_suffix('.safetensors')}'", fix,
+                     cost_volume.volume.shape[1])
+        for name, tensor in tensors.items():
+            if not name.startswith("occupancy."):  # an unmeasured occupancy bound is +inf by design
+                require_finite(tensor, f"'{name}' of '{path.with_suffix('.safetensors')}'")
         field = cls(CostVolume(tensors["volume"], cost_volume.decoder, tensors["bbox"], cost_volume.inv_s), settings)
         # A field saved before free-space skipping has no grid: it starts unmeasured (every cell occupied); one saved
         # before nerfacc's occupancy was kept has occupancy 0, so nothing is skipped until the grid is measured again.

@@ -203,14 +203,15 @@ class Refinement:
 
     def load_checkpoint(self) -> None:
         state = run_store.load(self.checkpoint_path, self.device, CHECKPOINT_FORMAT)
-        self.field.load_state_dict(state["field"])
-        if "optimizer" in state:
-            self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"].cpu())
-        if "guidance" in state:
-            state["guidance"]["generator"] = state["guidance"]["generator"].cpu()
-            self.guidance_fn.load_state_dict(state["guidance"])
-        self.step, self.skipped, self.bad_run = state["step"], state["skipped"], state["bad_run"]
+        with run_store.restoring(self.checkpoint_path):
+            self.field.load_state_dict(state["field"])
+            if "optimizer" in state:
+                self.optimizer.load_state_dict(state["optimizer"])
+            self.generator.set_state(state["generator"].cpu())
+            if "guidance" in state:
+                state["guidance"]["generator"] = state["guidance"]["generator"].cpu()
+                self.guidance_fn.load_state_dict(state["guidance"])
+            self.step, self.skipped, self.bad_run = state["step"], state["skipped"], state["bad_run"]
         self.settings = replace(self.settings, schedule_steps=state["schedule_steps"])
         log.info("GeoDream: resuming refinement at step %d of %d (schedules of a %d-step run) from %s", self.step,
                  self.settings.steps, self.settings.schedule_length, self.checkpoint_path)
