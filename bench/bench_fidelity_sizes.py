@@ -126,7 +126,8 @@ def measure_stop() -> list[tuple[str, str, str]]:
             c = (after["rgb"] - before["rgb"]).abs().amax(-1)
             lost = {k: float((v["opacity"] - no_stop["opacity"]).abs().max()) for k, v in (("b", before), ("a", after))}
             rows.append(("9. early stop's transmittance", f"{name}, {label}, 48 px",
-                         f"opacity max {float(d.max()):.4f} mean {float(d.mean()):.5f}, colour max {float(c.max()):.4f}; "
+                         f"opacity max {float(d.max()):.4f} mean {float(d.mean()):.5f}, "
+                         f"colour max {float(c.max()):.4f}; "
                          f"sections kept {counts['after'] / counts['before']:.2f}x; opacity cut by the stop "
                          f"{lost['b']:.4f} -> {lost['a']:.4f}"))
             print(rows[-1], file=sys.stderr, flush=True)
@@ -215,10 +216,11 @@ def section() -> str:
     lines = [SECTION, "",
              f"One process, CPU {platform.machine()}, {torch.get_num_threads()} torch threads; synthetic inputs, no real "
              "weights. Point 1 (free-space threshold) has its own section, \"Free-space threshold on thin shapes\". "
-             "9 (issue 23's follow-up): the early stop on NeuS opacities of the kept sections, slope from the neighbour "
-             "(before), against nerfacc's alpha_fn over every section in an occupied cell (after); 48 px renders from 2 "
-             "units, 10 deg up, the grid measured; \"opacity cut by the stop\" is the largest pixel difference from "
-             "the same render without the stop. `python bench/bench_fidelity_sizes.py --write`.", "", "| change | input | before -> after |", "|---|---|---|"]
+             "9 (issue 23's follow-up): the early stop on NeuS opacities of the kept sections, slope from the "
+             "neighbour (before), against nerfacc's alpha_fn over every section in an occupied cell (after); 48 px "
+             "renders from 2 units, 10 deg up, the grid measured; \"opacity cut by the stop\" is the largest pixel "
+             "difference from the same render without the stop. `python bench/bench_fidelity_sizes.py --write`.", "",
+             "| change | input | before -> after |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in measure()]
     return "\n".join(lines) + "\n"
 

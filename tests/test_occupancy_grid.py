@@ -1,7 +1,7 @@
 """Free-space skipping (occupancy_grid.py): the grid's occupancy is nerfacc's running max and its threshold nerfacc's
 min(0.01, mean occupancy), the grid never drops a sample inside the surface band (spheres, a plate, a rod, a
-non-uniformly steep SDF), the renderer's skipping equals nerfacc's rule written out ray by ray (its stop included), and the default
-sampling reaches the opacities of dense sampling on a sphere and a thin plate."""
+non-uniformly steep SDF), the renderer's skipping equals nerfacc's rule written out ray by ray (its stop included),
+and the default sampling reaches the opacities of dense sampling on a sphere and a thin plate."""
 import math
 
 import pytest
