@@ -2,7 +2,8 @@
 run, on synthetic inputs (no real weights here: U²-Net is the tests' twin); and free-space skipping's threshold on
 thin shapes: the mean opacity of 48 px renders of a thin rod and a thin plate with the measured occupancy grid, under
 a fixed 0.01 (before) and under nerfacc's min(0.01, mean occupancy) (after, the release's), against a dense
-reference (1024 uniform samples, nothing skipped).
+reference (1024 uniform samples, nothing skipped); and the early stop's transmittance, NeuS opacities of the kept
+sections with the neighbour's slope (before) against nerfacc's alpha_fn over every sample in an occupied cell (after).
 
     python bench/bench_fidelity_sizes.py [--write]   # --write replaces bench/RESULTS.md's two sections"""
 import argparse
@@ -67,6 +68,70 @@ def thin_shapes_section() -> str:
         cells = f"{r['dense'][0]:.4f} | " + " | ".join(f"{r[k][0]:.4f} / {r[k][1]:.3f}" for k in ("before", "after"))
         lines.append(f"| {r['shape']} | {r['inv_s']:.0f} | {r['threshold']:.5f} | {cells} |")
     return "\n".join(lines) + "\n"
+
+
+def kept_sections_stop(field, points, lengths):
+    """The stop before this pass (occupancy_grid.contributing at 3224c3c), kept here to measure the change: the
+    transmittance from NeuS opacities of the kept sections only, slope from the neighbouring section."""
+    import torch
+    from geodream_pack.geodream_ops.refine import occupancy_grid as G
+
+    flat = points.reshape(-1, 3)
+    candidate = G.maybe_occupied(field, flat, lengths.reshape(-1))
+    sdf = torch.full((flat.shape[0],), torch.inf)
+    if candidate.any():
+        sdf[candidate] = field.sdf(flat[candidate]).reshape(-1).float()
+    sdf, inv_s = sdf.reshape(lengths.shape), field.inv_s.detach()
+    keep = G.step_opacity(sdf, inv_s, G.step_length(field, lengths)) >= G.alpha_threshold(field)
+    slope = (sdf[:, 1:] - sdf[:, :-1]) / (points[:, 1:] - points[:, :-1]).norm(dim=-1).clamp_min(1e-9)
+    slope = torch.cat([slope, slope[:, -1:]], dim=-1).nan_to_num(0.0, 0.0, 0.0).clamp(-1.0, 0.0)
+    alpha = torch.where(keep, G.step_opacity(sdf, inv_s, slope.abs() * lengths), torch.zeros_like(lengths))
+    transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha[:, :-1]], dim=-1), dim=-1)
+    return keep & (transmittance >= G.EARLY_STOP)
+
+
+def measure_stop() -> list[tuple[str, str, str]]:
+    """(change, input, figure) rows for the early stop: 48 px renders, the grid measured, before against after."""
+    import torch
+    from geodream_pack.geodream_ops.cameras import Cameras
+    from geodream_pack.geodream_ops.refine import neus_renderer as R
+    from geodream_pack.geodream_ops.refine.occupancy_grid import OccupancyGrid
+    from tests.test_neus_renderer import SphereField
+    from tests.test_occupancy_grid import Plate, Slab
+
+    rows = []
+    for name, field in (("sphere r 0.5, inv_s 20", SphereField(inv_s=20.0)),
+                        ("sphere r 0.5, inv_s 100", SphereField(inv_s=100.0)),
+                        ("sphere r 0.5, inv_s 2000", SphereField(inv_s=2000.0)),
+                        ("slab 0.4 thick, inv_s 100", Slab(inv_s=100.0)),
+                        ("plate 0.02 thick, inv_s 100", Plate(inv_s=100.0))):
+        field.occupancy = OccupancyGrid(field.bbox)
+        field.occupancy.update(field, 0)
+        cams = Cameras.from_spherical(torch.tensor([30.0]), torch.tensor([10.0]), 2.0, 40.0)
+        for label, kw in (("512 uniform", {}), ("64 + 64", dict(n_coarse=64, n_importance=64))):
+            counts = {}
+
+            def render(rule, key, **extra):
+                def counted(*a):
+                    mask = rule(*a)
+                    counts[key] = counts.get(key, 0) + int(mask.sum())
+                    return mask
+                with mock.patch.object(R, "contributing", counted):
+                    return R.render(field, cams, 48, 48, R.RenderSettings(chunk_rays=768, **kw, **extra))
+
+            after, before = render(R.contributing, "after"), render(kept_sections_stop, "before")
+            with mock.patch("geodream_pack.geodream_ops.refine.occupancy_grid.EARLY_STOP", 0.0):
+                no_stop = render(R.contributing, "no stop")
+            d = (after["opacity"] - before["opacity"]).abs()
+            c = (after["rgb"] - before["rgb"]).abs().amax(-1)
+            lost = {k: float((v["opacity"] - no_stop["opacity"]).abs().max()) for k, v in (("b", before), ("a", after))}
+            rows.append(("9. early stop's transmittance", f"{name}, {label}, 48 px",
+                         f"opacity max {float(d.max()):.4f} mean {float(d.mean()):.5f}, "
+                         f"colour max {float(c.max()):.4f}; "
+                         f"sections kept {counts['after'] / counts['before']:.2f}x; opacity cut by the stop "
+                         f"{lost['b']:.4f} -> {lost['a']:.4f}"))
+            print(rows[-1], file=sys.stderr, flush=True)
+    return rows
 
 
 def measure() -> list[tuple[str, str, str]]:
@@ -142,7 +207,7 @@ def measure() -> list[tuple[str, str, str]]:
     # 5: SDS, text + s (text - uncond) against uncond + s (text - uncond): the guidance term grows by (s + 1) / s
     rows.append(("5. SDS form", "CFG 100 (closed form)",
                  "eps_pretrain moves by (text - uncond), 1 % of the guidance term"))
-    return rows
+    return rows + measure_stop()
 
 
 def section() -> str:
@@ -151,7 +216,11 @@ def section() -> str:
     lines = [SECTION, "",
              f"One process, CPU {platform.machine()}, {torch.get_num_threads()} torch threads; synthetic inputs, no real "
              "weights. Point 1 (free-space threshold) has its own section, \"Free-space threshold on thin shapes\". "
-             "`python bench/bench_fidelity_sizes.py --write`.", "", "| change | input | before -> after |", "|---|---|---|"]
+             "9 (issue 23's follow-up): the early stop on NeuS opacities of the kept sections, slope from the "
+             "neighbour (before), against nerfacc's alpha_fn over every section in an occupied cell (after); 48 px "
+             "renders from 2 units, 10 deg up, the grid measured; \"opacity cut by the stop\" is the largest pixel "
+             "difference from the same render without the stop. `python bench/bench_fidelity_sizes.py --write`.", "",
+             "| change | input | before -> after |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in measure()]
     return "\n".join(lines) + "\n"
 

@@ -25,7 +25,9 @@ point can miss a thin band for several updates, every cell whose lower bound of 
 threshold. The bound is s(centre) - L * half diagonal with L the largest slope |grad s| at the centres of the cell and
 its 26 neighbours (at least 1): a refined SDF has no eikonal term, and its slope inside a cell can exceed the
 centre's (tests/test_occupancy_grid.py, with a non-uniformly steep SDF). Samples in occupied cells then face the
-release's per-sample test with their own SDF and the same threshold, and the transmittance stop. Lengths and
+release's per-sample test with their own SDF and the same threshold, and nerfacc's transmittance stop: the product
+of 1 - alpha_fn over every sample in an occupied cell before, those under the threshold included (a section of
+ours counting as its length in release steps). Lengths and
 ``inv_s`` are in world units (ours)."""
 from __future__ import annotations
 
@@ -172,21 +174,22 @@ def maybe_occupied(field, points: torch.Tensor, lengths: torch.Tensor) -> torch.
 @torch.no_grad()
 def contributing(field, points: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Which sections contribute, [R, S] bool, for section midpoints [R, S, 3] in ray order and their lengths
-    [R, S]: the grid's bound, then the release's step-opacity test on the sections the grid kept (over the section,
-    at least one release step), then the transmittance stop. The stop needs this ray's own opacities: each section's
-    own length and the SDF's slope along the ray from its neighbour (the release's slope -1 would overstate grazing
-    rays, whose long runs of short sections then stop before the surface)."""
+    [R, S]: nerfacc v0.5.2's ``render_visibility_from_alpha`` (volrend.py: ``trans >= early_stop_eps`` and ``alphas
+    >= alpha_thre``) over the sections in occupied cells (``maybe_occupied``), the others being untraversed. As in
+    the release the transmittance multiplies 1 - alpha_fn (slope -1, one release step h) over every section in an
+    occupied cell, those under the threshold included. The release's sections are all h long; one of ours of
+    length L counts as L / h of them at its SDF, (1 - alpha_fn(s, h))^(L / h), which is nerfacc's factor at L = h
+    and keeps the release's opacity per distance on long coarse sections (alpha_fn over a whole long section would
+    stop oblique rays before the surface) and on short importance ones."""
     flat_points = points.reshape(-1, 3)
     candidate = maybe_occupied(field, flat_points, lengths.reshape(-1))
     sdf = torch.full((flat_points.shape[0],), torch.inf, device=points.device)
     if candidate.any():
         sdf[candidate] = field.sdf(flat_points[candidate]).reshape(-1).float()
-    sdf = sdf.reshape(lengths.shape)
+    sdf, occupied = sdf.reshape(lengths.shape), candidate.reshape(lengths.shape)
     inv_s = field.inv_s.detach()
-    keep = step_opacity(sdf, inv_s, step_length(field, lengths)) >= alpha_threshold(field)
-    distance = points[:, 1:] - points[:, :-1]
-    slope = (sdf[:, 1:] - sdf[:, :-1]) / distance.norm(dim=-1).clamp_min(1e-9)
-    slope = torch.cat([slope, slope[:, -1:]], dim=-1).nan_to_num(0.0, 0.0, 0.0).clamp(-1.0, 0.0)
-    alpha = torch.where(keep, step_opacity(sdf, inv_s, slope.abs() * lengths), torch.zeros_like(lengths))
-    transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha[:, :-1]], dim=-1), dim=-1)
+    keep = occupied & (step_opacity(sdf, inv_s, step_length(field, lengths)) >= alpha_threshold(field))
+    h = release_step(field.bbox)
+    passing = torch.where(occupied, (1.0 - step_opacity(sdf, inv_s, h)).pow(lengths / h), torch.ones_like(lengths))
+    transmittance = torch.cumprod(torch.cat([torch.ones_like(passing[:, :1]), passing[:, :-1]], dim=-1), dim=-1)
     return keep & (transmittance >= EARLY_STOP)
