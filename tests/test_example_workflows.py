@@ -14,6 +14,7 @@ from tests import twins_multiview, twins_prior, twins_sd, twins_uni3d
 WORKFLOWS = PACK_ROOT / "example_workflows"
 TINY = {
     "GeoDreamLoadMVDream": {"resolution": twins_multiview.MV_RESOLUTION},
+    "GeoDreamLoadZero123": {"resolution": twins_multiview.MV_RESOLUTION},
     "GeoDreamMultiViewGenerate": {"steps": 1},
     "GeoDreamExpandViews": {"steps": 1},
     "GeoDreamBuildCostVolume": {"resolution": 20, "grid": 16},
@@ -33,6 +34,7 @@ def twins(pack_dirs, tmp_path, monkeypatch):
     twins_multiview.write_mvdream_single_file(models / "checkpoints" / "sd-v2.1-base-4view.pt")
     twins_multiview.write_zero123plus(models / "diffusers" / "zero123plus-v1.2")
     twins_multiview.write_zero123plus(models / "diffusers" / "zero123plus-v1.1")
+    twins_multiview.write_zero123_checkpoint(models / "checkpoints" / "zero123-xl.ckpt")
     # f_g starts as a sphere, so every stage downstream of the random prior has a surface to work on.
     twins_prior.write_prior_checkpoint(models / "geodream", sphere_radius=0.5)
     twins_sd.save_diffusers_folder(models / "diffusers" / "stable-diffusion-2-1-base")
@@ -64,8 +66,10 @@ def _check_glb(path):
     return mesh
 
 
-# The text graph follows the release's recipe: 4 MVDream views + 10 Zero123++ v1.1 tiles reach the prior.
-@pytest.mark.parametrize("name, views", [("text_to_3d_mvdream", 14), ("image_to_3d_zero123plus", 6)])
+# The text graph follows the release's recipe: 4 MVDream views + 10 Zero123++ v1.1 tiles reach the prior; the
+# Zero123 graph the 31 of One-2-3-45's 40 views that the release's prior reads.
+@pytest.mark.parametrize("name, views", [("text_to_3d_mvdream", 14), ("image_to_3d_zero123plus", 6),
+                                         ("image_to_3d_zero123", 31)])
 def test_full_pipelines(twins, name, views):
     log = []
     written = _run(name, log)

@@ -190,6 +190,7 @@ def test_list_and_check_name_incomplete_truncated_and_corrupt_files(hub, pack_di
 @pytest.mark.parametrize("name, expected", [
     ("text_to_3d_mvdream", ["zero123plus-v1.1", "mvdream-sd21-4view", "sparseneus-lod0", "sd21-base", "sd21"]),
     ("image_to_3d_zero123plus", ["zero123plus-v1.2", "sparseneus-lod0", "sd21-base", "sd21"]),
+    ("image_to_3d_zero123", ["zero123-xl", "sparseneus-lod0", "sd21-base", "sd21"]),
     ("prior_only", ["zero123plus-v1.2", "sparseneus-lod0"]),
     ("mesh_to_uni3d_score", ["uni3d-g", "eva02-e-14-plus-text"]),
     ("camera_rig", []),

@@ -191,3 +191,43 @@ def test_generate_returns_the_release_views_on_white_with_cameras(pack_dirs):
     assert torch.equal(views, again)  # same seed, same views
     with pytest.raises(GeoDreamError, match="Zero123 needs an image"):
         GeoDreamMultiViewGenerate().generate(model, "", "", 2, 0.0, 3)
+
+
+def _core_camera_embeddings(elevation, azimuth):
+    """comfy_extras/nodes_stable3d.py camera_embeddings, written out."""
+    elevation, azimuth = torch.as_tensor([elevation]), torch.as_tensor([azimuth])
+    return torch.stack([torch.deg2rad((90 - elevation) - 90), torch.sin(torch.deg2rad(azimuth)),
+                        torch.cos(torch.deg2rad(azimuth)), torch.deg2rad(90 - torch.full_like(elevation, 0))], -1)
+
+
+@pytest.mark.parametrize("source", ["StableZero123_Conditioning", "StableZero123_Conditioning_Batched"])
+def test_core_stable_zero123_cameras_embed_as_core_does(source):
+    from geodream_pack.geodream_ops import cameras
+    from geodream_pack.nodes.cameras import GeoDreamCoreViewCameras
+
+    elevation, azimuth, de, da, n = 10.0, -40.0, 7.5, 50.0, 6
+    cams = GeoDreamCoreViewCameras().build(source, elevation, azimuth, n, de, da, 21, 1.2, 49.1)[0]
+    expected = []
+    for _ in range(n):  # StableZero123_Conditioning_Batched.execute's loop
+        expected.append(_core_camera_embeddings(elevation, azimuth))
+        if source.endswith("Batched"):
+            elevation += de
+            azimuth += da
+    source_camera = cameras.Cameras.from_spherical(0.0, 0.0, 1.2, 49.1)
+    ours = zero123.camera_term(*zero123.relative_angles(source_camera, cams), "stable-zero123")
+    assert torch.allclose(ours, torch.cat(expected), atol=1e-5)
+    assert torch.allclose(cams.distance, torch.tensor(1.2))
+
+
+def test_core_sv3d_cameras_follow_the_orbit():
+    from geodream_pack.nodes.cameras import GeoDreamCoreViewCameras
+
+    cams = GeoDreamCoreViewCameras().build("SV3D_Conditioning", 12.0, 0.0, 1, 0.0, 0.0, 21, 2.0, 33.8)[0]
+    azimuth, azimuths = 0, []
+    for _ in range(21):  # SV3D_Conditioning.execute
+        azimuths.append(azimuth)
+        azimuth += 360 / (max(21, 2) - 1)
+    assert len(cams) == 21
+    assert torch.allclose(cams.elevation_deg, torch.tensor(12.0), atol=1e-4)
+    d = (cams.azimuth_deg - torch.tensor(azimuths)) % 360
+    assert torch.minimum(d, 360 - d).max() < 1e-3
