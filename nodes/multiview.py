@@ -195,6 +195,10 @@ class GeoDreamLoadZero123:
                                     "set variant.")
         zero123_recipe.select(view_set)
         loaded = zero123.load_checkpoint(host.find_model(kind, name, "GeoDreamLoadZero123", "model"), variant)
+        multiple = loaded.resolution_multiple
+        if resolution % multiple:
+            raise GeoDreamError(f"GeoDream: this Zero123 model needs a resolution that is a multiple of {multiple}, "
+                                f"got {resolution}; 256 is what it was trained at.")
         loaded.view_set, loaded.resolution = view_set, resolution
         return (loaded,)
 

@@ -251,3 +251,11 @@ def test_models_folder_of_the_comfyui_install_with_extra_model_paths(tmp_path, m
     assert model_paths.search_folders("geodream") == [root / "models" / "geodream", Path("/abs/store/gd")]
     assert model_paths.search_folders("text_encoders")[-1].name == "clip_models"  # clip is ComfyUI's old name
     assert model_paths.search_folders("rembg", tmp_path / "elsewhere") == [tmp_path / "elsewhere" / "rembg"]
+
+
+def test_a_gated_model_says_which_licence_to_accept_and_how_to_pass_a_token(hub, pack_dirs, capsys):
+    hub.gated.add("stabilityai/stable-zero123")
+    assert _run(hub, "download", "stable-zero123") == 1
+    err = capsys.readouterr().err
+    assert "huggingface.co/stabilityai/stable-zero123" in err and "accept" in err and "HF_TOKEN" in err
+    assert not (pack_dirs["models"] / "checkpoints" / "stable_zero123.ckpt").exists()

@@ -52,6 +52,12 @@ def test_a_wrong_file_is_named_for_what_it_is(pack_dirs):
     torch.save({"state_dict": state}, pack_dirs["models"] / "checkpoints" / "sd.ckpt")
     with pytest.raises(GeoDreamError, match="4 input channels"):
         GeoDreamLoadZero123().load("checkpoints/sd.ckpt", "zero123-xl", zero123_recipe.VIEW_SETS[0], SIDE)
+    tw.write_zero123_checkpoint(pack_dirs["models"] / "checkpoints" / "zero123-xl.ckpt")
+    with pytest.raises(GeoDreamError, match="multiple of 4"):  # the twin: VAE x2, UNet x2
+        GeoDreamLoadZero123().load("checkpoints/zero123-xl.ckpt", "auto", zero123_recipe.VIEW_SETS[0], 18)
+    with pytest.raises(GeoDreamError, match="set variant"):
+        tw.write_zero123_checkpoint(pack_dirs["models"] / "checkpoints" / "weights.ckpt")
+        GeoDreamLoadZero123().load("checkpoints/weights.ckpt", "auto", zero123_recipe.VIEW_SETS[0], SIDE)
 
 
 def _release_T(xs, ys, model_type):

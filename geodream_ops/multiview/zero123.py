@@ -126,6 +126,12 @@ class Zero123:
         return [self.unet, self.vae, self.image_encoder, self.cc_projection]
 
     @property
+    def resolution_multiple(self) -> int:
+        """Image sides must divide evenly through the VAE and every UNet downsampling (64 for the published)."""
+        vae = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return vae * 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    @property
     def dtype(self) -> torch.dtype:
         return self.cc_projection.weight.dtype
 
