@@ -238,10 +238,13 @@ class GeoDreamMultiViewGenerate:
                          "Same seed, same inputs: the same views."}),
             },
             "optional": {
-                "image": ("IMAGE", {"tooltip": "Zero123++: one image of the object, ideally square and centred."}),
-                "mask": ("MASK", {"tooltip": "Zero123++: the object's mask as LoadImage gives it (1 = background). "
-                                  "With it the object is cut out, centred, scaled to 75% of the frame and put on the "
-                                  "grey Zero123++ expects; without it the image is only padded square with grey."}),
+                "image": ("IMAGE", {"tooltip": "Zero123++ / Zero123: one image of the object, ideally square and "
+                                    "centred."}),
+                "mask": ("MASK", {"tooltip": "Zero123++ / Zero123: the object's mask as LoadImage gives it (1 = "
+                                  "background), or any background remover's. With it the object is cut out, centred, "
+                                  "scaled to 75% of the frame and put on the grey Zero123++ expects (white for "
+                                  "Zero123, as the release); without it the image is only padded square with that "
+                                  "colour, so a photo with a busy background gives views of the background too."}),
                 "elevation": ("FLOAT", {"default": cameras.MVDREAM_ELEVATION, "min": -30.0, "max": 60.0, "step": 0.5,
                               "tooltip": "Degrees. MVDream: the elevation of all four views (15 in GeoDream). "
                               "Zero123++ (both versions) generates at fixed absolute elevations and ignores it."}),

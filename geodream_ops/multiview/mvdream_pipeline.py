@@ -21,10 +21,9 @@ import torch
 from .. import model_files
 from . import mv_files
 from ..cameras import Cameras, mvdream_camera_embedding
-from .ldm_checkpoint import LATENT_SCALE, VAE_PREFIX, vae_from_ldm
+from .ldm_checkpoint import UNET_PREFIX, VAE_PREFIX, vae_from_ldm
 from .mvdream_unet import HEAD_CHANNELS, MultiViewUNet, config_from_state_dict
 
-UNET_PREFIX = "model.diffusion_model."
 TEXT_PREFIX = "cond_stage_model.model."
 # The sampler of MVDream's scripts: ldm's DDIM over its "linear" (diffusers: scaled_linear) betas, uniform steps
 # offset by one, eta 0.
