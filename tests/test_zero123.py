@@ -237,3 +237,20 @@ def test_core_sv3d_cameras_follow_the_orbit():
     assert torch.allclose(cams.elevation_deg, torch.tensor(12.0), atol=1e-4)
     d = (cams.azimuth_deg - torch.tensor(azimuths)) % 360
     assert torch.minimum(d, 360 - d).max() < 1e-3
+
+
+def test_release_settings_are_the_defaults(pack_dirs, monkeypatch):
+    """steps 0 / guidance 0 run the release's 75 (77 timesteps) and 50 steps at CFG 3; the progress bar counts them."""
+    model = _load(pack_dirs)
+    seen = {}
+
+    def run(m, condition, first, neighbours, guidance, seed, input_elevation, on_step):
+        seen.update(first=first, neighbours=neighbours, guidance=guidance, elevation=input_elevation,
+                    side=condition.shape[0])
+        return torch.ones(40, SIDE, SIDE, 3)
+
+    monkeypatch.setattr(zero123_recipe, "run", run)
+    views, cams, masks = GeoDreamMultiViewGenerate().generate(model, "", "", 0, 0.0, 0, image=torch.rand(1, 20, 20, 3))
+    assert seen == dict(first=75, neighbours=50, guidance=3.0, elevation=0.0, side=SIDE)
+    assert zero123_recipe.total_steps(75, 50) == 77 + 8 * 50
+    assert views.shape[0] == 31 and not masks.any()  # auto matting is none for Zero123, as the release
