@@ -33,7 +33,7 @@ from .occupancy_grid import UPDATE_EVERY
 
 log = logging.getLogger("GeoDream")
 
-CHECKPOINT_FORMAT = 3  # bump when the checkpoint's layout changes: older files are then refused, never misread
+CHECKPOINT_FORMAT = 4  # bump when the checkpoint's layout changes: older files are then refused, never misread
 RELEASE_OPTIMISER_STEPS = 60000  # geodream-neus.yaml trainer.max_steps, in Lightning's optimiser steps
 RELEASE_ITERATIONS = RELEASE_OPTIMISER_STEPS // 3  # three optimisers per iteration
 
@@ -146,7 +146,7 @@ class Refinement:
         size = render_size(step, s)
         grid = self.field.occupancy
         if s.render.skip_free_space and (step % UPDATE_EVERY == 0 or not grid.updated):
-            grid.update(self.field)
+            grid.update(self.field, step)
         self.optimizer.zero_grad(set_to_none=True)
         loss, _ = render_with_loss(self.field, cameras, size, size, self._loss_fn(cameras, step), s.render,
                                    background, self.generator)
