@@ -177,9 +177,13 @@ class GeoDreamLoadCostVolume:
     def INPUT_TYPES(cls):
         return {"required": {"path": ("STRING", {"default": "", "tooltip":
                                       "The file: absolute, or relative to the output folder."})},
-                "optional": {"prior": (T.PRIOR_MODEL, {"tooltip": "Needed only for a release .pth volume."})}}
+                "optional": {"prior": (T.PRIOR_MODEL, {"tooltip": "Needed only for a release .pth volume."}),
+                             "cameras": (T.CAMERAS, {"tooltip":
+                                         "Release .pth volume only: the cameras of the views it was built from "
+                                         "(e.g. Zero123's from Multi-View Generate), for the box the release "
+                                         "normalised it by. Left out: the text path's pose-table box."})}}
 
-    def load(self, path, prior=None):
+    def load(self, path, prior=None, cameras=None):
         file = Path(path).expanduser()
         file = file if file.is_absolute() else host.output_dir() / file
         if not file.is_file():
@@ -194,7 +198,7 @@ class GeoDreamLoadCostVolume:
             if not isinstance(volume, torch.Tensor):
                 raise GeoDreamError(f"GeoDream: '{file}' is not {what}: it holds a {type(volume).__name__}, not "
                                     f"the one tensor that file holds. {fix}")
-            return (cost_volume_from_release(volume, prior),)
+            return (cost_volume_from_release(volume, prior, cameras),)
         raise ValueError(f"GeoDream: {file.name}: expected a .safetensors (ours) or .pth (the release's) file.")
 
 

@@ -35,7 +35,7 @@ def _build(prior, backend="dense"):
 def test_views_to_cost_volume_to_sdf_to_mesh(prior):
     volume = _build(prior)
     assert volume.volume.shape == (1, 16, RESOLUTION, RESOLUTION, RESOLUTION)
-    assert torch.allclose(volume.bbox, R.BBOX)
+    assert torch.allclose(volume.bbox, R.view_set_box(C.mvdream_rig()))  # the box of these 4 views' frusta
     assert volume.volume.abs().sum() > 0 and torch.isfinite(volume.volume).all()
     sdf, feature = volume.sdf(torch.rand(64, 3) - 0.5)
     assert sdf.shape == (64,) and feature.shape == (64, 127)
@@ -109,7 +109,7 @@ def test_cost_volume_carries_the_priors_sharpness(prior, pack_dirs):
 
     volume = _build(prior)
     variance = float(prior.variance_network_lod0.variance)
-    assert volume.inv_s == pytest.approx(math.exp(10 * variance) / R.SCALE)
+    assert volume.inv_s == pytest.approx(math.exp(10 * variance) / float(R.box_scale(volume.bbox)))
     path = GeoDreamSaveCostVolume().save(volume, "GeoDream/cv")["result"][0]
     loaded = GeoDreamLoadCostVolume().load(path)[0]
     assert loaded.inv_s == pytest.approx(volume.inv_s)
