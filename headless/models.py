@@ -330,11 +330,14 @@ def main(argv=None, manifest=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except Exception as err:  # network and hub errors (huggingface_hub words them clearly): one line, no traceback
-        print(f"error: {type(err).__name__}: {err}\nCheck the connection to {_endpoint() or 'huggingface.co'} and run "
-              "the command again: verified files are kept and a cut transfer resumes.", file=sys.stderr)
-        # A gated publisher refuses the download until its licence is accepted: say where and how.
-        if current is not None and current.extra.get("licence"):
+        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        # A gated publisher refuses (401/403) until its licence is accepted: then say where and how, not "connection".
+        refused = getattr(getattr(err, "response", None), "status_code", None) in (401, 403)
+        if refused and current is not None and current.extra.get("licence"):
             print(current.extra["licence"], file=sys.stderr)
+        else:
+            print(f"Check the connection to {_endpoint() or 'huggingface.co'} and run the command again: verified "
+                  "files are kept and a cut transfer resumes.", file=sys.stderr)
         return 1
     return 0
 

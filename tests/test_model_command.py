@@ -258,4 +258,5 @@ def test_a_gated_model_says_which_licence_to_accept_and_how_to_pass_a_token(hub,
     assert _run(hub, "download", "stable-zero123") == 1
     err = capsys.readouterr().err
     assert "huggingface.co/stabilityai/stable-zero123" in err and "accept" in err and "HF_TOKEN" in err
+    assert "Check the connection" not in err  # the refusal is the licence's, not the network's
     assert not (pack_dirs["models"] / "checkpoints" / "stable_zero123.ckpt").exists()
