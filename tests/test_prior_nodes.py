@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from geodream_pack.geodream_ops import cameras as C
+from geodream_pack.geodream_ops.multiview import zero123_recipe
 from geodream_pack.geodream_ops.prior import release_frame as R
 from geodream_pack.geodream_ops.prior.marching_cubes import sdf_grid
 from geodream_pack.geodream_ops.mesh.textured_mesh import TexturedMesh
@@ -91,6 +92,14 @@ def test_release_volume_imports_into_our_frame(prior, pack_dirs):
     expected = prior.decoder.forward_release(points, latent.view(16, -1).t())
     sdf, feature = volume.sdf(R.from_release(points))
     assert torch.allclose(sdf, expected[:, 0] * R.SCALE, atol=1e-5) and torch.allclose(feature, expected[:, 1:], atol=1e-5)
+    # A volume of the release's Zero123 path: the box of the cameras connected, the same points of its frame.
+    cameras = zero123_recipe.recipe_cameras()[list(zero123_recipe.PRIOR_VIEWS)]
+    volume = GeoDreamLoadCostVolume().load("con_volume_lod_150.pth", prior, cameras)[0]
+    box = R.view_set_box(cameras)
+    assert torch.allclose(volume.bbox, box) and R.box_scale(box) > R.SCALE + 0.05
+    sdf, feature = volume.sdf(R.from_release(points, box))
+    assert torch.allclose(sdf, expected[:, 0] * R.box_scale(box), atol=1e-5)
+    assert torch.allclose(feature, expected[:, 1:], atol=1e-5)
 
 
 def test_interrupt_stops_the_build(prior):
