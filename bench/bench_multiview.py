@@ -1,4 +1,5 @@
-"""Seconds per denoising step and peak memory of MultiViewGenerate's backends (Zero123++, MVDream) on tiny twins.
+"""Seconds per denoising step and peak memory of MultiViewGenerate's backends (Zero123++, MVDream, Zero123-XL with
+One-2-3-45's 40-view recipe: one first-stage batch of 8 and 8 neighbour batches of 4, ``--steps`` each) on tiny twins.
 
     python bench/bench_multiview.py [--steps 6] [--threads 1] [--write]
 
@@ -23,6 +24,7 @@ from stage_timing import write_section  # bench/ is the script's folder
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADING = "## MultiViewGenerate"
+BACKENDS = ("zero123plus", "mvdream", "zero123")
 
 
 def _rss_mb() -> float:
@@ -37,7 +39,7 @@ def measure(backend: str, steps: int, threads: int) -> dict:
     import torch
 
     from geodream_pack.geodream_ops import cameras
-    from geodream_pack.geodream_ops.multiview import mvdream_pipeline, zero123plus
+    from geodream_pack.geodream_ops.multiview import mvdream_pipeline, zero123, zero123_recipe, zero123plus
     from tests import twins_multiview as tw
 
     torch.set_num_threads(threads)
@@ -50,6 +52,12 @@ def measure(backend: str, steps: int, threads: int) -> dict:
 
             def run(on_step):
                 return model.generate(torch.rand(size, size, 3), steps, 4.0, 0, on_step)
+        elif backend == "zero123":
+            model = zero123.load_checkpoint(tw.write_zero123_checkpoint(Path(tmp) / "zero123-xl.ckpt"), "zero123-xl")
+            size = tw.MV_RESOLUTION
+
+            def run(on_step):
+                return zero123_recipe.run(model, torch.rand(size, size, 3), steps, steps, 3.0, 0, on_step=on_step)
         else:
             model = mvdream_pipeline.load_single_file(tw.write_mvdream_single_file(Path(tmp) / "mv.pt"))
             model.resolution = size = tw.MV_RESOLUTION
@@ -73,6 +81,8 @@ def section(rows: list[dict]) -> str:
              f"{rows[0]['torch']}, {platform.machine()} CPU shared with other jobs; no GPU was lent for this task, so no "
              "real-size figures. Step time is the median over the steps after the first (which pays one-off "
              "initialisation); peak RSS is the whole process (in brackets: after importing torch, before the model).", "",
+             "Zero123's step is one batch's (8 first-stage views or 4 neighbours); its generate is the whole 40-view set.",
+             "",
              "| backend | views | step (s) | first step (s) | generate incl. decode (s) | peak RSS MB (before) |",
              "|---|---|---:|---:|---:|---:|"]
     for r in rows:
@@ -87,7 +97,7 @@ def main():
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
-    parser.add_argument("--child", choices=["zero123plus", "mvdream"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=BACKENDS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         import torch
@@ -95,7 +105,7 @@ def main():
         print(json.dumps({**measure(args.child, args.steps, args.threads), "torch": torch.__version__}))
         return
     rows = []
-    for backend in ("zero123plus", "mvdream"):
+    for backend in BACKENDS:
         out = subprocess.run([sys.executable, __file__, "--child", backend, "--steps", str(args.steps),
                               "--threads", str(args.threads)], capture_output=True, text=True, check=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))

@@ -3,7 +3,7 @@
 
 Models are built with random weights in their published layouts (speed and memory do not depend on the values):
 SD 2.1-base and SD 2.1 (768, v) from the configs the pack ships (geodream_ops/guidance/configs), MVDream's multi-view UNet,
-Zero123++'s UNet (SD 2's, with its reference attention), the SparseNeuS prior at grid 96, the release's NeuS field
+Zero123++'s UNet (SD 2's, with its reference attention), Zero123-XL's UNet (SD 1's with 8 input channels), the SparseNeuS prior at grid 96, the release's NeuS field
 (16 x 150^3 volume, real f_g, hash grid 16 x 2 of 2^19 rows), Uni3D-g and the EVA02-E-14-plus text tower.
 Each stage is timed over ``--steps`` calls after one warm-up; stage totals multiply by the release's step counts.
 
@@ -45,6 +45,8 @@ class Sizes:
     mvdream_steps: int
     zero123_latent: tuple  # tile latent side, grid rows x cols
     zero123_steps: int
+    zero123xl_unet: dict  # UNet2DConditionModel kwargs of Zero123-XL / Stable Zero123
+    zero123xl_latent: int
     prior_views: int
     prior_image: int
     prior_grid: int
@@ -65,13 +67,17 @@ class Sizes:
 
 # The release's settings: Zero123++ v1.1 at 75 steps (zero123plus.RELEASE_STEPS), the prior from 14 views (view_recipe).
 REAL = Sizes(sd_base=None, sd_lora=None, mvdream_unet={}, mvdream_latent=32, mvdream_steps=50,
-             zero123_latent=(40, 3, 2), zero123_steps=75, prior_views=14, prior_image=256, prior_grid=96,
+             zero123_latent=(40, 3, 2), zero123_steps=75, zero123xl_latent=32,
+             zero123xl_unet=dict(in_channels=8, cross_attention_dim=768, attention_head_dim=8), prior_views=14, prior_image=256, prior_grid=96,
              volume_resolution=150, mesh_resolution=128, field_grid={}, refine_sizes=(256, 512), render={},
              tet_resolution=256, geometry_batch=8, geometry_size=512, texture_size=1024, uni3d="giant",
              clip="EVA02-E-14-plus", uni3d_points=10000)
 SMOKE = Sizes(sd_base={}, sd_lora={}, mvdream_unet=dict(model_channels=64, channel_mult=(1, 2), num_res_blocks=1,
                                                           attention_resolutions=(1,), context_dim=64),
-              mvdream_latent=4, mvdream_steps=2, zero123_latent=(4, 3, 2), zero123_steps=2, prior_views=2,
+              mvdream_latent=4, mvdream_steps=2, zero123_latent=(4, 3, 2), zero123_steps=2, zero123xl_latent=4,
+              zero123xl_unet=dict(in_channels=8, cross_attention_dim=32, attention_head_dim=8, block_out_channels=(32, 64),
+                                  layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                  up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")), prior_views=2,
               prior_image=32, prior_grid=16, volume_resolution=24, mesh_resolution=16,
               field_grid=dict(n_levels=4, log2_hashmap_size=10, base_resolution=4, max_resolution=32),
               refine_sizes=(8, 16), render=dict(n_coarse=8, n_importance=8, chunk_rays=128), tet_resolution=16,
@@ -188,6 +194,28 @@ def stage_zero123plus(sizes, meter, device, dtype, ops, steps):
     return {"stage": "MultiViewGenerate, Zero123++ (6 tiles, CFG 4)", "unit": "step (reference + denoise)",
             "seconds": per_step, "total": per_step * sizes.zero123_steps,
             "total_of": f"{sizes.zero123_steps} steps (VAE decode excluded)"}
+
+
+def stage_zero123xl(sizes, meter, device, dtype, ops, steps):
+    """One-2-3-45's 40 views as the release runs them: one first-stage batch of 8 views over 77 DDIM timesteps
+    ("75 steps"), then 8 batches of 4 neighbours over 50; CFG doubles every batch. The other kwargs of the UNet are
+    diffusers' defaults, which are SD 1's (320 wide, levels 1/2/4/4, two blocks per level)."""
+    from diffusers import UNet2DConditionModel
+
+    zero123 = ops.multiview.zero123
+    unet = UNet2DConditionModel(out_channels=4, **sizes.zero123xl_unet).to(device=device, dtype=dtype).requires_grad_(False)
+    side, width = sizes.zero123xl_latent, unet.config.cross_attention_dim
+    rows = []
+    with torch.no_grad():
+        for views, run_steps, runs in ((8, zero123.RELEASE_STEPS, 1), (4, zero123.RELEASE_NEIGHBOUR_STEPS, 8)):
+            x = torch.randn(2 * views, 8, side, side, device=device, dtype=dtype)
+            context = torch.randn(2 * views, 1, width, device=device, dtype=dtype)
+            per_step = meter.time(lambda: unet(x, 500, context), steps)
+            timesteps = len(zero123.ddim_timesteps(run_steps))
+            rows.append({"stage": f"MultiViewGenerate, Zero123-XL ({views} views, CFG 3)", "unit": "UNet step",
+                         "seconds": per_step, "total": per_step * timesteps * runs,
+                         "total_of": f"{runs} x {timesteps} DDIM steps (VAE and CLIP excluded)"})
+    return rows
 
 
 def stage_prior(sizes, meter, device, dtype, ops, steps):
@@ -313,6 +341,7 @@ def run_all(sizes: Sizes, device: torch.device, dtype: torch.dtype, steps: int) 
 
     measure(stage_mvdream)
     measure(stage_zero123plus)
+    measure(stage_zero123xl)
     measure(stage_prior)
     guidance = build_guidance(sizes, device, dtype, ops)
     for resolution in sizes.refine_sizes:

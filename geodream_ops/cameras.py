@@ -206,7 +206,7 @@ RIGS = {
 # --- the random cameras of refinement -----------------------------------------------------------------------------
 def scene_unit(bbox: torch.Tensor) -> float:
     """Half the largest side of a scene's box. The release refines in its prior's [-1, 1]^3 box, so its camera
-    distances are in this unit; in our frame that box is larger (release_frame.SCALE)."""
+    distances are in this unit; in our frame that box is larger (release_frame.box_scale: the view set's)."""
     return float((bbox[1] - bbox[0]).max()) / 2
 
 

@@ -289,6 +289,7 @@ def main(argv=None, manifest=None) -> int:
     get.add_argument("--dry-run", action="store_true", help="say what would be fetched, fetch nothing")
     args = parser.parse_args(argv)
     print(models_folder_reason(args.models_dir))
+    current = None  # the model being fetched, for the licence hint of a gated one
     try:
         manifest = manifest or mm.load_manifest()
         if args.command == "list":
@@ -312,13 +313,20 @@ def main(argv=None, manifest=None) -> int:
                       f"{search_folders(entry.folder, args.models_dir)[0] / entry.name}")
             return 0
         for entry in entries:
+            current = entry
             download(entry, args.models_dir)
     except GeoDreamError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except Exception as err:  # network and hub errors (huggingface_hub words them clearly): one line, no traceback
-        print(f"error: {type(err).__name__}: {err}\nCheck the connection to {_endpoint() or 'huggingface.co'} and run "
-              "the command again: verified files are kept and a cut transfer resumes.", file=sys.stderr)
+        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        # A gated publisher refuses (401/403) until its licence is accepted: then say where and how, not "connection".
+        refused = getattr(getattr(err, "response", None), "status_code", None) in (401, 403)
+        if refused and current is not None and current.extra.get("licence"):
+            print(current.extra["licence"], file=sys.stderr)
+        else:
+            print(f"Check the connection to {_endpoint() or 'huggingface.co'} and run the command again: verified "
+                  "files are kept and a cut transfer resumes.", file=sys.stderr)
         return 1
     return 0
 

@@ -3,6 +3,7 @@ import json
 import math
 
 from ..geodream_ops import cameras
+from ..geodream_ops.multiview import core_views
 from . import categories
 from . import edge_types as T
 from . import host
@@ -30,6 +31,48 @@ class GeoDreamCameraRig:
 
     def build(self, rig, elevation):
         return (cameras.RIGS[rig](elevation),)
+
+
+class GeoDreamCoreViewCameras:
+    DESCRIPTION = ("The cameras of views made with core ComfyUI's StableZero123_Conditioning (plain or Batched) or "
+                   "SV3D_Conditioning + KSampler + VAE Decode, from the same numbers those nodes take, in the pack's "
+                   "frame (input view on +X at elevation 0), so those views feed Build Cost Volume directly.")
+    CATEGORY = categories.FILES
+    RETURN_TYPES = (T.CAMERAS,)
+    RETURN_NAMES = ("cameras",)
+    FUNCTION = "build"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        angle = {"min": -180.0, "max": 180.0, "step": 0.1}
+        return {"required": {
+            "source": (list(core_views.SOURCES), {"tooltip": "The core node the views came from."}),
+            "elevation": ("FLOAT", {"default": 0.0, **angle, "tooltip":
+                          "As typed on that node (degrees). Stable Zero123: relative to the input view; SV3D: the "
+                          "orbit's elevation."}),
+            "azimuth": ("FLOAT", {"default": 0.0, **angle, "tooltip": "Stable Zero123 only: as typed on the node."}),
+            "batch_size": ("INT", {"default": 1, "min": 1, "max": 4096, "tooltip": "Stable Zero123: the node's batch_size."}),
+            "elevation_batch_increment": ("FLOAT", {"default": 0.0, **angle, "tooltip": "Batched node only."}),
+            "azimuth_batch_increment": ("FLOAT", {"default": 0.0, **angle, "tooltip": "Batched node only."}),
+            "video_frames": ("INT", {"default": 21, "min": 1, "max": 4096, "tooltip": "SV3D only: the node's video_frames."}),
+            "distance": ("FLOAT", {"default": cameras.RELEASE_DISTANCE, "min": 0.1, "max": 100.0, "step": 0.01,
+                         "tooltip": "Camera distance in scene units. 1.2 (and the field of view below) is what "
+                         "GeoDream's release assumes for Zero123's views; a value unlike the views' own makes the "
+                         "prior too large or too small."}),
+            "fovy": ("FLOAT", {"default": round(cameras.RELEASE_FOVY_DEG, 3), "min": 1.0, "max": 170.0, "step": 0.1,
+                     "tooltip": "Vertical field of view in degrees (the release: focal 280 px on 256, 49.1)."}),
+        }}
+
+    def build(self, source, elevation, azimuth, batch_size, elevation_batch_increment, azimuth_batch_increment,
+              video_frames, distance, fovy):
+        if source == "SV3D_Conditioning":
+            return (core_views.sv3d_cameras(elevation, video_frames, distance, fovy),)
+        if source not in core_views.SOURCES:
+            raise ValueError(f"GeoDream: unknown source {source!r}; use one of {core_views.SOURCES}.")
+        batched = source == "StableZero123_Conditioning_Batched"
+        return (core_views.stable_zero123_cameras(elevation, azimuth, batch_size,
+                                                  elevation_batch_increment if batched else 0.0,
+                                                  azimuth_batch_increment if batched else 0.0, distance, fovy),)
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -106,4 +149,5 @@ NODES = {
     "GeoDreamSaveCameras": (GeoDreamSaveCameras, "GeoDream Save Cameras"),
     "GeoDreamCameraRig": (GeoDreamCameraRig, "GeoDream Camera Rig"),
     "GeoDreamCustomCameras": (GeoDreamCustomCameras, "GeoDream Custom Cameras"),
+    "GeoDreamCoreViewCameras": (GeoDreamCoreViewCameras, "GeoDream Cameras of Core 3D Views (Stable Zero123 / SV3D)"),
 }

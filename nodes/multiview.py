@@ -1,18 +1,18 @@
-"""Multi-view prediction (stage 1): a loader per model, one generate node for both. Swapping Zero123++ for MVDream
-is swapping the loader; the views (IMAGE, on white), their cameras (GEODREAM_CAMERAS) and masks downstream stay the
+"""Multi-view prediction (stage 1): a loader per model, one generate node for all three (Zero123++, MVDream, and
+Zero123-XL / Stable Zero123 with One-2-3-45's 40-view recipe). Swapping models is swapping the loader; the views (IMAGE, on white), their cameras (GEODREAM_CAMERAS) and masks downstream stay the
 same. Expand Views runs Zero123++ on a view set, as the release turns MVDream's 4 views into its 14."""
 import logging
 
 import torch
 
 from ..geodream_ops import cameras
-from ..geodream_ops.multiview import mvdream_pipeline, view_recipe, zero123plus
+from ..geodream_ops.multiview import mvdream_pipeline, view_recipe, zero123, zero123_recipe, zero123plus
 from ..geodream_ops.prior import release_frame
 from ..geodream_ops.errors import GeoDreamError
 from ..geodream_ops.images import resize_views
 from ..geodream_ops.multiview.matting import METHODS as MATTING_METHODS
 from ..geodream_ops.multiview.matting import U2NET_FILE, matte_views, resolve_method, zero123plus_first_pass
-from ..geodream_ops.multiview.object_preprocess import object_on_grey, resize_square
+from ..geodream_ops.multiview.object_preprocess import GREY, object_on_grey, resize_square
 from ..geodream_ops.tensor_checks import require_finite_views
 from . import categories
 from . import edge_types as T
@@ -24,7 +24,7 @@ PRECISIONS = {"auto": None, "fp16": torch.float16, "fp32": torch.float32}
 # As GeoDream's release ran each model for its volumes (see each pipeline's RELEASE_* constants).
 DEFAULTS = {kind: {"steps": module.RELEASE_STEPS, "guidance": module.RELEASE_GUIDANCE,
                    "dtype": PRECISIONS[module.RELEASE_PRECISION]}
-            for kind, module in (("zero123plus", zero123plus), ("mvdream", mvdream_pipeline))}
+            for kind, module in (("zero123plus", zero123plus), ("mvdream", mvdream_pipeline), ("zero123", zero123))}
 
 MATTING_TOOLTIP = ("How the background is removed before the views go on white (alpha <= 128/255 becomes pure white, "
                    "as the release feeds its 3D prior). rembg: U²-Net as the release ran it (fed BGR, edges darkened "
@@ -161,9 +161,62 @@ class GeoDreamLoadMVDream:
         return (loaded,)
 
 
+class GeoDreamLoadZero123:
+    DESCRIPTION = ("Loads Zero123-XL or Stable Zero123 (image + relative camera to a view; GeoDream's release's image "
+                   "path) from the published single file: zero123-xl.ckpt or stable_zero123.ckpt in "
+                   "models/checkpoints/ (the file core ComfyUI's Image Only Checkpoint Loader reads too), or the same "
+                   "tensors as .safetensors. Multi-View Generate then runs One-2-3-45's 40-view recipe with it. About "
+                   "4 GB of VRAM in fp16.")
+    CATEGORY = categories.LOADERS
+    RETURN_TYPES = (T.MV_MODEL,)
+    RETURN_NAMES = ("mv_model",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        present = ([f"checkpoints/{name}" for name in host.list_models("checkpoints")]
+                   + [f"geodream/{name}" for name in host.list_models("geodream")])
+        return {"required": {
+            "model": (host.model_choices("GeoDreamLoadZero123", "model", present), {"tooltip":
+                      "checkpoints/zero123-xl.ckpt (the release's default; `python -m headless.models download "
+                      "zero123-xl`) or checkpoints/stable_zero123.ckpt (the release's alternative; its licence must be "
+                      "accepted on Hugging Face first). .safetensors of the same tensors load too."}),
+            "variant": (["auto", *zero123.VARIANTS], {"default": "auto", "tooltip":
+                        "Which model the file holds; it sets the 4th camera term (Zero123-XL 0, Stable Zero123 pi/2, "
+                        "as the release and core ComfyUI do). A wrong choice gives views at wrong angles. auto reads "
+                        "it off the file name (stable_zero123 -> Stable Zero123, other zero123 names -> Zero123-XL)."}),
+            "view_set": (list(zero123_recipe.VIEW_SETS), {"default": zero123_recipe.VIEW_SETS[0], "tooltip":
+                         "Which of the recipe's 40 views Multi-View Generate returns. release: the 31 the release's "
+                         "prior reads (the input's own view and 30 neighbours), so Build Cost Volume sees what the "
+                         "release's did. all 40: every view, e.g. to look at them or pick your own."}),
+            "resolution": ("INT", {"default": zero123.RESOLUTION, "min": 16, "max": 1024, "step": 8, "tooltip":
+                           "Side of the input and of each view in pixels, a multiple of 8. Both published models were "
+                           "trained at 256; other sizes degrade them. Time and memory grow with the square of this."}),
+        }}
+
+    def load(self, model, variant, view_set, resolution):
+        kind, _, name = model.partition("/")
+        if kind not in ("checkpoints", "geodream"):
+            raise GeoDreamError(f"GeoDream: model must start with checkpoints/ or geodream/, got '{model}'.")
+        if variant == "auto":
+            variant = zero123.variant_from_name(name)
+            if variant is None:
+                raise GeoDreamError(f"GeoDream: cannot tell Zero123-XL from Stable Zero123 by the file name '{name}'; "
+                                    "set variant.")
+        zero123_recipe.select(view_set)
+        loaded = zero123.load_checkpoint(host.find_model(kind, name, "GeoDreamLoadZero123", "model"), variant)
+        multiple = loaded.resolution_multiple
+        if resolution % multiple:
+            raise GeoDreamError(f"GeoDream: this Zero123 model needs a resolution that is a multiple of {multiple}, "
+                                f"got {resolution}; 256 is what it was trained at.")
+        loaded.view_set, loaded.resolution = view_set, resolution
+        return (loaded,)
+
+
 class GeoDreamMultiViewGenerate:
     DESCRIPTION = ("Predicts views of one object at a fixed camera rig: Zero123++ from an image (6 views), MVDream "
-                   "from a prompt (4 views). Outputs the views on white as the release feeds its 3D prior (background "
+                   "from a prompt (4 views), Zero123-XL / Stable Zero123 from an image (One-2-3-45's 40 views in two "
+                   "stages, as GeoDream's release). Outputs the views on white as the release feeds its 3D prior (background "
                    "removed, see matting), their cameras, and each view's background mask to check or fix. The "
                    "first run takes the model to the GPU; it is offloaded afterwards.")
     CATEGORY = categories.MULTIVIEW
@@ -175,43 +228,58 @@ class GeoDreamMultiViewGenerate:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "mv_model": (T.MV_MODEL, {"tooltip": "From GeoDream Load Zero123++ or GeoDream Load MVDream."}),
+                "mv_model": (T.MV_MODEL, {"tooltip": "From GeoDream Load Zero123++, Load MVDream or Load Zero123."}),
                 "prompt": ("STRING", {"multiline": True, "default": "", "tooltip":
                            "MVDream: what to make, e.g. 'a ceramic owl' (', 3d asset' is appended as in MVDream's "
                            "scripts). Ignored by Zero123++, which is conditioned on the image."}),
                 "negative_prompt": ("STRING", {"multiline": True, "default": "", "tooltip":
                                     "MVDream: what to avoid (empty in MVDream's scripts). Ignored by Zero123++."}),
                 "steps": ("INT", {"default": 0, "min": 0, "max": 500, "tooltip":
-                          "Denoising steps; 0 uses the release's (Zero123++ 75, MVDream 50). Time grows linearly, "
+                          "Denoising steps; 0 uses the release's (Zero123++ 75, MVDream 50, Zero123 75 for the first "
+                          "stage and 50 for the neighbours; ldm's DDIM makes 75 into 77). A value here sets both "
+                          "Zero123 stages. Time grows linearly, "
                           "about 0.1-0.2 s per step on a recent GPU; fewer steps (e.g. Zero123++'s own 28) are "
                           "faster but give blurrier, less consistent views, and the 3D prior inherits that. MVDream "
                           "steps as MVDream's own DDIM (ldm): a count that does not divide 1000 runs one step more "
                           "(30 runs 31, from t = 991)."}),
                 "guidance": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 50.0, "step": 0.1, "tooltip":
-                             "Classifier-free guidance scale; 0 uses the release's (Zero123++ 4, MVDream 10). 1 "
+                             "Classifier-free guidance scale; 0 uses the release's (Zero123++ 4, MVDream 10, Zero123 3). 1 "
                              "turns guidance off and halves the time per step, but the views follow the prompt "
                              "or image far less."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 63 - 1, "tooltip":
                          "Same seed, same inputs: the same views."}),
             },
             "optional": {
-                "image": ("IMAGE", {"tooltip": "Zero123++: one image of the object, ideally square and centred."}),
-                "mask": ("MASK", {"tooltip": "Zero123++: the object's mask as LoadImage gives it (1 = background). "
-                                  "With it the object is cut out, centred, scaled to 75% of the frame and put on the "
-                                  "grey Zero123++ expects; without it the image is only padded square with grey."}),
+                "image": ("IMAGE", {"tooltip": "Zero123++ / Zero123: one image of the object, ideally square and "
+                                    "centred."}),
+                "mask": ("MASK", {"tooltip": "Zero123++ / Zero123: the object's mask as LoadImage gives it (1 = "
+                                  "background), or any background remover's. With it the object is cut out, centred, "
+                                  "scaled to 75% of the frame and put on the grey Zero123++ expects (white for "
+                                  "Zero123, as the release); without it the image is only padded square with that "
+                                  "colour, so a photo with a busy background gives views of the background too."}),
                 "elevation": ("FLOAT", {"default": cameras.MVDREAM_ELEVATION, "min": -30.0, "max": 60.0, "step": 0.5,
                               "tooltip": "Degrees. MVDream: the elevation of all four views (15 in GeoDream). "
                               "Zero123++ (both versions) generates at fixed absolute elevations and ignores it."}),
-                "matting": (list(MATTING_METHODS), {"default": "auto", "tooltip": MATTING_TOOLTIP}),
+                "matting": (list(MATTING_METHODS), {"default": "auto", "tooltip": MATTING_TOOLTIP
+                            + " Zero123: auto is none, as the release feeds Zero123's views (on white) as generated."}),
                 "precision": (list(PRECISIONS), {"default": "auto", "tooltip": PRECISION_TOOLTIP}),
+                "input_elevation": ("FLOAT", {"default": zero123_recipe.RELEASE_INPUT_ELEVATION, "min": -60.0,
+                                    "max": 80.0, "step": 1.0, "tooltip":
+                                    "Zero123: the input photo's camera elevation in degrees. The release takes 0 "
+                                    "(polar 90) without estimating it; at 15 or more One-2-3-45's recipe takes the "
+                                    "views below instead of above. A wrong value tilts every camera by the error, so "
+                                    "the 3D prior comes out sheared or smeared. Ignored by the other models."}),
             },
         }
 
     def generate(self, mv_model, prompt, negative_prompt, steps, guidance, seed, image=None, mask=None,
-                 elevation=cameras.MVDREAM_ELEVATION, matting="auto", precision="auto"):
+                 elevation=cameras.MVDREAM_ELEVATION, matting="auto", precision="auto",
+                 input_elevation=zero123_recipe.RELEASE_INPUT_ELEVATION):
         defaults = DEFAULTS[mv_model.kind]
-        steps = steps or defaults["steps"]
         guidance = guidance or defaults["guidance"]
+        if mv_model.kind == "zero123":
+            return self._zero123(mv_model, steps, guidance, seed, image, mask, matting, precision, input_elevation)
+        steps = steps or defaults["steps"]
         if mv_model.kind == "zero123plus":
             condition = self._object_image(image, mask, mv_model.tile_size)
             rig = cameras.zero123plus_rig(mv_model.version)
@@ -234,24 +302,38 @@ class GeoDreamMultiViewGenerate:
         require_finite_views(views, "Multi-View Generate's views")
         return (views, rig, masks)
 
+    def _zero123(self, mv_model, steps, guidance, seed, image, mask, matting, precision, input_elevation):
+        """One-2-3-45's 40 views (zero123_recipe), the chosen subset with its cameras."""
+        first, neighbours = (steps, steps) if steps else (zero123.RELEASE_STEPS, zero123.RELEASE_NEIGHBOUR_STEPS)
+        condition = self._object_image(image, mask, mv_model.resolution, 1.0, "Zero123")
+        keep = zero123_recipe.select(mv_model.view_set)
+
+        def generate(on_step):
+            return zero123_recipe.run(mv_model, condition, first, neighbours, guidance, seed, input_elevation, on_step)
+
+        views = run_on_device(mv_model, model_dtype("zero123", precision), f"GeoDream {mv_model.variant}",
+                              zero123_recipe.total_steps(first, neighbours, input_elevation), generate)
+        views, masks = matte(views[keep], "none" if matting == "auto" else matting)
+        return (views, zero123_recipe.recipe_cameras(input_elevation)[keep], masks)
+
     @staticmethod
-    def _object_image(image, mask, size):
+    def _object_image(image, mask, size, background=GREY, name="Zero123++"):
         if image is None:
-            raise GeoDreamError("GeoDream: Zero123++ needs an image of the object; connect one to 'image' "
+            raise GeoDreamError(f"GeoDream: {name} needs an image of the object; connect one to 'image' "
                                 "(and LoadImage's MASK to 'mask' if it has a transparent background).")
         if image.ndim != 4 or image.shape[0] == 0 or 0 in image.shape[1:3]:
             raise GeoDreamError(f"GeoDream: the image input is empty ({tuple(image.shape)}); connect an image.")
         if image.shape[0] != 1:
-            raise GeoDreamError(f"GeoDream: Zero123++ takes one image, got a batch of {image.shape[0]} (a multi-frame "
+            raise GeoDreamError(f"GeoDream: {name} takes one image, got a batch of {image.shape[0]} (a multi-frame "
                                 "file gives one per frame); pick one, e.g. with core Image From Batch.")
         if mask is not None:
             if mask.numel() == 0:
                 raise GeoDreamError("GeoDream: the mask input is empty; connect LoadImage's MASK or leave it out.")
             mask = mask.reshape(-1, *mask.shape[-2:])[0]
-        square = object_on_grey(image[0], mask)
+        square = object_on_grey(image[0], mask, background=background)
         if square.shape[0] < size:
-            log.warning("GeoDream: the object fills a %d px square, smaller than Zero123++'s %d px input; it is "
-                        "upscaled and the views will be blurry. Use a larger image.", square.shape[0], size)
+            log.warning("GeoDream: the object fills a %d px square, smaller than %s's %d px input; it is "
+                        "upscaled and the views will be blurry. Use a larger image.", square.shape[0], name, size)
         return resize_square(square, size)
 
 
@@ -342,5 +424,6 @@ NODES = {
     "GeoDreamExpandViews": (GeoDreamExpandViews, "GeoDream Expand Views (Zero123++)"),
     "GeoDreamLoadZero123Plus": (GeoDreamLoadZero123Plus, "GeoDream Load Zero123++"),
     "GeoDreamLoadMVDream": (GeoDreamLoadMVDream, "GeoDream Load MVDream"),
+    "GeoDreamLoadZero123": (GeoDreamLoadZero123, "GeoDream Load Zero123 (XL / Stable)"),
     "GeoDreamMultiViewGenerate": (GeoDreamMultiViewGenerate, "GeoDream Multi-View Generate"),
 }

@@ -198,13 +198,17 @@ class GeoDreamLoadCostVolume:
     def INPUT_TYPES(cls):
         return {"required": {"path": ("STRING", {"default": "", "tooltip":
                                       "The file: absolute, or relative to the output folder."})},
-                "optional": {"prior": (T.PRIOR_MODEL, {"tooltip": "Needed only for a release .pth volume."})}}
+                "optional": {"prior": (T.PRIOR_MODEL, {"tooltip": "Needed only for a release .pth volume."}),
+                             "cameras": (T.CAMERAS, {"tooltip":
+                                         "Release .pth volume only: the cameras of the views it was built from "
+                                         "(e.g. Zero123's from Multi-View Generate), for the box the release "
+                                         "normalised it by. Left out: the text path's pose-table box."})}}
 
     @classmethod
     def IS_CHANGED(cls, path, **_):
         return host.file_fingerprint(_volume_file(path))
 
-    def load(self, path, prior=None):
+    def load(self, path, prior=None, cameras=None):
         file = _volume_file(path)
         if not file.is_file():
             raise FileNotFoundError(f"GeoDream: no cost volume at {file}.")
@@ -220,7 +224,7 @@ class GeoDreamLoadCostVolume:
                                     f"the one tensor that file holds. {fix}")
             require_shape(volume, (1, LATENT_CHANNELS, None, None, None), f"'{file}'", fix)
             require_finite(volume, f"'{file}'")
-            return (cost_volume_from_release(volume, prior),)
+            return (cost_volume_from_release(volume, prior, cameras),)
         raise ValueError(f"GeoDream: {file.name}: expected a .safetensors (ours) or .pth (the release's) file.")
 
 

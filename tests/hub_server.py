@@ -20,11 +20,12 @@ def git_blob_id(data: bytes) -> str:
 class HubTwin:
     """``repos``: {repo id: {path in repo: bytes}}; ``urls``: {url path: bytes} for files outside the hub.
     ``cut``: url paths whose next full transfer stops half-way (the connection closes); ``corrupt``: url paths
-    served with a flipped byte. ``requests`` logs (method, path, Range header)."""
+    served with a flipped byte; ``gated``: repo ids refused as the hub refuses a gated repository whose licence the
+    caller has not accepted (403, X-Error-Code GatedRepo). ``requests`` logs (method, path, Range header)."""
 
     def __init__(self, repos: dict[str, dict[str, bytes]], urls: dict[str, bytes] | None = None):
         self.repos, self.urls = repos, urls or {}
-        self.cut, self.corrupt, self.requests = set(), set(), []
+        self.cut, self.corrupt, self.gated, self.requests = set(), set(), set(), []
         twin = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -63,6 +64,9 @@ class HubTwin:
     def _serve(self, handler, body: bool):
         path = handler.path.split("?", 1)[0]
         self.requests.append((handler.command, path, handler.headers.get("Range")))
+        if any(path.startswith((f"/api/models/{repo}/", f"/{repo}/")) for repo in self.gated):
+            return self._send(handler, 403, b"Access to this model is restricted: accept its conditions", body,
+                              {"X-Error-Code": "GatedRepo", "X-Error-Message": "Access to this model is restricted."})
         info = re.fullmatch(r"/api/models/(.+)/revision/[^/]+", path)
         if info and info.group(1) in self.repos:
             return self._send(handler, 200, json.dumps(self._info(info.group(1))).encode(), body,

@@ -19,7 +19,7 @@ def test_smoke_run_times_every_stage_and_writes_its_section(tmp_path):
     text = results.read_text(encoding="utf-8")
     assert "old figures" not in text and text.endswith("## Other\n\nkept\n")
     rows = [line for line in text.splitlines() if line.startswith("| ") and " s / " in line]
-    stages = ["MVDream", "Zero123++", "BuildCostVolume", "PriorToMesh", "VSDRefineNeuS at 8 px",
+    stages = ["MVDream", "Zero123++", "Zero123-XL (8 views", "Zero123-XL (4 views", "BuildCostVolume", "PriorToMesh", "VSDRefineNeuS at 8 px",
               "VSDRefineNeuS at 16 px", "DMTetFineTune geometry", "DMTetFineTune texture", "Uni3DScore"]
     assert len(rows) == len(stages)
     for row, stage in zip(rows, stages):

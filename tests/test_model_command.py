@@ -190,6 +190,7 @@ def test_list_and_check_name_incomplete_truncated_and_corrupt_files(hub, pack_di
 @pytest.mark.parametrize("name, expected", [
     ("text_to_3d_mvdream", ["zero123plus-v1.1", "mvdream-sd21-4view", "sparseneus-lod0", "sd21-base", "sd21"]),
     ("image_to_3d_zero123plus", ["zero123plus-v1.2", "sparseneus-lod0", "sd21-base", "sd21"]),
+    ("image_to_3d_zero123", ["zero123-xl", "sparseneus-lod0", "sd21-base", "sd21"]),
     ("prior_only", ["zero123plus-v1.2", "sparseneus-lod0"]),
     ("mesh_to_uni3d_score", ["uni3d-g", "eva02-e-14-plus-text"]),
     ("camera_rig", []),
@@ -281,3 +282,12 @@ def test_a_pack_linked_into_custom_nodes_uses_that_comfyuis_models_folder(tmp_pa
     reason, fetch = dry_run(PACK_ROOT)  # the clone itself: not in ComfyUI by any path, and the message says so
     assert "is not inside a ComfyUI install by any path it was reached by" in reason and "--models-dir" in reason
     assert model_paths.comfyui_root(link) == root and model_paths.comfyui_root(PACK_ROOT) is None
+
+
+def test_a_gated_model_says_which_licence_to_accept_and_how_to_pass_a_token(hub, pack_dirs, capsys):
+    hub.gated.add("stabilityai/stable-zero123")
+    assert _run(hub, "download", "stable-zero123") == 1
+    err = capsys.readouterr().err
+    assert "huggingface.co/stabilityai/stable-zero123" in err and "accept" in err and "HF_TOKEN" in err
+    assert "Check the connection" not in err  # the refusal is the licence's, not the network's
+    assert not (pack_dirs["models"] / "checkpoints" / "stable_zero123.ckpt").exists()

@@ -9,7 +9,7 @@ import torch
 from tests import twins_multiview as tw
 
 from geodream_pack.geodream_ops import cameras
-from geodream_pack.geodream_ops.multiview import mvdream_pipeline, object_preprocess, zero123plus
+from geodream_pack.geodream_ops.multiview import ldm_checkpoint, mvdream_pipeline, object_preprocess, zero123plus
 from geodream_pack.geodream_ops.errors import GeoDreamError
 from geodream_pack.geodream_ops.multiview.mvdream_unet import MultiViewUNet, config_from_state_dict
 
@@ -142,10 +142,10 @@ def test_open_clip_text_tower_conversion_matches_open_clip():
 
 def test_ldm_vae_conversion_restores_the_original():
     vae = tw._randomise(tw._tiny_vae(), 9)
-    loaded = mvdream_pipeline._vae_from_ldm(tw.diffusers_vae_to_ldm(vae.state_dict(), 2))
+    loaded = ldm_checkpoint.vae_from_ldm(tw.diffusers_vae_to_ldm(vae.state_dict(), 2))
     for key, value in vae.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
-    assert loaded.config.scaling_factor == mvdream_pipeline.LATENT_SCALE
+    assert loaded.config.scaling_factor == ldm_checkpoint.LATENT_SCALE
 
 
 def test_grid_split_merge_round_trip_and_order():

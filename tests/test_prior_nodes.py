@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from geodream_pack.geodream_ops import cameras as C
+from geodream_pack.geodream_ops.multiview import zero123_recipe
 from geodream_pack.geodream_ops.prior import release_frame as R
 from geodream_pack.geodream_ops.prior.marching_cubes import sdf_grid
 from geodream_pack.geodream_ops.mesh.textured_mesh import TexturedMesh
@@ -35,7 +36,7 @@ def _build(prior, backend="dense"):
 def test_views_to_cost_volume_to_sdf_to_mesh(prior):
     volume = _build(prior)
     assert volume.volume.shape == (1, 16, RESOLUTION, RESOLUTION, RESOLUTION)
-    assert torch.allclose(volume.bbox, R.BBOX)
+    assert torch.allclose(volume.bbox, R.view_set_box(C.mvdream_rig()))  # the box of these 4 views' frusta
     assert volume.volume.abs().sum() > 0 and torch.isfinite(volume.volume).all()
     sdf, feature = volume.sdf(torch.rand(64, 3) - 0.5)
     assert sdf.shape == (64,) and feature.shape == (64, 127)
@@ -91,6 +92,14 @@ def test_release_volume_imports_into_our_frame(prior, pack_dirs):
     expected = prior.decoder.forward_release(points, latent.view(16, -1).t())
     sdf, feature = volume.sdf(R.from_release(points))
     assert torch.allclose(sdf, expected[:, 0] * R.SCALE, atol=1e-5) and torch.allclose(feature, expected[:, 1:], atol=1e-5)
+    # A volume of the release's Zero123 path: the box of the cameras connected, the same points of its frame.
+    cameras = zero123_recipe.recipe_cameras()[list(zero123_recipe.PRIOR_VIEWS)]
+    volume = GeoDreamLoadCostVolume().load("con_volume_lod_150.pth", prior, cameras)[0]
+    box = R.view_set_box(cameras)
+    assert torch.allclose(volume.bbox, box) and R.box_scale(box) > R.SCALE + 0.05
+    sdf, feature = volume.sdf(R.from_release(points, box))
+    assert torch.allclose(sdf, expected[:, 0] * R.box_scale(box), atol=1e-5)
+    assert torch.allclose(feature, expected[:, 1:], atol=1e-5)
 
 
 def test_interrupt_stops_the_build(prior):
@@ -109,7 +118,7 @@ def test_cost_volume_carries_the_priors_sharpness(prior, pack_dirs):
 
     volume = _build(prior)
     variance = float(prior.variance_network_lod0.variance)
-    assert volume.inv_s == pytest.approx(math.exp(10 * variance) / R.SCALE)
+    assert volume.inv_s == pytest.approx(math.exp(10 * variance) / float(R.box_scale(volume.bbox)))
     path = GeoDreamSaveCostVolume().save(volume, "GeoDream/cv")["result"][0]
     loaded = GeoDreamLoadCostVolume().load(path)[0]
     assert loaded.inv_s == pytest.approx(volume.inv_s)

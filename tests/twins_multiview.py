@@ -176,3 +176,104 @@ def write_mvdream_diffusers(folder: Path, seed: int = 0) -> Path:
              "feature_extractor": [None, None], "image_encoder": [None, None]}
     (folder / "model_index.json").write_text(json.dumps(index), encoding="utf-8")
     return folder
+
+
+ZERO123_CONTEXT = 32  # cross-attention width of the Zero123 twin (768 in the release)
+ZERO123_CLIP = 16  # the twin's CLIP image tower input side (224 in the release)
+
+
+def diffusers_unet_to_ldm(state: dict[str, torch.Tensor], levels: int, per_level: int,
+                          attention: tuple[bool, ...]) -> dict[str, torch.Tensor]:
+    """Rename a diffusers UNet2DConditionModel state dict to the openaimodel names of the published ldm files
+    (input_blocks / middle_block / output_blocks; in_layers / emb_layers / out_layers / skip_connection), written
+    from ldm's UNetModel layout rather than from diffusers' converter, so the loader is checked against it."""
+    resnet = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("time_emb_proj", "emb_layers.1"),
+              ("norm2", "out_layers.0"), ("conv2", "out_layers.3"), ("conv_shortcut", "skip_connection")]
+
+    def block(key: str) -> str:
+        m = re.match(r"down_blocks\.(\d+)\.(resnets|attentions|downsamplers)\.(\d+)\.(.*)", key)
+        if m:
+            level, kind, i, rest = int(m.group(1)), m.group(2), int(m.group(3)), m.group(4)
+            if kind == "downsamplers":
+                return f"input_blocks.{(level + 1) * (per_level + 1)}.0.op.{rest.removeprefix('conv.')}"
+            index = 1 + level * (per_level + 1) + i
+            return f"input_blocks.{index}.{0 if kind == 'resnets' else 1}.{rest}"
+        m = re.match(r"up_blocks\.(\d+)\.(resnets|attentions|upsamplers)\.(\d+)\.(.*)", key)
+        if m:
+            level, kind, i, rest = int(m.group(1)), m.group(2), int(m.group(3)), m.group(4)
+            if kind == "upsamplers":
+                has_attention = attention[levels - 1 - level]
+                return f"output_blocks.{level * (per_level + 1) + per_level}.{2 if has_attention else 1}.{rest}"
+            return f"output_blocks.{level * (per_level + 1) + i}.{0 if kind == 'resnets' else 1}.{rest}"
+        m = re.match(r"mid_block\.(resnets|attentions)\.(\d+)\.(.*)", key)
+        if m:
+            kind, i, rest = m.groups()
+            return f"middle_block.{1 if kind == 'attentions' else 2 * int(i)}.{rest}"
+        fixed = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+                 "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}
+        head, _, tail = key.rpartition(".")
+        return f"{fixed[head]}.{tail}"
+
+    out = {}
+    for key, value in state.items():
+        name = block(key)
+        for ours, theirs in resnet:
+            name = re.sub(rf"^((?:input|output)_blocks\.\d+\.0|middle_block\.[02])\.{ours}\.", rf"\1.{theirs}.", name)
+        out[name] = value
+    return out
+
+
+def tiny_zero123_unet(seed: int = 0):
+    from diffusers import UNet2DConditionModel
+
+    return _randomise(UNet2DConditionModel(
+        sample_size=8, in_channels=8, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        cross_attention_dim=ZERO123_CONTEXT, attention_head_dim=8, use_linear_projection=False,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")),
+        seed, 0.1)
+
+
+def tiny_openai_clip_visual(seed: int = 0):
+    """OpenAI CLIP's image tower layout (QuickGELU; open_clip keeps OpenAI's names) at width 64, one block."""
+    from open_clip.transformer import QuickGELU, VisionTransformer
+
+    return _randomise(VisionTransformer(image_size=ZERO123_CLIP, patch_size=8, width=64, layers=1, heads=1,
+                                        mlp_ratio=2.0, output_dim=ZERO123_CONTEXT, act_layer=QuickGELU), seed, 0.1)
+
+
+def zero123_state_dict(seed: int = 0, ema: bool = False) -> dict[str, torch.Tensor]:
+    """The published layout of zero123-xl.ckpt / stable_zero123.ckpt's ``state_dict`` at small widths: the ldm UNet
+    (8 input channels), cc_projection (context + 4 -> context), the ldm VAE, OpenAI CLIP's visual tower under
+    cond_stage_model.model.visual (plus the text-side leftovers the real files carry), the schedule buffers and,
+    with ``ema``, LitEma's copy of the UNet (``model_ema.diffusion_model<name without dots>``) holding other values."""
+    unet = tiny_zero123_unet(seed)
+    unet_state = diffusers_unet_to_ldm(unet.state_dict(), 2, 1, (True, False))
+    state = {"model.diffusion_model." + k: v for k, v in unet_state.items()}
+    if ema:
+        other = diffusers_unet_to_ldm(tiny_zero123_unet(seed + 10).state_dict(), 2, 1, (True, False))
+        state.update({"model_ema.diffusion_model" + k.replace(".", ""): v for k, v in other.items()})
+        state["model_ema.decay"], state["model_ema.num_updates"] = torch.tensor(0.9999), torch.tensor(0, dtype=torch.int)
+    state.update(diffusers_vae_to_ldm(_randomise(_tiny_vae(), seed + 1, 0.1).state_dict(), 2))
+    state.update({"cond_stage_model.model.visual." + k: v for k, v in tiny_openai_clip_visual(seed + 2).state_dict().items()})
+    state["cond_stage_model.model.logit_scale"] = torch.tensor(4.6052)
+    state["cond_stage_model.model.text_projection"] = torch.zeros(16, ZERO123_CONTEXT)
+    projection = torch.nn.Linear(ZERO123_CONTEXT + 4, ZERO123_CONTEXT)
+    _randomise(projection, seed + 3, 0.2)
+    state["cc_projection.weight"], state["cc_projection.bias"] = projection.weight.detach(), projection.bias.detach()
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    state["betas"], state["alphas_cumprod"] = betas.float(), torch.cumprod(1 - betas, 0).float()
+    return state
+
+
+def write_zero123_checkpoint(path: Path, seed: int = 0, ema: bool = False) -> Path:
+    """The twin as published: a .ckpt holding {"state_dict": ..., "global_step": ...}, or bare tensors as
+    .safetensors when ``path`` ends so."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = zero123_state_dict(seed, ema)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        torch.save({"state_dict": state, "global_step": 105000, "epoch": 3}, path)
+    return path

@@ -3,10 +3,10 @@
 Geometry pass (reference: geodream-dmtet-geometry.yaml): the tet grid's SDF and offsets are optimised with Adam
 (lr 1e-3, betas 0.9/0.99) from score distillation on rendered world-space normal maps (SDS at CFG 100 in the
 reference, 512 px, batch 8) plus 1e4 x normal consistency and 1e4 x uniform-Laplacian smoothness.
-Lengths: our world is ``scene_unit`` (1.34 for a release box) times the release's, so the settings that carry a length
-are scaled to behave as the release's do in its own units: the SDF's learning rate x unit (Adam moves a value by
-about its LR per step, and our SDF values are unit x the release's) and the Laplacian weight / unit (the uniform
-Laplacian is a length); the offsets' learning rate is unitless (they go through tanh into a bound in cells), and so
+Lengths: our world is ``scene_unit`` (the view set's box: 1.34 for the text path, 1.39 for Zero123) times the
+release's, so the settings that carry a length are scaled to behave as the release's do in its own units: the SDF's
+learning rate x unit (Adam moves a value by about its LR per step, and our SDF values are unit x the release's) and
+the Laplacian weight / unit (the uniform Laplacian is a length); the offsets' learning rate is unitless (they go through tanh into a bound in cells), and so
 is normal consistency.
 Texture pass (geodream-dmtet-texture.yaml): geometry frozen, a fresh hash-grid texture and an environment background
 are optimised with AdamW (encoding lr 2.5e-3, network 2.5e-4, background 5e-5) from VSD on colour renders (1024 px in

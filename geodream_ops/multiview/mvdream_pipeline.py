@@ -21,17 +21,15 @@ import torch
 from .. import model_files
 from . import mv_files
 from ..cameras import Cameras, mvdream_camera_embedding
+from .ldm_checkpoint import UNET_PREFIX, VAE_PREFIX, vae_from_ldm
 from .mvdream_unet import HEAD_CHANNELS, MultiViewUNet, config_from_state_dict
 
-UNET_PREFIX = "model.diffusion_model."
-VAE_PREFIX = "first_stage_model."
 TEXT_PREFIX = "cond_stage_model.model."
 # The sampler of MVDream's scripts: ldm's DDIM over its "linear" (diffusers: scaled_linear) betas, uniform steps
 # offset by one, eta 0.
 SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                         clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
                         timestep_spacing="leading")
-LATENT_SCALE = 0.18215
 RESOLUTION = 256
 # MVDream's t2i script (and GeoDream's views) append this to every prompt.
 PROMPT_SUFFIX = ", 3d asset"
@@ -138,23 +136,6 @@ def _hf_tokenizer(tokenizer) -> Callable[[list[str]], torch.Tensor]:
     return tokenize
 
 
-def _vae_from_ldm(state: dict[str, torch.Tensor]):
-    """diffusers AutoencoderKL from the ldm VAE keys, its width and depth read off the tensor shapes."""
-    from diffusers import AutoencoderKL
-    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
-
-    enc = VAE_PREFIX + "encoder.down."
-    levels = len({k[len(enc):].split(".")[0] for k in state if k.startswith(enc)})
-    channels = tuple(state[f"{enc}{i}.block.0.conv1.weight"].shape[0] for i in range(levels))
-    layers = len({k.split(".")[5] for k in state if k.startswith(f"{enc}0.block.")})
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * levels,
-                        up_block_types=("UpDecoderBlock2D",) * levels, block_out_channels=channels,
-                        layers_per_block=layers, latent_channels=state[VAE_PREFIX + "post_quant_conv.weight"].shape[1],
-                        sample_size=RESOLUTION, scaling_factor=LATENT_SCALE)
-    vae.load_state_dict(convert_ldm_vae_checkpoint(state, vae.config), strict=True)
-    return vae
-
-
 def _text_encoder_from_open_clip(state: dict[str, torch.Tensor]):
     """transformers CLIPTextModel from the OpenCLIP text tower, cut after the penultimate block (SD 2.x conditions
     on that layer, then the final layer norm)."""
@@ -187,7 +168,7 @@ def load_single_file(path: Path) -> MVDream:
     unet = MultiViewUNet(**config_from_state_dict(unet_state))
     model_files.load_weights(unet, unet_state, path, SINGLE_FILE, SINGLE_FILE_FIX)
     context_length = state[TEXT_PREFIX + "positional_embedding"].shape[0]
-    return MVDream(unet, _vae_from_ldm(state), _text_encoder_from_open_clip(state), _open_clip_tokenizer(context_length),
+    return MVDream(unet, vae_from_ldm(state), _text_encoder_from_open_clip(state), _open_clip_tokenizer(context_length),
                    source=str(path))
 
 

@@ -56,14 +56,15 @@ class CostVolume:
 
     def file_bytes(self) -> int:
         """About how large ``save``'s file is, in bytes (float32 tensors)."""
-        return 4 * (self.volume.numel() + self.bbox.numel() + sum(v.numel() for v in self.decoder.state_dict().values()))
+        return 4 * (self.volume.numel() + 2 * self.bbox.numel() + sum(v.numel() for v in self.decoder.state_dict().values()))
 
     def save(self, path) -> None:
-        """V, its box and f_g's weights in one .safetensors file at ``path`` as it is given (callers make it atomic:
-        a temporary of atomic.atomic_write or host.save_output)."""
+        """V, its box, f_g's weights and f_g's frame box (``frame``: the view set's normalisation) in one
+        .safetensors file at ``path`` as it is given (callers make it atomic: a temporary of atomic.atomic_write
+        or host.save_output)."""
         if not isinstance(self.decoder, GeometryDecoder):
             raise TypeError("GeoDream: only cost volumes with the prior's geometry decoder can be saved.")
-        tensors = {"volume": self.volume, "bbox": self.bbox}
+        tensors = {"volume": self.volume, "bbox": self.bbox, "frame": self.decoder.frame}
         if self.inv_s is not None:
             tensors["inv_s"] = torch.tensor(self.inv_s)
         tensors.update({f"decoder.{k}": v for k, v in self.decoder.state_dict().items()})
@@ -72,8 +73,9 @@ class CostVolume:
 
     @classmethod
     def load(cls, path, device="cpu") -> "CostVolume":
-        """A cost volume written by ``save``; its decoder comes back frozen. GeoDreamError naming the file when it is
-        unreadable or not one of ours."""
+        """A cost volume written by ``save``; its decoder comes back frozen, in the saved frame box. A file saved
+        before the box followed the view set has no ``frame``: it gets the pose table's (release_frame.BBOX), the
+        one every volume had then. GeoDreamError naming the file when it is unreadable or not one of ours."""
         what = "a cost volume saved by GeoDream Save Cost Volume"
         fix = "Pick another file, or build and save the cost volume again."
         tensors, metadata = model_files.read_safetensors(path, what, fix)
@@ -81,7 +83,9 @@ class CostVolume:
             raise GeoDreamError(f"GeoDream: '{path}' is not {what}: it has no '{FILE_FORMAT}' tag and looks like "
                                 f"{model_files.identify(tensors.keys())}. {fix}")
         check_volume(tensors["volume"], tensors["bbox"], f"'{path}'", fix, LATENT_CHANNELS)
-        decoder = GeometryDecoder()
+        if "frame" in tensors:
+            check_volume(tensors["volume"], tensors["frame"], f"'{path}' (its frame box)", fix, LATENT_CHANNELS)
+        decoder = GeometryDecoder(tensors.get("frame"))
         model_files.load_weights(decoder, {k[len("decoder."):]: v for k, v in tensors.items() if k.startswith("decoder.")},
                                  path, what, fix)
         decoder.requires_grad_(False)

@@ -5,8 +5,9 @@ Layers, as in the released checkpoint (``sdf_network_lod0.sdf_layer.*``, weight-
     lin1: [128, V(x) (16)] -> 128, softplus(beta=100)
     lin2: [128, V(x) (16)] -> 128 = 1 SDF + 127 features
 E(x) = (x, sin(2^k x), cos(2^k x) for k = 0..5), 3 * 13 = 39 values, of the point in the release frame. The decoder
-takes points in the pack's frame and converts them (release_frame.py); its SDF is returned in the pack's length
-unit (the release's times release_frame.SCALE), so that |grad s| stays ~1 in our world."""
+takes points in the pack's frame and converts them with its ``frame``, the box of the release's [-1, 1]^3 of the
+view set its volume was built from (release_frame.view_set_box); its SDF is returned in the pack's length unit (the
+release's times that box's half side), so that |grad s| stays ~1 in our world."""
 from __future__ import annotations
 
 import torch
@@ -48,8 +49,13 @@ class WeightNormLinear(nn.Module):
 
 
 class GeometryDecoder(nn.Module):
-    def __init__(self):
+    """f_g of the checkpoint. ``frame`` [2, 3]: the release's [-1, 1]^3 in our frame (default the pose table's,
+    release_frame.BBOX); a non-persistent buffer, so the state dict keeps the checkpoint's keys."""
+
+    def __init__(self, frame: torch.Tensor | None = None):
         super().__init__()
+        self.register_buffer("frame", (release_frame.BBOX if frame is None else frame).detach().clone().float(),
+                             persistent=False)
         d_in = 3 * (2 * POSITION_FREQUENCIES + 1)
         self.lin0 = WeightNormLinear(d_in, HIDDEN)
         self.lin1 = WeightNormLinear(HIDDEN + LATENT_CHANNELS, HIDDEN)
@@ -63,5 +69,12 @@ class GeometryDecoder(nn.Module):
 
     def forward(self, points: torch.Tensor, features: torch.Tensor):
         """CostVolume's decoder contract: points [P, 3] in our frame, V(x) [P, 16] -> (sdf [P], feature [P, 127])."""
-        out = self.forward_release(release_frame.to_release(points), features)
-        return out[:, 0] * release_frame.SCALE, out[:, 1:]
+        out = self.forward_release(release_frame.to_release(points, self.frame), features)
+        return out[:, 0] * release_frame.box_scale(self.frame.to(out)), out[:, 1:]
+
+    def in_frame(self, frame: torch.Tensor) -> "GeometryDecoder":
+        """A frozen copy of these weights working in ``frame`` [2, 3] (on the weights' device and dtype)."""
+        weights = self.lin0.weight_v
+        copy = GeometryDecoder(frame).to(weights.device, weights.dtype)
+        copy.load_state_dict(self.state_dict())
+        return copy.requires_grad_(False)

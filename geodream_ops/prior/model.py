@@ -4,7 +4,8 @@
     cost(h) = [Var_i F_i(P_i h), Mean_i F_i(P_i h)]   over the views that see voxel h (>= 2 of them)
     V = f_3D(cost)                       sparse U-Net over those voxels, 16 channels, zero elsewhere
     s(x) = f_g(E(x), V(x))
-The grid is the release's: 96^3 voxel centres spanning its [-1, 1]^3, in its frame (release_frame.py). V is then
+The grid is the release's: 96^3 voxel centres spanning its [-1, 1]^3, in its frame, normalised by the box the
+release computes for the view set from its cameras (release_frame.view_set_box; the volume carries it). V is then
 upsampled (trilinear, align_corners=False, as GeoDream's script) to the requested resolution (150 in the release)
 and handed over in the pack's frame.
 
@@ -77,14 +78,17 @@ class PriorModel(nn.Module):
     def decoder(self) -> GeometryDecoder:
         return self.sdf_network_lod0.sdf_layer
 
-    def inv_s(self) -> float:
-        """The trained sharpness in our length unit (f_g's SDF is scaled by release_frame.SCALE into it)."""
-        return math.exp(10.0 * float(self.variance_network_lod0.variance)) / release_frame.SCALE
+    def inv_s(self, box: torch.Tensor = release_frame.BBOX) -> float:
+        """The trained sharpness in our length unit for the frame ``box`` [2, 3] (f_g's SDF is scaled into it by
+        the box's half side)."""
+        return math.exp(10.0 * float(self.variance_network_lod0.variance)) / float(release_frame.box_scale(box))
 
-    def cost_volume(self, release_volume: torch.Tensor) -> CostVolume:
-        """A volume in the release's [1, C, X, Y, Z] layout as a CostVolume of our frame, with f_g and inv_s."""
-        return CostVolume(release_frame.volume_from_release(release_volume), self.decoder,
-                          release_frame.BBOX.to(release_volume.device), self.inv_s())
+    def cost_volume(self, release_volume: torch.Tensor, box: torch.Tensor = release_frame.BBOX) -> CostVolume:
+        """A volume in the release's [1, C, X, Y, Z] layout, normalised by the frame ``box`` [2, 3] (default the pose
+        table's), as a CostVolume of our frame over that box, with f_g working in it and inv_s."""
+        box = box.to(release_volume.device, torch.float32)
+        return CostVolume(release_frame.volume_from_release(release_volume), self.decoder.in_frame(box), box,
+                          self.inv_s(box))
 
     def device(self) -> torch.device:
         return next(self.parameters()).device
@@ -127,15 +131,17 @@ def view_features(model: PriorModel, views: torch.Tensor, image_size: int) -> to
 
 
 @torch.no_grad()
-def sparse_cost(features: torch.Tensor, cameras: Cameras, grid_size: int, check=lambda: None) -> SparseVolume:
-    """Variance + mean of the views' features at every voxel seen by >= 2 views, as a sparse volume (release frame)."""
+def sparse_cost(features: torch.Tensor, cameras: Cameras, grid_size: int, check=lambda: None,
+                box: torch.Tensor = release_frame.BBOX) -> SparseVolume:
+    """Variance + mean of the views' features at every voxel seen by >= 2 views, as a sparse volume (release frame
+    normalised by ``box``, release_frame.view_set_box)."""
     device = features.device
     size = features.shape[-1]
     coords, centres = voxel_grid(grid_size)
     cameras = cameras.to(device)
     kept_coords, costs = [], []
     for start in range(0, len(coords), CHUNK):
-        points = release_frame.from_release(centres[start:start + CHUNK].to(device))
+        points = release_frame.from_release(centres[start:start + CHUNK].to(device), box)
         pixels, seen = project_voxels(points, cameras, size, size)
         keep = seen.sum(0) >= min(MIN_VIEWS, len(cameras))
         samples = sample_views(features, pixels[:, keep], seen[:, keep])
@@ -150,18 +156,22 @@ def build_cost_volume(model: PriorModel, views: torch.Tensor, cameras: Cameras,
                       resolution: int = release_frame.RELEASE_VOLUME_RESOLUTION,
                       grid_size: int = release_frame.RELEASE_GRID, image_size: int = release_frame.RELEASE_IMAGE_SIZE,
                       backend: str | None = None, check=lambda: None, statistics: str = "batch") -> CostVolume:
-    """V_p and f_g from N views [N, H, W, 3] in 0..1 (on white) and their cameras (pack frame). ``statistics``
-    picks the batch norms' statistics (NORM_STATISTICS; "batch" is the release's export). ``check`` is called
-    between steps (interrupts)."""
+    """V_p and f_g from N views [N, H, W, 3] in 0..1 (on white) and their cameras (pack frame), over the box the
+    release's data loader computes from these cameras (release_frame.view_set_box: the pose table's for the text
+    path's 14 views, a 4 % larger one for Zero123's 31). ``statistics`` picks the batch norms' statistics
+    (NORM_STATISTICS; "batch" is the release's export). ``check`` is called between steps (interrupts)."""
     if views.shape[0] != len(cameras):
         raise ValueError(f"GeoDream: {views.shape[0]} views but {len(cameras)} cameras; give one camera per view.")
     backend = select_backend(backend, model.device())
     log.info("GeoDream: building the cost volume (%d views, %d^3 grid) with the %s sparse backend, %s statistics",
              len(cameras), grid_size, backend, statistics)
+    box = release_frame.view_set_box(cameras)
+    log.info("GeoDream: the views' normalisation box has half side %.4f, centre %s (release_frame.view_set_box)",
+             float(release_frame.box_scale(box)), [round(v, 4) for v in release_frame.box_centre(box).tolist()])
     with norm_statistics(model, statistics):
         features = view_features(model, views, image_size)
         check()
-        cost = sparse_cost(features, cameras, grid_size, check)
+        cost = sparse_cost(features, cameras, grid_size, check, box)
         if len(cost.coords) == 0:
             raise ValueError("GeoDream: no voxel of the [-1, 1]^3 volume is seen by two views; check that the "
                              "cameras look at the origin from about the release's distance (1.2 at a 49 degree "
@@ -171,12 +181,15 @@ def build_cost_volume(model: PriorModel, views: torch.Tensor, cameras: Cameras,
     volume = SparseVolume(cost.coords, regularised, cost.shape).dense()
     if resolution != grid_size:
         volume = F.interpolate(volume, size=(resolution,) * 3, mode="trilinear", align_corners=False)
-    return model.cost_volume(volume)
+    return model.cost_volume(volume, box)
 
 
-def cost_volume_from_release(volume: torch.Tensor, model: PriorModel) -> CostVolume:
+def cost_volume_from_release(volume: torch.Tensor, model: PriorModel, cameras: Cameras | None = None) -> CostVolume:
     """A volume saved by GeoDream's release (con_volume_lod_150.pth, [1, 16, X_r, Y_r, Z_r]) in the pack's frame,
-    with the prior's f_g (the release refines it with the same frozen decoder)."""
+    with the prior's f_g (the release refines it with the same frozen decoder). The file holds no scale_mat: the box
+    is recomputed from ``cameras``, those of the views it was built from (release_frame.view_set_box), or is the
+    pose table's (the text path) without them."""
     if volume.ndim != 5 or volume.shape[:2] != (1, LATENT_CHANNELS):
         raise ValueError(f"GeoDream: a release cost volume is [1, {LATENT_CHANNELS}, X, Y, Z], got {tuple(volume.shape)}.")
-    return model.cost_volume(volume.to(model.device(), torch.float32))
+    box = release_frame.BBOX if cameras is None else release_frame.view_set_box(cameras)
+    return model.cost_volume(volume.to(model.device(), torch.float32), box)

@@ -2,7 +2,8 @@
 "double backward" (the loss depends on ds/dx) is a single backward pass of one forward graph, and that graph can be
 compiled (torch.compile) as a whole.
 
-    s(x) = SCALE * f_g(E(u), V(x))[0],    u = to_release(x)                  (geometry_decoder.py, release_frame.py)
+    s(x) = s_f * f_g(E(u), V(x))[0],    u = to_release(x, frame)           (geometry_decoder.py, release_frame.py)
+    s_f: half the side of the decoder's frame box (release_frame.box_scale)
     V(x): trilinear interpolation of the volume, as F.grid_sample(align_corners=True, padding_mode="zeros")
     ds/dx = (du/dx)^T dE/du^T d f_g/dE + dV/dx^T d f_g/dV          (reverse mode through f_g's three layers by hand:
             softplus_beta'(h) = sigmoid(beta h); two matrix products per layer; E(u)'s sin/cos derivatives)
@@ -65,8 +66,10 @@ def _softplus_slope(h: torch.Tensor) -> torch.Tensor:
 def sdf_and_gradient(decoder: GeometryDecoder, volume: torch.Tensor, bbox: torch.Tensor, points: torch.Tensor):
     """s(x) [P] and ds/dx [P, 3] at world points [P, 3] (pack frame, pack units), differentiable in ``volume``."""
     latent, latent_slope = trilinear_with_gradient(volume, points, bbox)
-    axes = release_frame._AXES.to(points)  # u = (x - offset) / SCALE @ axes
-    u = ((points - release_frame._OFFSET.to(points)) / release_frame.SCALE) @ axes
+    axes = release_frame._AXES.to(points)  # u = (x - centre) / scale @ axes, of the decoder's frame box
+    frame = decoder.frame.to(points)
+    scale = release_frame.box_scale(frame)
+    u = ((points - release_frame.box_centre(frame)) / scale) @ axes
     w0, w1, w2 = decoder.lin0.weight, decoder.lin1.weight, decoder.lin2.weight
     frequencies = [2.0 ** k for k in range(POSITION_FREQUENCIES)]
     encoded = torch.cat([u] + [f(k * u) for k in frequencies for f in (torch.sin, torch.cos)], -1)
@@ -75,9 +78,9 @@ def sdf_and_gradient(decoder: GeometryDecoder, volume: torch.Tensor, bbox: torch
     h1 = F.linear(torch.cat([z0, latent], -1), w1, decoder.lin1.bias)
     z1 = F.softplus(h1, beta=BETA)
     hidden = z1.shape[-1]
-    sdf = (F.linear(torch.cat([z1, latent], -1), w2[:1], decoder.lin2.bias[:1]))[:, 0] * release_frame.SCALE
+    sdf = (F.linear(torch.cat([z1, latent], -1), w2[:1], decoder.lin2.bias[:1]))[:, 0] * scale
     # Backwards through the layers for the one output s (softplus_beta' = sigmoid(beta h)), in the pack's unit.
-    out_row = w2[0] * release_frame.SCALE
+    out_row = w2[0] * scale
     g_h1 = out_row[:hidden] * _softplus_slope(h1)
     g_in1 = g_h1 @ w1
     g_latent = out_row[hidden:] + g_in1[:, hidden:]
@@ -86,7 +89,7 @@ def sdf_and_gradient(decoder: GeometryDecoder, volume: torch.Tensor, bbox: torch
     for i, k in enumerate(frequencies):
         g_sin, g_cos = g_encoded[:, 3 + 6 * i:6 + 6 * i], g_encoded[:, 6 + 6 * i:9 + 6 * i]
         g_u = g_u + k * (torch.cos(k * u) * g_sin - torch.sin(k * u) * g_cos)
-    gradient = g_u @ axes.t() / release_frame.SCALE + (latent_slope * g_latent[:, None]).sum(-1)
+    gradient = g_u @ axes.t() / scale + (latent_slope * g_latent[:, None]).sum(-1)
     return sdf, gradient
 
 
