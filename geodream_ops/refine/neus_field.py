@@ -76,7 +76,10 @@ class NeuSField(torch.nn.Module):
         self.settings = settings
         # A copy of f_g, so freezing it here never touches the prior's own decoder.
         self.decoder = copy.deepcopy(cost_volume.decoder).requires_grad_(False)
-        self.volume = torch.nn.Parameter(cost_volume.volume.detach().clone().float())
+        # Channels-last: V's rows are the [D*H*W, C] table the written-out SDF gathers from (sdf_gradient.py), with
+        # no copy forwards and its gradient in the same layout backwards.
+        self.volume = torch.nn.Parameter(cost_volume.volume.detach().float().contiguous(
+            memory_format=torch.channels_last_3d))
         self.register_buffer("bbox", cost_volume.bbox.detach().clone().float())
         self.cost_volume = CostVolume(self.volume, self.decoder, self.bbox)
         # Start as sharp as the prior was trained (its f_g is frozen, so its SDF keeps the same scale).
