@@ -18,6 +18,17 @@ from . import release_frame
 POSITION_FREQUENCIES = 6
 LATENT_CHANNELS = 16
 HIDDEN = 128
+BETA = 100.0  # softplus(beta=100), the release's LatentSDFLayer
+# Pre-activations are clamped at beta*h = -40, where softplus_beta(h) = log1p(exp(beta h)) / beta is below 4.3e-20
+# and its slope sigmoid(beta h) below 4.3e-18: below it exp returns denormal floats, which the CPU computes in
+# microcode (torch's softplus took ~2x as long on f_g's pre-activations; bench/RESULTS.md). Within 1e-6 of
+# F.softplus in float64 everywhere (tests/test_sdf_gradient.py), identical above the clamp.
+SOFTPLUS_FLOOR = -40.0 / BETA
+
+
+def softplus(h: torch.Tensor) -> torch.Tensor:
+    """The release's softplus(beta=100) with its input clamped at SOFTPLUS_FLOOR."""
+    return F.softplus(h.clamp_min(SOFTPLUS_FLOOR), beta=BETA)
 
 
 def positional_encoding(x: torch.Tensor, frequencies: int = POSITION_FREQUENCIES) -> torch.Tensor:
@@ -55,13 +66,22 @@ class GeometryDecoder(nn.Module):
         self.lin1 = WeightNormLinear(HIDDEN + LATENT_CHANNELS, HIDDEN)
         self.lin2 = WeightNormLinear(HIDDEN + LATENT_CHANNELS, HIDDEN)
 
+    def _hidden(self, points: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        """The second hidden layer [P, 128] from points [P, 3] in the release's frame and V(x) [P, 16]."""
+        x = softplus(self.lin0(positional_encoding(points)))
+        return softplus(self.lin1(torch.cat([x, latent], dim=-1)))
+
     def forward_release(self, points: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
         """The release's computation: points [P, 3] in its frame, V(x) [P, 16] -> [P, 128] (SDF first)."""
-        x = F.softplus(self.lin0(positional_encoding(points)), beta=100)
-        x = F.softplus(self.lin1(torch.cat([x, latent], dim=-1)), beta=100)
-        return self.lin2(torch.cat([x, latent], dim=-1))
+        return self.lin2(torch.cat([self._hidden(points, latent), latent], dim=-1))
 
     def forward(self, points: torch.Tensor, features: torch.Tensor):
         """CostVolume's decoder contract: points [P, 3] in our frame, V(x) [P, 16] -> (sdf [P], feature [P, 127])."""
         out = self.forward_release(release_frame.to_release(points), features)
         return out[:, 0] * release_frame.SCALE, out[:, 1:]
+
+    def sdf(self, points: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """s(x) alone [P] (``forward``'s first output): the last layer's SDF row only, 1 of its 128."""
+        hidden = self._hidden(release_frame.to_release(points), features)
+        out = F.linear(torch.cat([hidden, features], dim=-1), self.lin2.weight[:1], self.lin2.bias[:1])
+        return out[:, 0] * release_frame.SCALE

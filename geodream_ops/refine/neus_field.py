@@ -97,8 +97,7 @@ class NeuSField(torch.nn.Module):
 
     def sdf(self, points: torch.Tensor) -> torch.Tensor:
         """Signed distance at world points [P, 3] -> [P]."""
-        value, _ = self.cost_volume.sdf(points, self.volume)
-        return value.reshape(-1)
+        return self.cost_volume.sdf_values(points, self.volume).reshape(-1)
 
     def sdf_and_gradient(self, points: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """s(x) [P] and ds/dx [P, 3] at world points [P, 3]; with ``create_graph`` the gradient itself stays
