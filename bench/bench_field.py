@@ -15,6 +15,11 @@ between all cases, so a shared machine's load falls on each alike (read the rati
 autograd graph holds for the backward, parameters excluded (device_memory.GraphBytes' count).
 
     python bench/bench_field.py --before main --write       # the release's sizes: 131,072 points, 16 x 150^3, 2^19
+    python bench/bench_field.py --before main --mesh --write   # Prior To Mesh at 128^3 against marching cubes alone
+
+``--mesh`` times Prior To Mesh (marching_cubes.extract_mesh) at 128^3 on an object-like prior -- the real f_g in
+NeuS's sphere start (tests/twins_prior.sphere_init), dented by a smooth random 16 x 150^3 V -- before and after,
+against skimage's marching cubes alone on the same (dense) grid, and checks that both revisions give the same mesh.
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ from headless.pack import load_pack  # noqa: E402
 from stage_timing import write_section  # noqa: E402  (bench/ is the script's folder)
 
 SECTION = "## Field per-sample cost"
+MESH_SECTION = "## Prior To Mesh"
 
 
 def load_tree(root: Path, name: str):
@@ -149,14 +155,27 @@ def floor_cases(ops, field, points):
 
 
 def measure(ops, device, count: int, rounds: int, before=None, sync=lambda: None, grid: dict | None = None,
-            resolution: int = 150) -> dict:
+            resolution: int = 150, tcnn: bool = False) -> dict:
     """Median seconds of the field step (this tree's, and ``before``'s package when given) and of each floor op
-    over ``rounds`` interleaved rounds after a warm-up; the numbers of both fields are compared first."""
+    over ``rounds`` interleaved rounds after a warm-up; the numbers of both fields are compared first. The field's
+    hash grid runs in pure PyTorch ("field"); with ``tcnn`` also through tiny-cuda-nn ("field (tiny-cuda-nn)")."""
     field = release_field(ops, device, resolution, grid)
+    field.texture.encoding.backend = "torch"
     torch.manual_seed(1)
     points = (field.bbox[0] + (field.bbox[1] - field.bbox[0]) * torch.rand(count, 3, device=device)).contiguous()
     weights = torch.randn(count, 3, device=device)
     cases = [field_case("field", field, points, weights)]
+    if tcnn:
+        torch_step = cases[0].fn
+
+        def tcnn_step():
+            field.texture.encoding.backend = "tcnn"
+            try:
+                torch_step()
+            finally:
+                field.texture.encoding.backend = "torch"
+
+        cases.append(Case("field (tiny-cuda-nn)", tcnn_step, field.parameters()))
     if before is not None:
         # Contiguous copies: the other revision keeps its own layout of V (load_state_dict may take the tensor's).
         state = {k: v.detach().cpu().contiguous() for k, v in field.state_dict().items()}
@@ -220,21 +239,93 @@ def report(cases: dict, count: int, rounds: int, before: str | None, where: str,
     return "\n".join(lines) + "\n"
 
 
+def object_like_cost_volume(ops, resolution: int = 150, state: dict | None = None):
+    """The release's f_g in NeuS's sphere start, V a smooth random 16 x ``resolution``^3 volume (``state``: f_g's
+    weights instead)."""
+    from tests.twins_prior import sphere_init
+
+    decoder = ops.prior.geometry_decoder.GeometryDecoder()
+    decoder = sphere_init(decoder, radius=0.5) if state is None else decoder
+    if state is not None:
+        decoder.load_state_dict(state)
+    torch.manual_seed(0)
+    volume = torch.nn.functional.interpolate(torch.randn(1, 16, 4, 4, 4), size=(resolution,) * 3, mode="trilinear")
+    return ops.prior.cost_volume.CostVolume(volume, decoder.requires_grad_(False), ops.prior.release_frame.BBOX.clone())
+
+
+def measure_mesh(ops, before, resolution: int, rounds: int) -> dict:
+    """Median seconds of Prior To Mesh (each revision) and of marching cubes alone on the dense grid, interleaved;
+    the f_g queries this tree made; SystemExit when the meshes differ."""
+    from skimage.measure import marching_cubes
+
+    ours = object_like_cost_volume(ops)
+    queries = []
+    counting = ops.prior.cost_volume.CostVolume(ours.volume, ours.decoder, ours.bbox)
+    counting.sdf_values = lambda points, volume=None: queries.append(len(points)) or ours.sdf_values(points, volume)
+    mesh = ops.prior.marching_cubes.extract_mesh(counting, resolution)
+    grid = ops.prior.marching_cubes.sdf_grid(ours, resolution, block=1).numpy()
+    spacing = tuple(((ours.bbox[1] - ours.bbox[0]) / (resolution - 1)).flip(0).tolist())
+    cases = [Case("Prior To Mesh", lambda: ops.prior.marching_cubes.extract_mesh(ours, resolution)),
+             Case("marching cubes alone", lambda: marching_cubes(grid, 0.0, spacing=spacing,
+                                                                 gradient_direction="ascent"))]
+    if before is not None:
+        old = object_like_cost_volume(before, state=ours.decoder.state_dict())
+        old_mesh = before.prior.marching_cubes.extract_mesh(old, resolution)
+        if not (torch.equal(mesh.faces, old_mesh.faces) and torch.allclose(mesh.vertices, old_mesh.vertices, atol=1e-5)):
+            raise SystemExit("bench_field: Prior To Mesh's mesh differs between the revisions")
+        cases.append(Case("Prior To Mesh (before)", lambda: before.prior.marching_cubes.extract_mesh(old, resolution)))
+    for _ in range(rounds):
+        for case in cases:
+            case.run(lambda: None)
+    return {"cases": {case.name: case for case in cases}, "queries": sum(queries), "faces": mesh.faces.shape[0]}
+
+
+def mesh_report(result: dict, resolution: int, rounds: int, before: str | None, where: str, command: str) -> str:
+    cases = result["cases"]
+    alone = cases["marching cubes alone"].seconds
+    lines = [MESH_SECTION, "",
+             f"`{command}`: {where}, torch {torch.__version__}; {resolution}^3 grid over the release's box, the "
+             "real f_g in NeuS's sphere start dented by a smooth random 16 x 150^3 V (object-like); median of "
+             f"{rounds} interleaved rounds; both revisions give the same mesh ({result['faces']:,} faces, checked in "
+             "the run). 'marching cubes alone': skimage's on the dense grid, as the node calls it.", "",
+             "| what | s | / marching cubes alone | f_g queries |", "|---|---:|---:|---:|"]
+    if before:
+        lines.append(f"| Prior To Mesh, {before} (before) | {cases['Prior To Mesh (before)'].seconds:.2f} | "
+                     f"{cases['Prior To Mesh (before)'].seconds / alone:.1f} | {resolution ** 3:,} |")
+    lines.append(f"| Prior To Mesh, this tree | {cases['Prior To Mesh'].seconds:.2f} | "
+                 f"{cases['Prior To Mesh'].seconds / alone:.1f} | {result['queries']:,} |")
+    lines.append(f"| marching cubes alone | {alone:.3f} | 1.0 | |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", help="revision to compare with (e.g. main)")
     parser.add_argument("--points", type=int, default=131072)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--mesh", action="store_true", help="Prior To Mesh against marching cubes instead")
+    parser.add_argument("--resolution", type=int, default=128, help="Prior To Mesh's grid (with --mesh)")
     parser.add_argument("--write", action="store_true", help="replace bench/RESULTS.md's section")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     ops = load_pack().geodream_ops
     before = load_tree(export(args.before), "geodream_before").geodream_ops if args.before else None
-    cases = measure(ops, torch.device("cpu"), args.points, args.rounds, before)
+    if args.mesh:
+        result = measure_mesh(ops, before, args.resolution, args.rounds)
+    else:
+        cases = measure(ops, torch.device("cpu"), args.points, args.rounds, before)
     with open("/proc/loadavg", encoding="ascii") as f:
         load = f.read().split()[0]
     where = f"CPU {platform.machine()}, {args.threads} torch thread(s), load average {load} at the end"
+    if args.mesh:
+        command = ("python bench/bench_field.py --mesh" + (f" --before {args.before}" if args.before else "")
+                   + (f" --resolution {args.resolution}" if args.resolution != 128 else "") + " --write")
+        text = mesh_report(result, args.resolution, args.rounds, args.before, where, command)
+        print(text)
+        if args.write:
+            write_section(text, ROOT / "bench" / "RESULTS.md", MESH_SECTION)
+        return
     command = ("python bench/bench_field.py" + (f" --before {args.before}" if args.before else "")
                + (f" --points {args.points}" if args.points != 131072 else "") + " --write")
     text = report(cases, args.points, args.rounds, args.before, where, command)

@@ -103,8 +103,9 @@ def test_evaluator_falls_back_to_eager_when_compiling_fails(monkeypatch, caplog)
 
 
 def test_clamped_softplus_is_the_release_softplus():
-    """geometry_decoder.softplus (input clamped at beta h = -40, no denormals) against torch's softplus(beta=100),
-    the release's formulation, in float64: values and slopes within 1e-6 everywhere, identical above the clamp."""
+    """geometry_decoder.softplus (input floored at beta h = -40, no denormals) against torch's softplus(beta=100),
+    the release's formulation, in float64: values and slopes within 1e-6 everywhere, identical above the floor;
+    with and without autograd (whose floor keeps no copy of the input)."""
     import torch.nn.functional as F
 
     from geodream_pack.geodream_ops.prior.geometry_decoder import SOFTPLUS_FLOOR, softplus
@@ -118,6 +119,8 @@ def test_clamped_softplus_is_the_release_softplus():
     slope, = torch.autograd.grad(ours.sum(), h)
     release_slope, = torch.autograd.grad(release.sum(), h)
     torch.testing.assert_close(slope, release_slope, atol=1e-6, rtol=0)
+    with torch.no_grad():
+        assert torch.equal(softplus(h), ours)
     assert float(release[~above].detach().max()) < 5e-20 and float(ours[~above].detach().max()) < 5e-20
 
 

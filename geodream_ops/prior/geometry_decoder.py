@@ -26,9 +26,19 @@ BETA = 100.0  # softplus(beta=100), the release's LatentSDFLayer
 SOFTPLUS_FLOOR = -40.0 / BETA
 
 
+def floored(h: torch.Tensor) -> torch.Tensor:
+    """``h`` clamped at SOFTPLUS_FLOOR. Under autograd the clamp is added as a constant, h + (clamp(h) - h) detached,
+    so that the graph keeps no copy of h for it (clamp_min would: +64 MB per 131,072 samples of f_g's second
+    layer); the gradient passes through unchanged, sigmoid(-40) < 4.3e-18 below the floor instead of 0."""
+    if not h.requires_grad:
+        return h.clamp_min(SOFTPLUS_FLOOR)
+    fixed = h.detach()
+    return h + (fixed.clamp_min(SOFTPLUS_FLOOR) - fixed)
+
+
 def softplus(h: torch.Tensor) -> torch.Tensor:
-    """The release's softplus(beta=100) with its input clamped at SOFTPLUS_FLOOR."""
-    return F.softplus(h.clamp_min(SOFTPLUS_FLOOR), beta=BETA)
+    """The release's softplus(beta=100) with its input floored at SOFTPLUS_FLOOR."""
+    return F.softplus(floored(h), beta=BETA)
 
 
 def positional_encoding(x: torch.Tensor, frequencies: int = POSITION_FREQUENCIES) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..prior import release_frame
-from ..prior.geometry_decoder import BETA, POSITION_FREQUENCIES, SOFTPLUS_FLOOR, GeometryDecoder
+from ..prior.geometry_decoder import BETA, POSITION_FREQUENCIES, GeometryDecoder, floored
 from ..texture.hash_grid import WeightedRows
 
 log = logging.getLogger("GeoDream")
@@ -69,10 +69,10 @@ def decoder_chain(decoder: GeometryDecoder, u, encoded, latent, latent_slope):
     """f_g's part of s(x) and ds/dx: from u [P, 3], E(u) [P, 39], V(x) [P, C] and dV/dx [P, 3, C] to s [P] and
     ds/dx [P, 3] (pack units), f_g's SDF row only."""
     w0, w1, w2 = decoder.lin0.weight, decoder.lin1.weight, decoder.lin2.weight
-    # geometry_decoder.softplus, with the clamped pre-activations kept for the slopes
-    h0 = F.linear(encoded, w0, decoder.lin0.bias).clamp_min(SOFTPLUS_FLOOR)
+    # geometry_decoder.softplus, with the floored pre-activations kept for the slopes
+    h0 = floored(F.linear(encoded, w0, decoder.lin0.bias))
     z0 = F.softplus(h0, beta=BETA)
-    h1 = F.linear(torch.cat([z0, latent], -1), w1, decoder.lin1.bias).clamp_min(SOFTPLUS_FLOOR)
+    h1 = floored(F.linear(torch.cat([z0, latent], -1), w1, decoder.lin1.bias))
     z1 = F.softplus(h1, beta=BETA)
     hidden = z1.shape[-1]
     sdf = (F.linear(torch.cat([z1, latent], -1), w2[:1], decoder.lin2.bias[:1]))[:, 0] * release_frame.SCALE
