@@ -4,7 +4,9 @@ import math
 import pytest
 import torch
 
-from geodream_pack.geodream_ops.texture.hash_grid import PRIMES, UINT32, HashGridConfig, HashGridEncoding
+from geodream_pack.geodream_ops.texture.hash_grid import PRIMES, HashGridConfig, HashGridEncoding
+
+UINT32 = 0xFFFFFFFF  # tiny-cuda-nn hashes in 32-bit unsigned arithmetic
 
 SMALL = HashGridConfig(n_levels=4, n_features_per_level=2, log2_hashmap_size=8, base_resolution=4, max_resolution=32)
 
@@ -136,7 +138,7 @@ def test_rows_and_weights_match_vertex_by_vertex_at_release_size():
         base = pos.floor()
         frac = pos - base
         expected = vertex_index(base.long()[:, None, :] + corners[None], config.level_resolution(level), size)
-        assert torch.equal(rows[:, level], expected + int(enc.offsets[level]))
+        assert torch.equal(rows[:, level].long(), expected + int(enc.offsets[level]))
         w = torch.where(corners[None].bool(), frac[:, None, :], 1 - frac[:, None, :]).prod(-1)
         torch.testing.assert_close(weights[:, level], w, atol=0, rtol=1e-6)
     assert enc._dense_levels < config.n_levels  # both kinds of level were compared

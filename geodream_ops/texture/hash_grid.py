@@ -18,7 +18,6 @@ import torch
 log = logging.getLogger("GeoDream")
 
 PRIMES = (1, 2654435761, 805459861)
-UINT32 = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,9 @@ class WeightedRows(torch.autograd.Function):
         table, rows, weights = ctx.saved_tensors
         grad_table = grad_weights = None
         if ctx.needs_input_grad[0]:
-            spread = (weights.transpose(-1, -2) @ grad).reshape(-1, table.shape[1])  # [..., K, F] per row
+            # [..., K, F] per row; one weighting (a hash-grid level) is an outer product, faster than a matmul
+            spread = weights.transpose(-1, -2) * grad if weights.shape[-2] == 1 else weights.transpose(-1, -2) @ grad
+            spread = spread.reshape(-1, table.shape[1])
             grad_table = torch.zeros_like(table).index_add_(0, rows.reshape(-1), spread)
         if ctx.needs_input_grad[2]:
             gathered = table.index_select(0, rows.reshape(-1)).view(*rows.shape, table.shape[1])
@@ -100,6 +101,7 @@ class HashGridEncoding(torch.nn.Module):
         resolutions = [config.level_resolution(level) for level in range(config.n_levels)]
         self._dense_levels = sum(res ** 3 <= size for res, size in zip(resolutions, sizes))
         assert all(res ** 3 <= size for res, size in zip(resolutions[:self._dense_levels], sizes))
+        assert all(size == 2 ** config.log2_hashmap_size for size in sizes[self._dense_levels:])
         self.register_buffer("_scales", torch.tensor([config.level_scale(level) for level in range(config.n_levels)]),
                              persistent=False)
         self.register_buffer("_multipliers", torch.tensor([(1, res, res * res) if level < self._dense_levels else PRIMES
@@ -146,10 +148,15 @@ class HashGridEncoding(torch.nn.Module):
         frac = pos - base
         terms = (base.long()[..., None] + torch.arange(2, device=x.device)) * self._multipliers[..., None]
         d = self._dense_levels
-        dense = terms[:, :d, 0, None, None, :] + terms[:, :d, 1, None, :, None] + terms[:, :d, 2, :, None, None]
-        hashed = terms[:, d:] & UINT32
+        # Rows in int32 (half the traffic of int64; index_select and index_add_ take either). Dense: x + y res +
+        # z res^2 stays under 2^31. Hashed levels hold 2^log2_size rows, so the index is the XOR's low bits, which
+        # masking each axis's term first gives alike (masking commutes with XOR, and drops the bits above 32 too).
+        dense = terms[:, :d].int()
+        dense = ((dense[:, :, 0, None, None, :] + dense[:, :, 1, None, :, None] + dense[:, :, 2, :, None, None])
+                 % self._sizes[:d, None, None, None].int())
+        hashed = (terms[:, d:] & (2 ** self.config.log2_hashmap_size - 1)).int()
         hashed = hashed[:, :, 0, None, None, :] ^ hashed[:, :, 1, None, :, None] ^ hashed[:, :, 2, :, None, None]
-        rows = torch.cat([dense, hashed], 1).flatten(2) % self._sizes[:, None] + self.offsets[:-1, None]
+        rows = torch.cat([dense, hashed], 1).flatten(2) + self.offsets[:-1, None].int()
         factors = torch.stack([1 - frac, frac], -1)  # [P, L, 3, 2]
         weights = factors[:, :, 0, None, None, :] * factors[:, :, 1, None, :, None] * factors[:, :, 2, :, None, None]
         return rows, weights.flatten(2)
