@@ -24,6 +24,7 @@ from ..texture.hash_grid import WeightedRows
 
 log = logging.getLogger("GeoDream")
 
+
 def trilinear_with_gradient(volume: torch.Tensor, points: torch.Tensor, bbox: torch.Tensor):
     """V(x) [P, C] and dV/dx [P, 3, C] at world points [P, 3] of ``volume`` [1, C, D(z), H(y), W(x)] over ``bbox``
     [2, 3]; differentiable in ``volume`` (points are fixed samples). Corners outside the grid count as zero.
