@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from stage_timing import timed_guidance, write_section  # bench/ is the script's folder
+from stage_timing import export, timed_guidance, write_section  # bench/ is the script's folder
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## VSDRefineNeuS"
@@ -74,14 +74,6 @@ def run_one(root: Path, resolution: int, steps: int, chunk_rays: int, graph_budg
     return {"resolution": resolution, "s_per_step": total, "render_share": render_s / total,
             "samples_per_s": samples / render_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "hash_points_per_s": hash_rate, "threads": torch.get_num_threads()}
-
-
-def export(revision: str) -> Path:
-    """The pack as it was at ``revision``, in a temporary folder."""
-    folder = Path(tempfile.mkdtemp(prefix=f"geodream-{revision}-"))
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision], capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
-    return folder
 
 
 def main():

@@ -28,7 +28,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from headless.pack import load_pack  # noqa: E402
-from stage_timing import timed_guidance, write_section  # noqa: E402  (bench/ is the script's folder)
+import bench_field  # noqa: E402  (bench/ is the script's folder)
+from stage_timing import timed_guidance, write_section  # noqa: E402
 
 SECTION = "## GPU check"
 GOAL_GB = 24.0
@@ -62,6 +63,7 @@ class Sizes:
     uni3d: str | None  # uni3d.SIZES key; None: the twin config
     clip: str | None  # open_clip model; None: the twin text config
     uni3d_points: int
+    field_points: int  # samples of one field step (bench_field.py)
     notes: dict = field(default_factory=dict)
 
 
@@ -71,7 +73,7 @@ REAL = Sizes(sd_base=None, sd_lora=None, mvdream_unet={}, mvdream_latent=32, mvd
              zero123xl_unet=dict(in_channels=8, cross_attention_dim=768, attention_head_dim=8), prior_views=14, prior_image=256, prior_grid=96,
              volume_resolution=150, mesh_resolution=128, field_grid={}, refine_sizes=(256, 512), render={},
              tet_resolution=256, geometry_batch=8, geometry_size=512, texture_size=1024, uni3d="giant",
-             clip="EVA02-E-14-plus", uni3d_points=10000)
+             clip="EVA02-E-14-plus", uni3d_points=10000, field_points=131072)
 SMOKE = Sizes(sd_base={}, sd_lora={}, mvdream_unet=dict(model_channels=64, channel_mult=(1, 2), num_res_blocks=1,
                                                           attention_resolutions=(1,), context_dim=64),
               mvdream_latent=4, mvdream_steps=2, zero123_latent=(4, 3, 2), zero123_steps=2, zero123xl_latent=4,
@@ -81,7 +83,8 @@ SMOKE = Sizes(sd_base={}, sd_lora={}, mvdream_unet=dict(model_channels=64, chann
               prior_image=32, prior_grid=16, volume_resolution=24, mesh_resolution=16,
               field_grid=dict(n_levels=4, log2_hashmap_size=10, base_resolution=4, max_resolution=32),
               refine_sizes=(8, 16), render=dict(n_coarse=8, n_importance=8, chunk_rays=128), tet_resolution=16,
-              geometry_batch=2, geometry_size=16, texture_size=16, uni3d=None, clip=None, uni3d_points=256)
+              geometry_batch=2, geometry_size=16, texture_size=16, uni3d=None, clip=None, uni3d_points=256,
+              field_points=4096)
 
 
 class Meter:
@@ -244,6 +247,28 @@ def stage_prior(sizes, meter, device, dtype, ops, steps):
             {"stage": f"PriorToMesh ({sizes.mesh_resolution}^3)", "unit": "mesh", "seconds": mesh}]
 
 
+def stage_field(sizes, meter, device, dtype, ops, steps):
+    """One field step (s, ds/dx with the graph, c; backward into V and the hash grid) against its op floor
+    (bench_field.py): samples/s and field/floor, with the hash grid in pure PyTorch and, where it is installed,
+    tiny-cuda-nn -- which of the two the CUDA default should be."""
+    try:
+        import tinycudann  # noqa: F401
+        tcnn = device.type == "cuda"
+    except ImportError:
+        tcnn = False
+    cases = bench_field.measure(ops, device, sizes.field_points, steps, sync=meter.sync, grid=sizes.field_grid,
+                                resolution=sizes.volume_resolution, tcnn=tcnn)
+    floor = bench_field.floor_of(cases)
+    rows = []
+    for name, label in (("field", "pure-PyTorch hash grid"), ("field (tiny-cuda-nn)", "tiny-cuda-nn hash grid")):
+        if name in cases:
+            seconds = cases[name].seconds
+            rows.append({"stage": f"Field step, {label} ({sizes.field_points:,} samples: "
+                                  f"{sizes.field_points / seconds:,.0f} samples/s, field/floor {seconds / floor:.2f})",
+                         "unit": "step", "seconds": seconds})
+    return rows
+
+
 def stage_refine(sizes, meter, device, dtype, ops, steps, resolution, guidance, label=""):
     timed_fn, spent = timed_guidance(
         ops.guidance.score_distillation.make_guidance_fn(guidance, "a ceramic owl"), meter.sync)
@@ -343,6 +368,7 @@ def run_all(sizes: Sizes, device: torch.device, dtype: torch.dtype, steps: int) 
     measure(stage_zero123plus)
     measure(stage_zero123xl)
     measure(stage_prior)
+    measure(stage_field)
     guidance = build_guidance(sizes, device, dtype, ops)
     for resolution in sizes.refine_sizes:
         measure(stage_refine, resolution, guidance)

@@ -1,8 +1,10 @@
-"""Helpers the bench scripts share: splitting a refinement step's time between rendering and guidance, and
-replacing one section of bench/RESULTS.md (every bench script's --write)."""
+"""Helpers the bench scripts share: splitting a refinement step's time between rendering and guidance, another
+revision of the pack to compare with, and replacing one section of bench/RESULTS.md (every bench script's --write)."""
 from __future__ import annotations
 
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,6 +42,14 @@ def timed_guidance(fn, sync=lambda: None):
         return loss
 
     return wrapped, spent
+
+
+def export(revision: str) -> Path:
+    """The pack as it was at ``revision`` (git archive), in a temporary folder."""
+    folder = Path(tempfile.mkdtemp(prefix=f"geodream-{revision}-"))
+    archive = subprocess.run(["git", "-C", str(PACK_ROOT), "archive", revision], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
 
 
 def write_section(text: str, path: Path, section: str) -> None:

@@ -138,7 +138,9 @@ class GeoDreamPriorToMesh:
         }}
 
     def mesh(self, cost_volume, resolution, threshold):
-        progress = host.Progress(math.ceil(resolution**3 / marching_cubes.CHUNK), "GeoDream prior mesh")
+        # At most: the block corners' queries and the whole grid's (the band is usually far less; the bar then
+        # ends early).
+        progress = host.Progress(math.ceil(resolution**3 / marching_cubes.CHUNK) + 1, "GeoDream prior mesh")
 
         def step():
             host.check_interrupt()

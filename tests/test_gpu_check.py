@@ -19,7 +19,8 @@ def test_smoke_run_times_every_stage_and_writes_its_section(tmp_path):
     text = results.read_text(encoding="utf-8")
     assert "old figures" not in text and text.endswith("## Other\n\nkept\n")
     rows = [line for line in text.splitlines() if line.startswith("| ") and " s / " in line]
-    stages = ["MVDream", "Zero123++", "Zero123-XL (8 views", "Zero123-XL (4 views", "BuildCostVolume", "PriorToMesh", "VSDRefineNeuS at 8 px",
+    stages = ["MVDream", "Zero123++", "Zero123-XL (8 views", "Zero123-XL (4 views", "BuildCostVolume", "PriorToMesh",
+              "Field step, pure-PyTorch", "VSDRefineNeuS at 8 px",
               "VSDRefineNeuS at 16 px", "DMTetFineTune geometry", "DMTetFineTune texture", "Uni3DScore"]
     assert len(rows) == len(stages)
     for row, stage in zip(rows, stages):
@@ -28,6 +29,9 @@ def test_smoke_run_times_every_stage_and_writes_its_section(tmp_path):
         seconds = float(cells[1].split(" s / ")[0])
         assert 0 < seconds < 120
         assert 0 < float(cells[3]) < 24 and cells[4] == "yes"  # peak GB of a tiny run
+        if "Field step" in stage:  # samples/s and field/floor of the step, both from the same timing
+            rate, ratio = re.search(r"([\d,]+) samples/s, field/floor ([\d.]+)", row).groups()
+            assert float(rate.replace(",", "")) > 0 and float(ratio) > 0
         if "VSDRefineNeuS" in stage:
             share = float(cells[5].rstrip("%"))
             assert 0 < share < 100

@@ -4,7 +4,9 @@ import math
 import pytest
 import torch
 
-from geodream_pack.geodream_ops.texture.hash_grid import HashGridConfig, HashGridEncoding, vertex_index
+from geodream_pack.geodream_ops.texture.hash_grid import PRIMES, HashGridConfig, HashGridEncoding
+
+UINT32 = 0xFFFFFFFF  # tiny-cuda-nn hashes in 32-bit unsigned arithmetic
 
 SMALL = HashGridConfig(n_levels=4, n_features_per_level=2, log2_hashmap_size=8, base_resolution=4, max_resolution=32)
 
@@ -38,6 +40,19 @@ def slow_encode(config: HashGridConfig, table: torch.Tensor, point) -> list[floa
         out += acc
         offset += size
     return out
+
+
+def vertex_index(corner: torch.Tensor, resolution: int, size: int) -> torch.Tensor:
+    """Table row (within a level) of integer vertices [..., 3], vertex by vertex: dense when the level fits, hashed
+    otherwise (the encoding computes the same rows axis by axis)."""
+    corner = corner.long()
+    if resolution ** 3 <= size:
+        index = corner[..., 0] + corner[..., 1] * resolution + corner[..., 2] * resolution * resolution
+    else:
+        index = torch.zeros_like(corner[..., 0])
+        for axis, prime in enumerate(PRIMES):
+            index = index ^ ((corner[..., axis] * prime) & UINT32)
+    return index % size
 
 
 def test_matches_slow_reference_dense_and_hashed_levels():
@@ -107,3 +122,23 @@ def test_gradients_match_autograd_through_a_gather():
     assert fast[0].abs().sum() > 0 and fast[1].abs().sum() > 0
     for a, b in zip(fast, slow):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_rows_and_weights_match_vertex_by_vertex_at_release_size():
+    """The axis-by-axis rows and outer-product weights of all levels at once equal the vertex-by-vertex arithmetic
+    (8 corners x 3 axes per level) exactly, on the release grid's dense and hashed levels."""
+    config = HashGridConfig()
+    enc = HashGridEncoding(config, backend="torch")
+    points = torch.rand(2000, 3)
+    points[:2] = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    rows, weights = enc._rows_and_weights(points)
+    corners = torch.tensor([[(c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1] for c in range(8)])
+    for level, size in enumerate(config.level_sizes()):
+        pos = points * config.level_scale(level) + 0.5
+        base = pos.floor()
+        frac = pos - base
+        expected = vertex_index(base.long()[:, None, :] + corners[None], config.level_resolution(level), size)
+        assert torch.equal(rows[:, level], expected + int(enc.offsets[level]))
+        w = torch.where(corners[None].bool(), frac[:, None, :], 1 - frac[:, None, :]).prod(-1)
+        torch.testing.assert_close(weights[:, level], w, atol=0, rtol=1e-6)
+    assert enc._dense_levels < config.n_levels  # both kinds of level were compared

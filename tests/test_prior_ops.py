@@ -153,3 +153,31 @@ def test_sphere_sdf_volume_meshes_to_the_sphere(centre):
     assert area == pytest.approx(4 * math.pi * radius**2, rel=0.02)
     assert volume == pytest.approx(4 / 3 * math.pi * radius**3, rel=0.02)
     assert torch.allclose(v.mean(0).float(), c, atol=0.01)
+
+
+def test_narrow_band_grid_gives_the_dense_grids_mesh():
+    """Prior To Mesh evaluates f_g only at block corners and in the blocks the surface may cross; on an object-like
+    prior (NeuS's sphere start of the real f_g, dented by a smooth V) its mesh is the dense grid's, from a fraction
+    of the queries."""
+    from geodream_pack.geodream_ops.prior import marching_cubes
+    from geodream_pack.geodream_ops.prior.geometry_decoder import GeometryDecoder
+
+    from tests.twins_prior import sphere_init
+
+    decoder = sphere_init(GeometryDecoder(), radius=0.5).requires_grad_(False)
+    torch.manual_seed(0)
+    volume = torch.nn.functional.interpolate(torch.randn(1, 16, 4, 4, 4), size=(20, 20, 20), mode="trilinear")
+    cv = CostVolume(volume, decoder, R.BBOX.clone())
+    queries = []
+    counting = CostVolume(volume, decoder, R.BBOX.clone())
+    counting.sdf_values = lambda points, volume=None: queries.append(len(points)) or cv.sdf_values(points, volume)
+    resolution = 64
+    band = marching_cubes.extract_mesh(counting, resolution, threshold=0.02)
+    assert sum(queries) < 0.5 * resolution ** 3
+    marching_cubes.BLOCK, block = 1, marching_cubes.BLOCK  # the release's dense grid (docs/FIDELITY.md)
+    try:
+        dense = marching_cubes.extract_mesh(cv, resolution, threshold=0.02)
+    finally:
+        marching_cubes.BLOCK = block
+    assert band.faces.shape[0] > 100 and torch.equal(band.faces, dense.faces)
+    torch.testing.assert_close(band.vertices, dense.vertices, atol=1e-6, rtol=0)

@@ -100,3 +100,52 @@ def test_evaluator_falls_back_to_eager_when_compiling_fails(monkeypatch, caplog)
     for out in (first, second):
         for a, b in zip(out, expected):
             torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_clamped_softplus_is_the_release_softplus():
+    """geometry_decoder.softplus (input floored at beta h = -40, no denormals) against torch's softplus(beta=100),
+    the release's formulation, in float64: values and slopes within 1e-6 everywhere, identical above the floor;
+    with and without autograd (whose floor keeps no copy of the input)."""
+    import torch.nn.functional as F
+
+    from geodream_pack.geodream_ops.prior.geometry_decoder import SOFTPLUS_FLOOR, softplus
+
+    h = torch.cat([torch.linspace(-5.0, 5.0, 20001, dtype=torch.float64), torch.tensor([SOFTPLUS_FLOOR, 0.2, -0.4001,
+                   0.2001, 0.1999], dtype=torch.float64)]).requires_grad_(True)
+    ours, release = softplus(h), F.softplus(h, beta=100.0)
+    torch.testing.assert_close(ours, release, atol=1e-6, rtol=0)
+    above = h > SOFTPLUS_FLOOR
+    assert torch.equal(ours[above], release[above])
+    slope, = torch.autograd.grad(ours.sum(), h)
+    release_slope, = torch.autograd.grad(release.sum(), h)
+    torch.testing.assert_close(slope, release_slope, atol=1e-6, rtol=0)
+    with torch.no_grad():
+        assert torch.equal(softplus(h), ours)
+    assert float(release[~above].detach().max()) < 5e-20 and float(ours[~above].detach().max()) < 5e-20
+
+
+def test_channels_last_volume_gives_the_same_numbers_and_its_own_gradient_layout():
+    """NeuSField keeps V channels-last: the table is then a view, the numbers are those of a contiguous V, and the
+    gradient comes back in the channels-last layout (no copy into the parameter's strides)."""
+    cv = _cost_volume(3, size=(6, 5, 7))
+    points = release_frame.from_release(torch.rand(200, 3, dtype=torch.float64) * 2.2 - 1.1)
+    grads, outs = [], []
+    for volume in (cv.volume.clone(), cv.volume.contiguous(memory_format=torch.channels_last_3d)):
+        volume.requires_grad_(True)
+        sdf, gradient = sdf_and_gradient(cv.decoder, volume, cv.bbox, points)
+        ((sdf ** 2).sum() + gradient.norm(dim=-1).sum()).backward()
+        outs.append((sdf, gradient))
+        grads.append(volume.grad)
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-12, rtol=1e-12)
+    assert grads[1].is_contiguous(memory_format=torch.channels_last_3d) and grads[1].abs().max() > 1e-3
+
+
+def test_sdf_alone_is_the_first_output_of_the_decoder():
+    """f_g's SDF row alone (Prior To Mesh, the field's SDF queries) equals the full last layer's first output."""
+    cv = _cost_volume(4)
+    points = release_frame.from_release(torch.rand(100, 3, dtype=torch.float64) * 2.2 - 1.1)
+    full, _ = cv.sdf(points)
+    torch.testing.assert_close(cv.sdf_values(points), full, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(cv.decoder.sdf(points, cv.interpolate(points)), full, atol=1e-12, rtol=1e-12)

@@ -50,6 +50,13 @@ class CostVolume:
         sampled = F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
         return sampled.reshape(volume.shape[1], -1).t()
 
+    def sdf_values(self, points: torch.Tensor, volume: torch.Tensor | None = None) -> torch.Tensor:
+        """s(x) alone [P] at world points [P, 3] (``sdf``'s first output): the prior's f_g computes its SDF row only."""
+        features = self.interpolate(points, volume)
+        if isinstance(self.decoder, GeometryDecoder):
+            return self.decoder.sdf(points, features)
+        return self.decoder(points, features)[0]
+
     def sdf(self, points: torch.Tensor, volume: torch.Tensor | None = None):
         """s(x) and the decoder's feature at world points [P, 3]; ``volume`` overrides V (e.g. a learnable copy)."""
         return self.decoder(points, self.interpolate(points, volume))

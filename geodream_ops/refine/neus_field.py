@@ -49,7 +49,10 @@ class NeuSField(torch.nn.Module):
         self.settings = settings
         # A copy of f_g, so freezing it here never touches the prior's own decoder.
         self.decoder = copy.deepcopy(cost_volume.decoder).requires_grad_(False)
-        self.volume = torch.nn.Parameter(cost_volume.volume.detach().clone().float())
+        # Channels-last: V's rows are the [D*H*W, C] table the written-out SDF gathers from (sdf_gradient.py), with
+        # no copy forwards and its gradient in the same layout backwards.
+        self.volume = torch.nn.Parameter(cost_volume.volume.detach().float().contiguous(
+            memory_format=torch.channels_last_3d))
         self.register_buffer("bbox", cost_volume.bbox.detach().clone().float())
         self.cost_volume = CostVolume(self.volume, self.decoder, self.bbox)
         # Start as sharp as the prior was trained (its f_g is frozen, so its SDF keeps the same scale).
@@ -67,8 +70,7 @@ class NeuSField(torch.nn.Module):
 
     def sdf(self, points: torch.Tensor) -> torch.Tensor:
         """Signed distance at world points [P, 3] -> [P]."""
-        value, _ = self.cost_volume.sdf(points, self.volume)
-        return value.reshape(-1)
+        return self.cost_volume.sdf_values(points, self.volume).reshape(-1)
 
     def sdf_and_gradient(self, points: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """s(x) [P] and ds/dx [P, 3] at world points [P, 3]; with ``create_graph`` the gradient itself stays

@@ -20,18 +20,19 @@ import torch
 import torch.nn.functional as F
 
 from ..prior import release_frame
-from ..prior.geometry_decoder import POSITION_FREQUENCIES, GeometryDecoder
+from ..prior.geometry_decoder import BETA, POSITION_FREQUENCIES, GeometryDecoder, floored
 from ..texture.hash_grid import WeightedRows
 
 log = logging.getLogger("GeoDream")
 
-BETA = 100.0  # softplus(beta=100), the release's LatentSDFLayer
-_CORNERS = [((c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1) for c in range(8)]  # x, y, z offsets of a cell's corners
-
 
 def trilinear_with_gradient(volume: torch.Tensor, points: torch.Tensor, bbox: torch.Tensor):
     """V(x) [P, C] and dV/dx [P, 3, C] at world points [P, 3] of ``volume`` [1, C, D(z), H(y), W(x)] over ``bbox``
-    [2, 3]; differentiable in ``volume`` (points are fixed samples). Corners outside the grid count as zero."""
+    [2, 3]; differentiable in ``volume`` (points are fixed samples). Corners outside the grid count as zero.
+
+    The cell's 8 corners are gathered once and contracted with their [P, 4, 8] weights (value and three slopes).
+    A volume stored channels-last (NeuSField's) is a [D*H*W, C] table as it is: no copy forwards, and its
+    gradient comes back in its own layout (one zeroed volume per backward, nothing copied into it)."""
     _, channels, depth, height, width = volume.shape
     size = torch.tensor([width, height, depth], device=points.device, dtype=points.dtype)
     lo, hi = bbox[0].to(points), bbox[1].to(points)
@@ -39,22 +40,17 @@ def trilinear_with_gradient(volume: torch.Tensor, points: torch.Tensor, bbox: to
     coord = (points - lo) * per_unit
     base = coord.floor()
     frac = coord - base
-    base = base.long()
-    rows, weights, slopes = [], [], []
-    for corner in _CORNERS:
-        index = base + torch.tensor(corner, device=points.device)
-        inside = ((index >= 0) & (index < size.long())).all(-1)
-        index = torch.minimum(index.clamp_min(0), size.long() - 1)
-        rows.append((index[:, 2] * height + index[:, 1]) * width + index[:, 0])
-        factors = [frac[:, a] if corner[a] else 1 - frac[:, a] for a in range(3)]
-        signs = [1.0 if corner[a] else -1.0 for a in range(3)]
-        weights.append(factors[0] * factors[1] * factors[2] * inside)
-        slopes.append(torch.stack([signs[0] * factors[1] * factors[2], factors[0] * signs[1] * factors[2],
-                                   factors[0] * factors[1] * signs[2]], -1) * inside[:, None] * per_unit)
-    rows = torch.stack(rows, -1)  # [P, 8]
-    weights = torch.cat([torch.stack(weights, -1)[:, None], torch.stack(slopes, -1)], 1)  # [P, 4, 8]
-    table = volume[0].permute(1, 2, 3, 0).reshape(-1, channels)  # [D*H*W, C], row (z*H + y)*W + x
-    out = WeightedRows.apply(table, rows[:, None].expand(-1, 4, -1), weights)  # [P, 4, C]
+    index = base.long()[..., None] + torch.arange(2, device=points.device)  # [P, 3 (x, y, z), 2]: each axis's corners
+    inside = ((index >= 0) & (index < size.long()[:, None])).to(points.dtype)
+    index = torch.minimum(index.clamp_min(0), size.long()[:, None] - 1)
+    factor = torch.stack([1 - frac, frac], -1) * inside  # [P, 3, 2] per-axis weights
+    slope = torch.tensor([-1.0, 1.0], device=points.device, dtype=points.dtype) * inside * per_unit[:, None]
+    x, y, z = (torch.stack([factor[:, a] if a != d else slope[:, a] for d in (None, 0, 1, 2)], 1) for a in range(3))
+    weights = (x[:, :, None, None, :] * y[:, :, None, :, None] * z[:, :, :, None, None]).flatten(2)  # [P, 4, 8]
+    rows = ((index[:, 2, :, None, None] * height + index[:, 1, None, :, None]) * width
+            + index[:, 0, None, None, :]).flatten(1)  # [P, 8], corner c = dx + 2 dy + 4 dz; row (z*H + y)*W + x
+    table = volume.permute(0, 2, 3, 4, 1).reshape(-1, channels)  # [D*H*W, C]
+    out = WeightedRows.apply(table, rows, weights)  # [P, 4, C]
     return out[:, 0], out[:, 1:]
 
 
@@ -63,19 +59,25 @@ def _softplus_slope(h: torch.Tensor) -> torch.Tensor:
     return torch.where(BETA * h > 20.0, torch.ones_like(h), torch.sigmoid(BETA * h))
 
 
-def sdf_and_gradient(decoder: GeometryDecoder, volume: torch.Tensor, bbox: torch.Tensor, points: torch.Tensor):
-    """s(x) [P] and ds/dx [P, 3] at world points [P, 3] (pack frame, pack units), differentiable in ``volume``."""
-    latent, latent_slope = trilinear_with_gradient(volume, points, bbox)
+def position_encoding(points: torch.Tensor, frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """u = to_release(x, frame) [P, 3] and E(u) [P, 39] (geometry_decoder.positional_encoding) at world points
+    [P, 3], for the decoder's frame box ``frame`` [2, 3]."""
     axes = release_frame._AXES.to(points)  # u = (x - centre) / scale @ axes, of the decoder's frame box
-    frame = decoder.frame.to(points)
-    scale = release_frame.box_scale(frame)
-    u = ((points - release_frame.box_centre(frame)) / scale) @ axes
-    w0, w1, w2 = decoder.lin0.weight, decoder.lin1.weight, decoder.lin2.weight
+    frame = frame.to(points)
+    u = ((points - release_frame.box_centre(frame)) / release_frame.box_scale(frame)) @ axes
     frequencies = [2.0 ** k for k in range(POSITION_FREQUENCIES)]
-    encoded = torch.cat([u] + [f(k * u) for k in frequencies for f in (torch.sin, torch.cos)], -1)
-    h0 = F.linear(encoded, w0, decoder.lin0.bias)
+    return u, torch.cat([u] + [f(k * u) for k in frequencies for f in (torch.sin, torch.cos)], -1)
+
+
+def decoder_chain(decoder: GeometryDecoder, u, encoded, latent, latent_slope):
+    """f_g's part of s(x) and ds/dx: from u [P, 3], E(u) [P, 39], V(x) [P, C] and dV/dx [P, 3, C] to s [P] and
+    ds/dx [P, 3] (pack units), f_g's SDF row only."""
+    w0, w1, w2 = decoder.lin0.weight, decoder.lin1.weight, decoder.lin2.weight
+    scale = release_frame.box_scale(decoder.frame.to(u))
+    # geometry_decoder.softplus, with the floored pre-activations kept for the slopes
+    h0 = floored(F.linear(encoded, w0, decoder.lin0.bias))
     z0 = F.softplus(h0, beta=BETA)
-    h1 = F.linear(torch.cat([z0, latent], -1), w1, decoder.lin1.bias)
+    h1 = floored(F.linear(torch.cat([z0, latent], -1), w1, decoder.lin1.bias))
     z1 = F.softplus(h1, beta=BETA)
     hidden = z1.shape[-1]
     sdf = (F.linear(torch.cat([z1, latent], -1), w2[:1], decoder.lin2.bias[:1]))[:, 0] * scale
@@ -86,11 +88,18 @@ def sdf_and_gradient(decoder: GeometryDecoder, volume: torch.Tensor, bbox: torch
     g_latent = out_row[hidden:] + g_in1[:, hidden:]
     g_encoded = (g_in1[:, :hidden] * _softplus_slope(h0)) @ w0  # [P, 39]
     g_u = g_encoded[:, :3]
-    for i, k in enumerate(frequencies):
+    for i in range(POSITION_FREQUENCIES):
+        k = 2.0 ** i
         g_sin, g_cos = g_encoded[:, 3 + 6 * i:6 + 6 * i], g_encoded[:, 6 + 6 * i:9 + 6 * i]
         g_u = g_u + k * (torch.cos(k * u) * g_sin - torch.sin(k * u) * g_cos)
-    gradient = g_u @ axes.t() / scale + (latent_slope * g_latent[:, None]).sum(-1)
+    gradient = g_u @ release_frame._AXES.to(u).t() / scale + (latent_slope * g_latent[:, None]).sum(-1)
     return sdf, gradient
+
+
+def sdf_and_gradient(decoder: GeometryDecoder, volume: torch.Tensor, bbox: torch.Tensor, points: torch.Tensor):
+    """s(x) [P] and ds/dx [P, 3] at world points [P, 3] (pack frame, pack units), differentiable in ``volume``."""
+    latent, latent_slope = trilinear_with_gradient(volume, points, bbox)
+    return decoder_chain(decoder, *position_encoding(points, decoder.frame), latent, latent_slope)
 
 
 class Evaluator:
