@@ -1,5 +1,6 @@
 """The written-out s(x), ds/dx of the refined field against autograd through CostVolume.sdf (grid_sample and f_g),
 including the volume's gradient of a loss on both (NeuS's double backward)."""
+import pytest
 import torch
 
 from geodream_pack.geodream_ops.prior import release_frame
@@ -8,19 +9,25 @@ from geodream_pack.geodream_ops.prior.geometry_decoder import GeometryDecoder
 from geodream_pack.geodream_ops.refine.sdf_gradient import sdf_and_gradient
 
 
-def _cost_volume(seed=0, size=(5, 6, 7)):
+def _cost_volume(seed=0, size=(5, 6, 7), frame=None):
     torch.manual_seed(seed)
-    decoder = GeometryDecoder()
+    decoder = GeometryDecoder(frame)
     with torch.no_grad():  # a trained-looking f_g: weight norms away from 1, some negative, biases of both signs
         for layer in (decoder.lin0, decoder.lin1, decoder.lin2):
             layer.weight_g.mul_(torch.empty_like(layer.weight_g).uniform_(-2.0, 3.0))
             layer.bias.normal_(0.0, 0.3)
     volume = torch.randn(1, 16, *size, dtype=torch.float64)
-    return CostVolume(volume, decoder.double().requires_grad_(False), release_frame.BBOX.double())
+    box = release_frame.BBOX if frame is None else frame
+    return CostVolume(volume, decoder.double().requires_grad_(False), box.double())
 
 
-def test_value_gradient_and_double_backward_match_autograd():
-    cv = _cost_volume()
+# The pose table's box, and a view set's own (Zero123's 31 views: larger, its centre lower) that f_g works in.
+ZERO123_LIKE_BOX = torch.tensor([[-1.3943, -1.3943, -1.4450], [1.3943, 1.3943, 1.3436]])
+
+
+@pytest.mark.parametrize("frame", [None, ZERO123_LIKE_BOX], ids=["pose-table box", "view-set box"])
+def test_value_gradient_and_double_backward_match_autograd(frame):
+    cv = _cost_volume(frame=frame)
     # Points all over the box and a little outside it (zero padding), plus exact grid vertices.
     points = release_frame.from_release(torch.rand(300, 3, dtype=torch.float64) * 2.2 - 1.1)
     weights = torch.randn(300, 3, dtype=torch.float64)
