@@ -43,13 +43,13 @@ class Sizes:
     """How large a run is. Defaults: the CI size (tests/test_known_shape.py); bench/known_shape.py sets larger."""
     object_resolution: int = 48  # marching-cubes grid of the truth
     volume_resolution: int = 32  # the start volume V, per axis over the prior's box
-    refine_steps: int = 150
+    refine_steps: int = 300
     refine_resolution: int = 32
     n_coarse: int = 64
-    lr_scale: float = 1.0  # x the release's learning rates
+    lr_scale: float = 10.0  # x the release's learning rates: a few hundred steps must move V as far as 20,000 do
     tet_resolution: int = 24
     geometry_steps: int = 30
-    texture_steps: int = 60
+    texture_steps: int = 200
     render_size: int = 48
     geometry_batch: int = 2
     texture_size: int = 128
@@ -111,7 +111,7 @@ def measure_glb(path: Path, obj: KnownObject, truth, sizes: Sizes) -> dict:
     image = getattr(getattr(tm.visual, "material", None), "baseColorTexture", None)
     read = TexturedMesh(torch.from_numpy(np.asarray(tm.vertices)).float(), torch.from_numpy(np.asarray(tm.faces)),
                         None if uv is None else torch.from_numpy(np.asarray(uv)).float(),
-                        None if image is None else torch.from_numpy(np.asarray(image.convert("RGB"))).float() / 255)
+                        None if image is None else torch.from_numpy(np.array(image.convert("RGB"))).float() / 255)
     samples = mesh_metrics.sample_textured(read, sizes.eval_points)
     metrics = mesh_metrics.compare(samples, truth, obj.diagonal)
     metrics["frame_check"] = mesh_metrics.frame_check(samples, truth, obj.diagonal)["passed"]
@@ -141,9 +141,10 @@ def refine_settings(sizes: Sizes, seed: int) -> RefineSettings:
 
 
 def run(name: str, out_dir: Path, decoder: str = "plain", start: str = "sphere", recipe: str = "mvdream-4view",
-        sizes: Sizes = Sizes(), seed: int = 0, device="cpu", mirror: bool = False, log=print) -> dict:
+        sizes: Sizes = Sizes(), seed: int = 0, device="cpu", wrap=None, log=print) -> dict:
     """Reconstruct the known object ``name`` and measure every stage (module doc). Returns {stage: metrics} plus
-    'truth' (held-out renders of the truth) and 'seconds' per stage. ``mirror``: supervise with mirrored cameras."""
+    'truth' (held-out renders of the truth) and 'seconds' per stage. ``wrap(guidance) -> guidance`` stands between
+    the stages and their guidance (``MirroredTruth``: a deliberate frame mistake)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     obj = make_object(name, sizes.object_resolution)
@@ -152,7 +153,7 @@ def run(name: str, out_dir: Path, decoder: str = "plain", start: str = "sphere",
 
     def guidance(kind):
         fn = ReconstructionGuidance(obj, kind)
-        return MirroredTruth(fn) if mirror else fn
+        return wrap(fn) if wrap else fn
 
     clock = time.perf_counter()
     cost_volume = start_cost_volume(obj, start, decoder, recipe, sizes, seed)
@@ -171,6 +172,8 @@ def run(name: str, out_dir: Path, decoder: str = "plain", start: str = "sphere",
                             texture_steps=sizes.texture_steps, render_size=sizes.render_size,
                             geometry_batch=sizes.geometry_batch, checkpoint_every=10 ** 9,
                             texture_grid=HashGridConfig(**sizes.hash_grid))
+    for setting in ("geometry_lr", "texture_encoding_lr", "texture_network_lr", "background_lr"):
+        setattr(config, setting, getattr(config, setting) * sizes.lr_scale)
     tuner = MeshFineTuner(field, guidance("normals"), guidance("colors"), config, seed, device)
     shaped = {}
 

@@ -10,6 +10,7 @@ from ..geodream_ops.images import to_pil
 from ..geodream_ops.mesh.mesh_finetune import (CHECKPOINT_FORMAT, GEOMETRY_GUIDANCE, TEXTURE_GUIDANCE, FineTuneConfig,
                                            MeshFineTuner, resumable_settings)
 from ..geodream_ops.mesh.texture_bake import bake_texture
+from ..geodream_ops.guidance.reconstruction import ReconstructionTarget
 from . import categories
 from . import edge_types as T
 from . import host
@@ -48,7 +49,8 @@ class GeoDreamDMTetFineTune:
         return {"required": {
             "field": (T.FIELD, {"tooltip": "The refined field from VSDRefineNeuS (its SDF gives the starting mesh)."}),
             "guidance": (T.GUIDANCE, {"tooltip": "The Stable Diffusion guidance (SDS on normals for the shape, "
-                                                 "VSD with its LoRA for the texture)."}),
+                                                 "VSD with its LoRA for the texture), or GeoDream Reconstruction "
+                                                 "Guidance (the known object's normal maps and colours)."}),
             "prompt": ("STRING", {"multiline": True, "default": "",
                                   "tooltip": "The text the object should match; the same prompt as refinement."}),
             "tet_resolution": ("INT", {"default": 256, "min": 8, "max": 512, "step": 8, "tooltip":
@@ -83,7 +85,8 @@ class GeoDreamDMTetFineTune:
         for name in ("sdf", "color", "bbox"):
             if not hasattr(field, name):
                 raise ValueError(f"GeoDream: 'field' has no '{name}'; connect the field output of VSDRefineNeuS.")
-        if not prompt.strip() and geometry_steps + texture_steps > 0:
+        reconstruction = isinstance(guidance, ReconstructionTarget)
+        if not prompt.strip() and geometry_steps + texture_steps > 0 and not reconstruction:
             raise ValueError("GeoDream: the prompt is empty; give the text the object should match.")
         from ..geodream_ops.guidance.score_distillation import make_guidance_fn
 
@@ -97,8 +100,12 @@ class GeoDreamDMTetFineTune:
         run_store.prune(folder, keep_unfinished_runs, checkpoint)
         torch.manual_seed(seed)
         # The reference shapes with SDS on normals and textures with VSD, each with its own schedule.
-        geometry_fn = make_guidance_fn(guidance, prompt, seed=seed, **GEOMETRY_GUIDANCE) if geometry_steps else None
-        texture_fn = make_guidance_fn(guidance, prompt, seed=seed, **TEXTURE_GUIDANCE) if texture_steps else None
+        # A reconstruction compares normal maps and colours with the known object's instead.
+        if reconstruction:
+            geometry_fn, texture_fn = guidance.guidance_fn("normals"), guidance.guidance_fn("colors")
+        else:
+            geometry_fn = make_guidance_fn(guidance, prompt, seed=seed, **GEOMETRY_GUIDANCE) if geometry_steps else None
+            texture_fn = make_guidance_fn(guidance, prompt, seed=seed, **TEXTURE_GUIDANCE) if texture_steps else None
         tuner = MeshFineTuner(field, geometry_fn, texture_fn, config, seed, device, family)
         tuner.resume(checkpoint)
 

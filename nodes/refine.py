@@ -11,6 +11,7 @@ from ..geodream_ops.refine.neus_field import NeuSField
 from ..geodream_ops.refine.neus_renderer import render
 from ..geodream_ops.refine.refine_neus import (CHECKPOINT_FORMAT, NonFiniteError, Refinement, RefineSettings,
                                         evaluation_cameras, turntable)
+from ..geodream_ops.guidance.reconstruction import ReconstructionTarget
 from ..geodream_ops.guidance.score_distillation import make_guidance_fn
 from ..geodream_ops.guidance.sd_guidance import Guidance
 from . import categories
@@ -47,7 +48,8 @@ class GeoDreamVSDRefineNeuS:
     def INPUT_TYPES(cls):
         return {"required": {
             "cost_volume": (T.COST_VOLUME, {"tooltip": "The 3D prior from BuildCostVolume."}),
-            "guidance": (T.GUIDANCE, {"tooltip": "Stable Diffusion from GeoDream Load VSD Guidance."}),
+            "guidance": (T.GUIDANCE, {"tooltip": "Stable Diffusion from GeoDream Load VSD Guidance (or a known "
+                                                 "object's truth from GeoDream Reconstruction Guidance)."}),
             "prompt": ("STRING", {"multiline": True, "default": "", "tooltip":
                        "What the object is. ', front view' / ', side view' / ', back view' is appended per camera."}),
             "steps": ("INT", {"default": RefineSettings.steps, "min": 1, "max": 100000, "tooltip":
@@ -75,9 +77,11 @@ class GeoDreamVSDRefineNeuS:
                checkpoint_every=500, keep_unfinished_runs=resuming.KEEP_UNFINISHED_RUNS):
         if not isinstance(cost_volume, CostVolume):
             raise TypeError("GeoDream: 'cost_volume' must come from a BuildCostVolume node.")
-        if not isinstance(guidance, Guidance):
-            raise TypeError("GeoDream: 'guidance' must come from a GeoDream Load VSD Guidance node.")
-        if not prompt.strip():
+        reconstruction = isinstance(guidance, ReconstructionTarget)
+        if not (reconstruction or isinstance(guidance, Guidance)):
+            raise TypeError("GeoDream: 'guidance' must come from GeoDream Load VSD Guidance (or GeoDream "
+                            "Reconstruction Guidance).")
+        if not (prompt.strip() or reconstruction):
             raise ValueError("GeoDream: the prompt is empty; describe the object (e.g. 'a ceramic teapot').")
         folder = host.output_dir() / "GeoDream" / "refine"
         settings = RefineSettings(resolution=resolution, checkpoint_every=checkpoint_every)
@@ -85,7 +89,8 @@ class GeoDreamVSDRefineNeuS:
         path, seed, steps, note = resuming.plan(folder, family, seed, steps, resume)
         settings.steps, settings.seed = steps, seed
         run_store.prune(folder, keep_unfinished_runs, path)
-        fn = make_guidance_fn(guidance, prompt.strip(), mode="vsd", seed=seed)
+        fn = guidance.guidance_fn("colors") if reconstruction else make_guidance_fn(guidance, prompt.strip(),
+                                                                                     mode="vsd", seed=seed)
         run = Refinement(cost_volume, fn, settings, host.device(), path, family)
         progress = host.Progress(steps, "GeoDream VSD", note)
 

@@ -57,3 +57,16 @@ class ReconstructionGuidance:
         if opacity is not None:
             loss = loss + self.mask_weight * ((opacity.reshape(mask.shape) - mask) ** 2).sum()
         return self.weight * loss / batch
+
+
+class ReconstructionTarget:
+    """What the GEODREAM_GUIDANCE edge carries for a reconstruction (in Stable Diffusion's Guidance place): the
+    known object; each stage asks it for the guidance of its pass (``guidance_fn``). ``name`` names the run family."""
+
+    def __init__(self, target: KnownObject, weight: float = 1.0, mask_weight: float = 1.0):
+        self.target, self.weight, self.mask_weight = target, weight, mask_weight
+        self.name = f"reconstruction:{target.name}:{weight:g}:{mask_weight:g}"
+
+    def guidance_fn(self, kind: str) -> ReconstructionGuidance:
+        """The guidance of a pass: 'colors' (refinement, texture) or 'normals' (DMTet geometry)."""
+        return ReconstructionGuidance(self.target, kind, self.weight, self.mask_weight)
