@@ -31,6 +31,7 @@ from .prior.geometry_decoder import GeometryDecoder
 from .refine.neus_field import FieldSettings
 from .refine.neus_renderer import RenderSettings
 from .refine.refine_neus import Refinement, RefineSettings
+from .texture.grid_presets import GRID_PRESETS
 from .texture.hash_grid import HashGridConfig
 
 DECODERS = ("plain", "release-fg")
@@ -56,8 +57,7 @@ class Sizes:
     mesh_resolution: int = 64  # marching cubes of the refined field
     eval_size: int = 48  # held-out renders
     eval_points: int = 4000
-    hash_grid: dict = dc_field(default_factory=lambda: HashGridConfig(
-        n_levels=8, log2_hashmap_size=14, base_resolution=8, max_resolution=128).to_dict())
+    hash_grid: dict = dc_field(default_factory=lambda: GRID_PRESETS["small (CPU)"].to_dict())
 
 
 def mirrored(cameras: Cameras) -> Cameras:

@@ -11,6 +11,7 @@ from ..geodream_ops.mesh.mesh_finetune import (CHECKPOINT_FORMAT, GEOMETRY_GUIDA
                                            MeshFineTuner, resumable_settings)
 from ..geodream_ops.mesh.texture_bake import bake_texture
 from ..geodream_ops.guidance.reconstruction import ReconstructionTarget
+from ..geodream_ops.texture.grid_presets import GRID_PRESETS, TOOLTIP as GRID_TOOLTIP
 from . import categories
 from . import edge_types as T
 from . import host
@@ -76,12 +77,13 @@ class GeoDreamDMTetFineTune:
             "texture_size": ("INT", {"default": 1024, "min": 64, "max": 8192, "step": 64,
                                      "tooltip": "Side of the baked texture image, in pixels."}),
             "keep_unfinished_runs": resuming.RETENTION_INPUT,
+            "texture_grid": (list(GRID_PRESETS), {"default": "release", "tooltip": GRID_TOOLTIP}),
         }}
 
     @host.needs_autograd
     def run(self, field, guidance, prompt, tet_resolution, geometry_steps, texture_steps, render_size, seed,
             preview_every, resume=True, geometry_batch=8, texture_size=1024,
-            keep_unfinished_runs=resuming.KEEP_UNFINISHED_RUNS):
+            keep_unfinished_runs=resuming.KEEP_UNFINISHED_RUNS, texture_grid="release"):
         for name in ("sdf", "color", "bbox"):
             if not hasattr(field, name):
                 raise ValueError(f"GeoDream: 'field' has no '{name}'; connect the field output of VSDRefineNeuS.")
@@ -91,7 +93,8 @@ class GeoDreamDMTetFineTune:
         from ..geodream_ops.guidance.score_distillation import make_guidance_fn
 
         config = FineTuneConfig(tet_resolution=tet_resolution, geometry_steps=geometry_steps,
-                                texture_steps=texture_steps, render_size=render_size, geometry_batch=geometry_batch)
+                                texture_steps=texture_steps, render_size=render_size, geometry_batch=geometry_batch,
+                                texture_grid=GRID_PRESETS[texture_grid])
         device = host.device()
         folder = host.output_dir() / "GeoDream" / "checkpoints"
         family = "dmtet-" + run_family(field, guidance, prompt, config, texture_size)

@@ -7,8 +7,9 @@ import torch
 from ..geodream_ops import run_store
 from ..geodream_ops.prior.cost_volume import CostVolume
 from ..geodream_ops.images import to_pil
-from ..geodream_ops.refine.neus_field import NeuSField
-from ..geodream_ops.refine.neus_renderer import render
+from ..geodream_ops.refine.neus_field import FieldSettings, NeuSField
+from ..geodream_ops.refine.neus_renderer import RenderSettings, render
+from ..geodream_ops.texture.grid_presets import GRID_PRESETS, TOOLTIP as GRID_TOOLTIP
 from ..geodream_ops.refine.refine_neus import (CHECKPOINT_FORMAT, NonFiniteError, Refinement, RefineSettings,
                                         evaluation_cameras, turntable)
 from ..geodream_ops.guidance.reconstruction import ReconstructionTarget
@@ -29,7 +30,8 @@ def run_family(cost_volume: CostVolume, guidance: Guidance, prompt: str, setting
     digest.update(cost_volume.volume.detach().float().cpu().numpy().tobytes())
     for tensor in cost_volume.decoder.state_dict().values():
         digest.update(tensor.detach().float().cpu().numpy().tobytes())
-    digest.update(json.dumps([CHECKPOINT_FORMAT, prompt, guidance.name, settings.resolution]).encode())
+    digest.update(json.dumps([CHECKPOINT_FORMAT, prompt, guidance.name, settings.resolution, settings.render.n_coarse,
+                              settings.field.hash_grid]).encode())
     return digest.hexdigest()[:16]
 
 
@@ -70,11 +72,16 @@ class GeoDreamVSDRefineNeuS:
                                  "Write a checkpoint every this many steps (~0.8 GB each at the release's size: "
                                  "the 150^3 volume, the hash grid and their optimiser moments)."}),
             "keep_unfinished_runs": resuming.RETENTION_INPUT,
+            "samples_per_ray": ("INT", {"default": RenderSettings.n_coarse, "min": 16, "max": 2048, "tooltip":
+                                "Samples along each ray through the box (512: the release's step). Fewer is faster "
+                                "and misses thin parts."}),
+            "texture_grid": (list(GRID_PRESETS), {"default": "release", "tooltip": GRID_TOOLTIP}),
         }}
 
     @host.needs_autograd
     def refine(self, cost_volume, guidance, prompt, steps, resolution, seed, preview_every, resume,
-               checkpoint_every=500, keep_unfinished_runs=resuming.KEEP_UNFINISHED_RUNS):
+               checkpoint_every=500, keep_unfinished_runs=resuming.KEEP_UNFINISHED_RUNS,
+               samples_per_ray=RenderSettings.n_coarse, texture_grid="release"):
         if not isinstance(cost_volume, CostVolume):
             raise TypeError("GeoDream: 'cost_volume' must come from a BuildCostVolume node.")
         reconstruction = isinstance(guidance, ReconstructionTarget)
@@ -84,7 +91,9 @@ class GeoDreamVSDRefineNeuS:
         if not (prompt.strip() or reconstruction):
             raise ValueError("GeoDream: the prompt is empty; describe the object (e.g. 'a ceramic teapot').")
         folder = host.output_dir() / "GeoDream" / "refine"
-        settings = RefineSettings(resolution=resolution, checkpoint_every=checkpoint_every)
+        settings = RefineSettings(resolution=resolution, checkpoint_every=checkpoint_every,
+                                  render=RenderSettings(n_coarse=samples_per_ray),
+                                  field=FieldSettings(hash_grid=GRID_PRESETS[texture_grid].to_dict()))
         family = run_family(cost_volume, guidance, prompt, settings)
         path, seed, steps, note = resuming.plan(folder, family, seed, steps, resume)
         settings.steps, settings.seed = steps, seed

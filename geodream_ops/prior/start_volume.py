@@ -11,7 +11,6 @@ matted on white), so a camera that is read in another frame than the renderer's 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..cameras import Cameras
@@ -52,7 +51,7 @@ def sphere_sdf(bbox: torch.Tensor, resolution: int, radius: float) -> torch.Tens
 @torch.no_grad()
 def hull_sdf(views: torch.Tensor, cameras: Cameras, bbox: torch.Tensor, resolution: int) -> torch.Tensor:
     """[R, R, R] signed distance to the visual hull of ``views`` [N, H, W, 3] (on white) seen by ``cameras``: a voxel
-    is inside where every view that sees it sees the object there. ValueError when nothing is inside."""
+    is inside where every view sees the object there. ValueError when nothing is inside."""
     from scipy.ndimage import distance_transform_edt
 
     points = grid_points(bbox, resolution).reshape(-1, 3)
@@ -60,7 +59,9 @@ def hull_sdf(views: torch.Tensor, cameras: Cameras, bbox: torch.Tensor, resoluti
     masks = (views[..., :3].amin(-1) < HULL_THRESHOLD).float()[:, None]  # [N, 1, H, W]
     pixels, seen = project_voxels(points, cameras, height, width)
     on_object = sample_views(masks, pixels, seen)[..., 0] > 0.5  # [N, P]
-    inside = (on_object | ~seen).all(0) & seen.any(0)
+    # Every view must see the voxel on the object: one outside a view's frame is carved too (the object is in every
+    # view), else the rays through one silhouette would keep their whole length wherever the other views end.
+    inside = (on_object & seen).all(0)
     if not inside.any():
         raise ValueError("GeoDream: the views' silhouettes share no voxel of the box: the cameras do not match the "
                          "views (or the views are blank); give each view the camera it was made with.")
@@ -71,8 +72,8 @@ def hull_sdf(views: torch.Tensor, cameras: Cameras, bbox: torch.Tensor, resoluti
     return torch.from_numpy(outside_distance - inside_distance).float()
 
 
-def fit_volume(decoder: nn.Module, target: CostVolume, channels: int = 16, steps: int = 300, lr: float = 0.02,
-               points_per_step: int = 1 << 14, seed: int = 0) -> CostVolume:
+def fit_volume(decoder: nn.Module, target: CostVolume, channels: int = 16, steps: int = 200, lr: float = 0.02,
+               points_per_step: int = 1 << 13, seed: int = 0) -> CostVolume:
     """V [1, channels, R, R, R] (R: the target's) for which ``decoder`` (frozen) gives the target's SDF: Adam on an
     L1 loss at random points of the box, half of them within 0.1 of the target's surface. The decoder is frozen."""
     decoder = decoder.requires_grad_(False)
@@ -98,17 +99,3 @@ def fit_volume(decoder: nn.Module, target: CostVolume, channels: int = 16, steps
 def release_box() -> torch.Tensor:
     """[2, 3] the prior's box in our frame (release_frame.BBOX): start volumes cover what a prior would."""
     return release_frame.BBOX.clone()
-
-
-def volume_sdf(cost_volume: CostVolume, points: torch.Tensor) -> torch.Tensor:
-    """s(x) [P] of a cost volume at world points [P, 3] (no gradient)."""
-    with torch.no_grad():
-        return cost_volume.sdf(points)[0].reshape(-1)
-
-
-def smooth(sdf: torch.Tensor, passes: int = 1) -> torch.Tensor:
-    """[R, R, R] box-filtered (3^3) ``passes`` times: a hull's voxel staircase rounded before refinement."""
-    x = sdf[None, None]
-    for _ in range(passes):
-        x = F.avg_pool3d(F.pad(x, (1,) * 6, mode="replicate"), 3, 1)
-    return x[0, 0]
