@@ -31,7 +31,7 @@ def run_family(cost_volume: CostVolume, guidance: Guidance, prompt: str, setting
     for tensor in cost_volume.decoder.state_dict().values():
         digest.update(tensor.detach().float().cpu().numpy().tobytes())
     digest.update(json.dumps([CHECKPOINT_FORMAT, prompt, guidance.name, settings.resolution, settings.render.n_coarse,
-                              settings.field.hash_grid]).encode())
+                              settings.field.hash_grid, settings.lr]).encode())
     return digest.hexdigest()[:16]
 
 
@@ -76,12 +76,16 @@ class GeoDreamVSDRefineNeuS:
                                 "Samples along each ray through the box (512: the release's step). Fewer is faster "
                                 "and misses thin parts."}),
             "texture_grid": (list(GRID_PRESETS), {"default": "release", "tooltip": GRID_TOOLTIP}),
+            "learning_rate_scale": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 100.0, "step": 0.1, "tooltip":
+                                    "x the release's learning rates (1). A run of a few hundred steps at the "
+                                    "release's rates barely moves V (its rate falls to 1e-4 after the warm-up); "
+                                    "the known-object demo uses 10."}),
         }}
 
     @host.needs_autograd
     def refine(self, cost_volume, guidance, prompt, steps, resolution, seed, preview_every, resume,
                checkpoint_every=500, keep_unfinished_runs=resuming.KEEP_UNFINISHED_RUNS,
-               samples_per_ray=RenderSettings.n_coarse, texture_grid="release"):
+               samples_per_ray=RenderSettings.n_coarse, texture_grid="release", learning_rate_scale=1.0):
         if not isinstance(cost_volume, CostVolume):
             raise TypeError("GeoDream: 'cost_volume' must come from a BuildCostVolume node.")
         reconstruction = isinstance(guidance, ReconstructionTarget)
@@ -94,6 +98,7 @@ class GeoDreamVSDRefineNeuS:
         settings = RefineSettings(resolution=resolution, checkpoint_every=checkpoint_every,
                                   render=RenderSettings(n_coarse=samples_per_ray),
                                   field=FieldSettings(hash_grid=GRID_PRESETS[texture_grid].to_dict()))
+        settings.lr = {group: lr * learning_rate_scale for group, lr in settings.lr.items()}
         family = run_family(cost_volume, guidance, prompt, settings)
         path, seed, steps, note = resuming.plan(folder, family, seed, steps, resume)
         settings.steps, settings.seed = steps, seed

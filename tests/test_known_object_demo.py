@@ -10,9 +10,9 @@ from tests.test_known_shape import THRESHOLDS
 
 TINY = {
     "GeoDreamKnownObjectViews": {"size": 96, "mesh_resolution": 48},
-    "GeoDreamStartVolume": {"resolution": 32},
-    "GeoDreamVSDRefineNeuS": {"steps": 60, "resolution": 32, "preview_every": 30, "samples_per_ray": 64},
-    "GeoDreamDMTetFineTune": {"tet_resolution": 24, "geometry_steps": 10, "texture_steps": 120, "render_size": 64,
+    "GeoDreamStartVolume": {"resolution": 48},
+    "GeoDreamVSDRefineNeuS": {"steps": 100, "resolution": 32, "preview_every": 30, "samples_per_ray": 64},
+    "GeoDreamDMTetFineTune": {"tet_resolution": 32, "geometry_steps": 10, "texture_steps": 120, "render_size": 64,
                               "preview_every": 50, "texture_size": 128},
 }
 
