@@ -87,6 +87,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="/tmp/geodream_known_shape")
     parser.add_argument("--write", action="store_true")
+    parser.add_argument("--measure-only", action="store_true", help="measure the GLBs an earlier (possibly "
+                        "stopped) run left in --out instead of running the stages; runs without all three are left out")
     args = parser.parse_args(argv)
     sizes = SIZES[args.size]
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -103,15 +105,21 @@ def main(argv=None) -> int:
     runs = [(name, "plain") for name in args.objects.split(",")]
     runs += [(name, "release-fg") for name in args.fg_objects.split(",") if name]
     for name, decoder in runs:
-        results = known_shape.run(name, Path(args.out) / f"{name}_{decoder}", decoder=decoder, sizes=sizes,
-                                  device=args.device)
+        folder = Path(args.out) / f"{name}_{decoder}"
+        if args.measure_only:
+            results = known_shape.measure_files(name, folder, sizes)
+            if results is None:
+                continue
+        else:
+            results = known_shape.run(name, folder, decoder=decoder, sizes=sizes, device=args.device)
         for stage in known_shape.STAGES:
             m = results[stage]
-            seconds = results["seconds"]["refinement" if stage == "refinement" else "dmtet"]
+            seconds = results.get("seconds", {}).get("refinement" if stage == "refinement" else "dmtet")
+            timed = "-" if seconds is None else f"{seconds:.0f}"  # --measure-only does not time
             lines.append(f"| {name} | {decoder} | {stage} | {m['chamfer_l1_pct']:.2f} | {m['fscore_1pct']:.3f} | "
                          f"{m['fscore_2pct']:.3f} | {m['normal_consistency']:.3f} | {m['psnr_db']:.1f} | "
                          f"{'ok' if m['frame_check'] else 'WRONG'} | {'yes' if m['loaders_agree'] else 'NO'} | "
-                         f"{seconds:.0f} |")
+                         f"{timed} |")
         rows.append((f"{name} / {decoder}", results["truth"], {s: results[s]["render"] for s in known_shape.STAGES}))
         print("\n".join(lines[-3:]), flush=True)
     lines += ["", "Visual hull of each recipe's views (Build Cost Volume's projection; geometry only, before any "

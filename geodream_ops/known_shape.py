@@ -37,6 +37,7 @@ from .texture.hash_grid import HashGridConfig
 DECODERS = ("plain", "release-fg")
 STARTS = ("sphere", "hull")
 STAGES = ("refinement", "dmtet-geometry", "texture+bake")
+STAGE_FILES = {"refinement": "refinement", "dmtet-geometry": "dmtet_geometry", "texture+bake": "textured"}
 
 
 @dataclass
@@ -164,7 +165,7 @@ def run(name: str, out_dir: Path, decoder: str = "plain", start: str = "sphere",
     with torch.no_grad():
         baked = bake_texture(coarse.vertices, coarse.faces, field.color, sizes.texture_size)
     seconds["refinement"] = time.perf_counter() - clock
-    results["refinement"] = measure_glb(export(baked, out_dir / f"{name}_refinement"), obj, truth, sizes)
+    results["refinement"] = measure_glb(export(baked, out_dir / f"{name}_{STAGE_FILES['refinement']}"), obj, truth, sizes)
     log(f"{name} {decoder}/{start}: refinement {summary(results['refinement'])}")
 
     clock = time.perf_counter()
@@ -186,12 +187,25 @@ def run(name: str, out_dir: Path, decoder: str = "plain", start: str = "sphere",
         geometry_mesh = bake_texture(*shaped["mesh"], field.color, sizes.texture_size)
         final = bake_texture(vertices, faces, tuner.texture, sizes.texture_size)
     seconds["dmtet"] = time.perf_counter() - clock
-    results["dmtet-geometry"] = measure_glb(export(geometry_mesh, out_dir / f"{name}_dmtet_geometry"), obj, truth, sizes)
-    results["texture+bake"] = measure_glb(export(final, out_dir / f"{name}_textured"), obj, truth, sizes)
+    results["dmtet-geometry"] = measure_glb(export(geometry_mesh, out_dir / f"{name}_{STAGE_FILES['dmtet-geometry']}"), obj, truth, sizes)
+    results["texture+bake"] = measure_glb(export(final, out_dir / f"{name}_{STAGE_FILES['texture+bake']}"), obj, truth, sizes)
     for stage in STAGES[1:]:
         log(f"{name} {decoder}/{start}: {stage} {summary(results[stage])}")
     results["truth"] = render_truth(obj, held_out_cameras(), sizes.eval_size)["rgb"]
     results["seconds"] = seconds
+    return results
+
+
+def measure_files(name: str, out_dir: Path, sizes: Sizes = Sizes()) -> dict | None:
+    """The metrics of a finished ``run``'s GLBs in ``out_dir`` measured again (None when a stage's file is missing),
+    with 'truth' as ``run`` gives it."""
+    paths = {stage: Path(out_dir) / f"{name}_{STAGE_FILES[stage]}.glb" for stage in STAGES}
+    if not all(p.is_file() for p in paths.values()):
+        return None
+    obj = make_object(name, sizes.object_resolution)
+    truth = truth_samples(obj, sizes.eval_points)
+    results = {stage: measure_glb(path, obj, truth, sizes) for stage, path in paths.items()}
+    results["truth"] = render_truth(obj, held_out_cameras(), sizes.eval_size)["rgb"]
     return results
 
 
