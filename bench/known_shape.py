@@ -27,7 +27,7 @@ from geodream_pack.geodream_ops import known_shape  # noqa: E402
 from geodream_pack.geodream_ops.cameras import to_gltf_frame  # noqa: E402
 from geodream_pack.geodream_ops.known_objects import (OBJECTS, VIEW_RECIPES, make_object, posed_views,  # noqa: E402
                                                      view_cameras)
-from geodream_pack.geodream_ops.mesh import mesh_metrics  # noqa: E402
+from geodream_pack.geodream_ops import mesh_metrics  # noqa: E402
 from geodream_pack.geodream_ops.prior import marching_cubes, start_volume  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))

@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from .cameras import Cameras
 from .mesh.mesh_render import MeshRenderer
 from .mesh.rasterizer import Rasterizer, clip_positions
+from .mesh.textured_mesh import TexturedMesh
+from .mesh_metrics import sample_textured
 
 PLATE_THICKNESS = 0.054  # 2 % of the prior's box side (2 x release_frame.SCALE = 2.68)
 
@@ -129,20 +131,8 @@ class KnownObject:
 
     def sample_surface(self, count: int, seed: int = 0):
         """Area-uniform points [count, 3] on the mesh, their face normals [count, 3] and colours [count, 3]."""
-        a, b, c = (self.vertices[self.faces[:, k]] for k in range(3))
-        return sample_triangles(a, b, c, self.face_normals, self.face_colors, count, seed)
-
-
-def sample_triangles(a, b, c, face_normals, face_values, count: int, seed: int = 0):
-    """Area-uniform samples of triangles (corners [F, 3] each): points, the face normal and value of each."""
-    generator = torch.Generator().manual_seed(seed)
-    area = 0.5 * torch.linalg.cross(b - a, c - a, dim=-1).norm(dim=-1)
-    face = torch.multinomial(area, count, replacement=True, generator=generator)
-    u, v = torch.rand(count, generator=generator), torch.rand(count, generator=generator)
-    flip = u + v > 1
-    u, v = torch.where(flip, 1 - u, u), torch.where(flip, 1 - v, v)
-    points = a[face] + u[:, None] * (b[face] - a[face]) + v[:, None] * (c[face] - a[face])
-    return points, face_normals[face], face_values[face]
+        colours = self.face_colors.repeat_interleave(3, dim=0)  # each face has its own three corners
+        return sample_textured(TexturedMesh(self.vertices, self.faces, vertex_colors=colours), count, seed)
 
 
 OBJECTS = {"block": (_block_sdf, _block_colour), "plate": (_plate_sdf, _plate_colour), "cup": (_cup_sdf, _cup_colour)}

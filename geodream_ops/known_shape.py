@@ -20,7 +20,7 @@ import torch
 from .cameras import Cameras, to_gltf_frame
 from .guidance.reconstruction import ReconstructionGuidance
 from .known_objects import KnownObject, held_out_cameras, make_object, posed_views, render_truth, view_cameras
-from .mesh import mesh_metrics
+from . import mesh_metrics
 from .mesh.mesh_export import save_mesh
 from .mesh.mesh_finetune import FineTuneConfig, MeshFineTuner
 from .mesh.mesh_import import load_mesh

@@ -20,9 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..cameras import Cameras
-from .rasterizer import Rasterizer, clip_positions
-from .textured_mesh import TexturedMesh
+from .cameras import Cameras
+from .mesh.rasterizer import Rasterizer, clip_positions
+from .mesh.textured_mesh import TexturedMesh
+from .uni3d.point_sampling import sample_faces, sample_texture
 
 # Variants of a frame the check tells apart: (name, 3x3 matrix applied to points in the frame the samples are in).
 # Written for glTF's frame (Y up, front +Z): "turn-up" is a Z-up / Y-up confusion, "turn-front" front/back.
@@ -35,36 +36,28 @@ SYMMETRY_MARGIN = 0.5  # a variant counts when it is at least this far (in % of 
 
 def sample_textured(mesh: TexturedMesh, count: int, seed: int = 0):
     """Area-uniform samples of a TexturedMesh: points [count, 3], face normals [count, 3], colours [count, 3] (the
-    texture bilinearly at the interpolated UV, times vertex colours where both exist; grey without either)."""
+    texture bilinearly at the interpolated UV, times vertex colours where both exist; grey without either), drawn as
+    uni3d/point_sampling.py draws faces and reads textures."""
     generator = torch.Generator().manual_seed(seed)
     v, f = mesh.vertices.double(), mesh.faces.long()
     a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
     cross = torch.linalg.cross(b - a, c - a, dim=-1)
-    area = 0.5 * cross.norm(dim=-1)
-    face = torch.multinomial(area.float(), count, replacement=True, generator=generator)
-    u, w = torch.rand(count, generator=generator, dtype=torch.float64), torch.rand(count, generator=generator,
-                                                                                   dtype=torch.float64)
-    flip = u + w > 1
-    u, w = torch.where(flip, 1 - u, u), torch.where(flip, 1 - w, w)
-    bary = torch.stack([1 - u - w, u, w], dim=-1)  # weights of corners 0, 1, 2
-    points = (bary[..., None] * v[f[face]]).sum(1)
-    normals = F.normalize(cross[face], dim=-1)
+    face = sample_faces(0.5 * cross.norm(dim=-1), count, generator)
+    r1, r2 = torch.rand(2, count, 1, generator=generator, dtype=torch.float64)
+    root = r1.sqrt()
+    bary = torch.cat([1 - root, root * (1 - r2), root * r2], dim=-1)  # uniform over each triangle
+
+    def interpolate(per_vertex):
+        return (bary[..., None] * per_vertex.double()[f[face]]).sum(1)
+
+    points, normals = interpolate(v), F.normalize(cross[face], dim=-1)
     colours = torch.full((count, 3), 0.5, dtype=torch.float64)
     if mesh.texture is not None and mesh.uvs is not None:
-        uv = (bary[..., None] * mesh.uvs.double()[f[face]]).sum(1)
-        colours = sample_texture(mesh.texture.double(), uv)
+        colours = sample_texture(mesh.texture, interpolate(mesh.uvs)).double()
     if mesh.vertex_colors is not None:
-        vertex = (bary[..., None] * mesh.vertex_colors.double()[f[face]]).sum(1)
+        vertex = interpolate(mesh.vertex_colors)
         colours = colours * vertex if mesh.texture is not None else vertex
     return points.float(), normals.float(), colours.float()
-
-
-def sample_texture(texture: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
-    """Bilinear texture [H, W, 3] (row 0 at the top) at uv [..., 2] (OBJ/glTF-in-trimesh: (0, 0) bottom-left)."""
-    grid = torch.stack([uv[..., 0] * 2 - 1, 1 - uv[..., 1] * 2], dim=-1).reshape(1, -1, 1, 2).to(texture.dtype)
-    out = F.grid_sample(texture.permute(2, 0, 1)[None], grid, mode="bilinear", padding_mode="border",
-                        align_corners=False)
-    return out[0, :, :, 0].t().reshape(*uv.shape[:-1], 3)
 
 
 def _nearest(query: np.ndarray, data: np.ndarray):
@@ -126,7 +119,8 @@ def render_textured(mesh: TexturedMesh, cameras: Cameras, size: int, background=
     rast = rasterizer.rasterize(clip, faces, size, size)
     hit = (rast[..., 3] > 0)[..., None].float()
     if mesh.texture is not None and mesh.uvs is not None:
-        colour = sample_texture(mesh.texture.float(), rasterizer.interpolate(mesh.uvs.float(), rast, faces))
+        uv = rasterizer.interpolate(mesh.uvs.float(), rast, faces)
+        colour = sample_texture(mesh.texture, uv.reshape(-1, 2)).reshape(*uv.shape[:-1], 3)
     elif mesh.vertex_colors is not None:
         colour = rasterizer.interpolate(mesh.vertex_colors.float(), rast, faces)
     else:
