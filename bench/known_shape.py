@@ -5,8 +5,9 @@ recipe's views through Build Cost Volume's camera handling.
     nice python bench/known_shape.py [--size full|ci] [--objects block,plate,cup] [--device cuda] [--write]
 
 --write puts the table into bench/RESULTS.md (section "Known shapes") and the picture (truth beside each stage at
-a held-out camera, per object and decoder) into docs/known_shape.png. The full size takes ~30 minutes on a 2-core
-CPU."""
+a held-out camera, per object and decoder) into docs/known_shape.png. The full size is sized for ~30 minutes on an
+idle 2-core CPU (its block run took ~15 minutes on a machine shared by six jobs); --size ci is the CI test's size
+(~6 minutes for everything). --measure-only re-measures the GLBs a stopped run left behind."""
 from __future__ import annotations
 
 import argparse

@@ -64,6 +64,9 @@ class Cameras:
     c2w: torch.Tensor  # [N, 4, 4], convention above
     fovy_deg: torch.Tensor  # [N]
     name: str = "custom"
+    # World length of the release's unit for these cameras (CameraSampler.sample's ``unit``): what the release's
+    # camera-to-world, the LoRA's camera input, measures distances in (release_frame.release_c2w).
+    scene_unit: float = 1.0
 
     def __post_init__(self):
         self.c2w = torch.as_tensor(self.c2w, dtype=torch.float32)
@@ -83,10 +86,10 @@ class Cameras:
 
     def __getitem__(self, index) -> "Cameras":
         index = [index] if isinstance(index, int) else index
-        return Cameras(self.c2w[index], self.fovy_deg[index], self.name)
+        return Cameras(self.c2w[index], self.fovy_deg[index], self.name, self.scene_unit)
 
     def to(self, device) -> "Cameras":
-        return Cameras(self.c2w.to(device), self.fovy_deg.to(device), self.name)
+        return Cameras(self.c2w.to(device), self.fovy_deg.to(device), self.name, self.scene_unit)
 
     @property
     def position(self) -> torch.Tensor:
@@ -236,7 +239,9 @@ class CameraSampler:
         lo, hi = self.azimuth_range
         azimuth = lo + (hi - lo) * (torch.rand(batch, generator=generator) + torch.arange(batch)) / batch
         distance, fovy = uniform(self.distance_range), uniform(self.fovy_range)
-        return Cameras.from_spherical(elevation, azimuth, distance * unit, fovy, "random")
+        cameras = Cameras.from_spherical(elevation, azimuth, distance * unit, fovy, "random")
+        cameras.scene_unit = unit
+        return cameras
 
 
 def view_direction(azimuth_deg: torch.Tensor, elevation_deg: torch.Tensor, front_threshold: float = 20.0,

@@ -20,12 +20,14 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from .atomic import CheckpointMismatch, atomic_write
+from .atomic import CheckpointMismatch, atomic_write, remove_stale
+from .errors import GeoDreamError
 from .model_files import read_resume_checkpoint
 
 log = logging.getLogger("GeoDream")
@@ -56,11 +58,26 @@ def checkpoint_path(folder: Path, family: str, seed: int) -> Path:
     return Path(folder) / f"{family}-seed{seed}.pt"
 
 
+def state_bytes(state) -> int:
+    """The bytes of every tensor in a (nested) checkpoint state: about the size of its file."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(state_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(state_bytes(v) for v in state)
+    return 0
+
+
 def write(path: Path, state: dict, info: RunInfo) -> None:
-    """Write the checkpoint ``state`` (torch.save) and then its .json, each atomically."""
+    """Write the checkpoint ``state`` (torch.save) and then its .json, each atomically through a temporary of this
+    process's own (two processes writing one run never share one; the last to finish wins, whole). A disk without
+    room for the new checkpoint beside the previous one is refused before writing, and a disk that fills during the
+    write is a GeoDreamError naming the file; the previous checkpoint stays whole either way."""
     info.updated = time.time()
-    with atomic_write(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_write(path, needed=state_bytes(state)) as tmp:
+        with open(tmp, "wb") as f:  # a file object: torch then raises the OSError (e.g. ENOSPC), not its own
+            torch.save(state, f)
     with atomic_write(info_path(path)) as tmp:
         tmp.write_text(json.dumps(asdict(info)), encoding="utf-8")
 
@@ -80,6 +97,20 @@ def load(path: Path, device, checkpoint_format: int) -> dict:
     if state.get("format") != checkpoint_format:
         raise CheckpointMismatch(path)
     return state
+
+
+@contextmanager
+def restoring(path: Path):
+    """Around loading a checkpoint's state into a run's modules: a state that does not fit them (a tensor of another
+    shape, a missing entry) is one GeoDreamError naming the file, never torch's list from inside load_state_dict."""
+    try:
+        yield
+    except GeoDreamError:
+        raise
+    except (RuntimeError, KeyError, TypeError, IndexError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise GeoDreamError(f"GeoDream: the checkpoint '{path}' does not fit this run ({reason[:300]}); queue "
+                            "again with resume off to start over, or delete it.") from None
 
 
 def runs(folder: Path) -> dict[Path, RunInfo]:
@@ -117,7 +148,8 @@ def prune(folder: Path, keep_unfinished: int, current: Path | None = None, curre
           ) -> list[Path]:
     """Delete the oldest unfinished runs of ``folder`` beyond ``keep_unfinished``. ``current`` (the run in hand) is
     never deleted and counts as one of them when ``current_unfinished``. Finished runs (results) are kept.
-    Returns the checkpoints deleted."""
+    Stale temporaries of killed writers (atomic.remove_stale) go too. Returns the checkpoints deleted."""
+    remove_stale(folder)
     others = sorted(((i.updated, p) for p, i in runs(folder).items()
                      if not i.finished and (current is None or p != Path(current))), reverse=True)
     allowed = max(keep_unfinished - (1 if current is not None and current_unfinished else 0), 0)

@@ -7,35 +7,21 @@ outputs go to $GEODREAM_OUTPUT_DIR."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from .run import run_workflow
-
-
-def _parse_set(items):
-    overrides = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        node_type, _, name = key.partition(".")
-        if not (node_type and name and _):
-            raise SystemExit(f"--set expects NodeType.input=value, got {item!r}")
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            pass
-        overrides.setdefault(node_type, {})[name] = value
-    return overrides
+from .validation import OVERRIDE_FORMAT, parse_overrides
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m headless", description=__doc__.split("\n\n")[0])
     parser.add_argument("workflow")
-    parser.add_argument("--set", action="append", default=[], metavar="NodeType.input=value",
-                        help="override an input of every node of a type (e.g. a model file name)")
+    parser.add_argument("--set", action="append", default=[], metavar=OVERRIDE_FORMAT,
+                        help="override an input of every node of a type (e.g. a model file name); one that matches "
+                             "no node or input of the workflow is an error")
     args = parser.parse_args(argv)
     try:
-        outputs = run_workflow(args.workflow, _parse_set(args.set))
+        outputs = run_workflow(args.workflow, parse_overrides(args.set))
     except Exception as exc:  # a clear one-line error for the command line; tests call run_workflow directly
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from .executor import _is_link
-from .run import node_classes
-from .workflow import has_control_after_generate, is_widget, save, widget_names
+from .installed import node_classes
+from .workflow import has_control_after_generate, is_link, is_widget, save, widget_names
 
 # Automatic layout: columns by link depth, nodes stacked; a node's size is estimated from its sockets and widgets.
 COLUMN_WIDTH, ROW_GAP, NODE_WIDTH, TITLE_HEIGHT, SLOT_HEIGHT = 440, 60, 320, 46, 24
@@ -44,7 +43,7 @@ def _depths(api: dict) -> dict:
         if node_id in path:
             raise ValueError(f"the workflow has a cycle through node #{node_id}")
         if node_id not in depths:
-            sources = [v[0] for v in api[node_id]["inputs"].values() if _is_link(v)]
+            sources = [v[0] for v in api[node_id]["inputs"].values() if is_link(v)]
             depths[node_id] = 1 + max((depth(s, path + (node_id,)) for s in sources), default=-1)
         return depths[node_id]
 
@@ -63,7 +62,7 @@ def _check(api: dict, node_classes: dict) -> None:
         for name, value in node["inputs"].items():
             if name not in declared:
                 raise ValueError(f"node #{node_id} ({node['class_type']}) has no input '{name}'")
-            if _is_link(value):
+            if is_link(value):
                 if value[0] not in api:
                     raise ValueError(f"node #{node_id} input '{name}' links to node #{value[0]}, which is missing")
                 outputs = node_classes[api[value[0]]["class_type"]].RETURN_TYPES
@@ -91,10 +90,10 @@ def api_to_ui(api: dict, node_classes: dict, positions: dict | None = None, note
                   for name, spec in declared.items() if not is_widget(spec)]
         # A widget fed by a link keeps its value in widgets_values and gets a socket of its own.
         inputs += [{"name": name, "type": _type_name(spec[0]), "widget": {"name": name}, "link": None}
-                   for name, spec in declared.items() if is_widget(spec) and _is_link(node["inputs"].get(name))]
+                   for name, spec in declared.items() if is_widget(spec) and is_link(node["inputs"].get(name))]
         for slot, inp in enumerate(inputs):
             value = node["inputs"].get(inp["name"])
-            if _is_link(value):
+            if is_link(value):
                 link_type = _type_name(node_classes[api[value[0]]["class_type"]].RETURN_TYPES[value[1]])
                 link_id = len(links) + 1
                 links.append([link_id, int(value[0]), value[1], int(node_id), slot, link_type])
@@ -103,7 +102,7 @@ def api_to_ui(api: dict, node_classes: dict, positions: dict | None = None, note
         values = []
         for name, spec in widget_names(cls):
             value = node["inputs"].get(name)
-            values.append(_default(spec) if value is None or _is_link(value) else value)
+            values.append(_default(spec) if value is None or is_link(value) else value)
             if has_control_after_generate(name, spec):
                 values.append("fixed")  # examples reproduce: the editor must not re-roll the seed
         estimate = [NODE_WIDTH, TITLE_HEIGHT + SLOT_HEIGHT * (max(len(inputs), len(cls.RETURN_TYPES)) + len(values))]

@@ -21,63 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import batch_results, evaluate_uni3d
-from .batch_job import DONE, FAILED, LOADER_NODE, SCORE_NODE, load_workflow_api, node_scorer, read_result, run_job
+from .batch_job import (DONE, FAILED, LOADER_NODE, SCORE_NODE, folders, load_workflow_api, node_scorer, read_result,
+                        run_job)
 from .batch_jobs import read_jobs
-from .pack import PACK_ROOT, load_pack
+from .installed import node_classes
+from .validation import validate
+from .workflow import WorkflowError
+from .pack import load_pack
+from .ray_cluster import as_task, connect, parallel_slots, require_ray
 
 GeoDreamError = load_pack().geodream_ops.errors.GeoDreamError
 MESH_SUFFIXES = load_pack().geodream_ops.mesh.mesh_import.SUFFIXES
 UNI3D_NUM_POINTS = load_pack().geodream_ops.uni3d.point_sampling.UNI3D_NUM_POINTS
 INTERRUPTED, WORKER_DIED = "interrupted", "worker died"
-# Ray reads this when it is imported: off, a Ray started here takes 127.0.0.1 as its address and binds only there.
-LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-
-
-def _ray():
-    try:
-        import ray
-    except ImportError:
-        raise GeoDreamError("batch runs need Ray: pip install -r requirements-batch.txt (from the pack's folder)") \
-            from None
-    return ray
-
-
-def connect(address: str | None = None, worker_setup: str | None = None, **init_kwargs):
-    """Start Ray on this machine (``address`` None; loopback only) or join the cluster at ``address``. Workers get
-    this pack on their import path; ``worker_setup`` ("module.function") runs in every worker before its first
-    job. ``init_kwargs`` go to ``ray.init`` (num_cpus, object_store_memory, ...). Returns the ray module."""
-    if address is None and "ray" not in sys.modules:
-        os.environ.setdefault(LOOPBACK_ONLY, "0")
-    ray = _ray()
-    path = os.pathsep.join(p for p in (str(PACK_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    runtime_env = {"env_vars": {"PYTHONPATH": path}}
-    if worker_setup:
-        runtime_env["worker_process_setup_hook"] = worker_setup
-    init_kwargs.setdefault("include_dashboard", False)
-    ray.init(address=address, runtime_env=runtime_env, **init_kwargs)
-    return ray
-
-
-def _task(ray, function, retries: int, cpus: int = 1):
-    """``function`` as a Ray task: one GPU when the cluster has any, retried ``retries`` times when its worker dies
-    (an exception raised inside is the task's own fault and is never retried)."""
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
-    return ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=retries, retry_exceptions=False)(function)
-
-
-def parallel_slots(ray) -> int:
-    """How many one-GPU tasks (one-CPU tasks on a cluster without GPUs) run at once on the connected cluster."""
-    resources = ray.cluster_resources()
-    return max(1, int(resources.get("GPU", 0)) or int(resources.get("CPU", 1)))
-
-
-def map_tasks(function, calls: list[tuple], retries: int = 2) -> list:
-    """``[function(*args) for args in calls]``, each call a Ray task on the connected cluster, in order."""
-    ray = _ray()
-    task = _task(ray, function, retries)
-    return ray.get([task.remote(*args) for args in calls])
-
-
 def uni3d_ranking(api: dict, jobs: list, rows: list[dict], out: Path, models_dir: Path, log=print) -> list[Path]:
     """When the workflow scores with Uni3D and the jobs are prompts: every finished mesh ranked against all the
     batch's prompts (the paper's R-precision table, headless.evaluate_uni3d's), embedded on the cluster."""
@@ -96,7 +52,7 @@ def uni3d_ranking(api: dict, jobs: list, rows: list[dict], out: Path, models_dir
         functools.partial(node_scorer, loader[0], str(models_dir)), [Path(meshes[job.name]) for job in done],
         [job.name for job in done], prompts, [prompts.index(job.prompt) for job in done],
         settings.get("num_points", UNI3D_NUM_POINTS), settings.get("seed", 0),
-        settings.get("templates", "prompt as written"), False, parallel_slots(_ray()), log)
+        settings.get("templates", "prompt as written"), False, parallel_slots(require_ray()), log)
     return evaluate_uni3d.write_table(table, out)
 
 
@@ -121,6 +77,10 @@ def plan(workflow_path, jobs_source, out, models_dir) -> Plan:
                             "(or an API-format one), e.g. example_workflows/text_to_3d_mvdream.json.")
     jobs = read_jobs(jobs_source)
     api, text = load_workflow_api(workflow_path)
+    classes = node_classes()
+    for job in jobs:  # every job's graph, before any worker starts: a bad cell fails now, not hours in
+        with folders(models=models_dir, inputs=job.input_dir):
+            validate(job.apply(api, classes), classes)
     return Plan(jobs, api, text, Path(out).resolve(), models_dir)
 
 
@@ -128,9 +88,9 @@ def run_batch(batch: Plan, retries: int = 2, cpus_per_job: int = 1, log=print) -
     """Run every unfinished job of ``batch`` on the connected Ray cluster (see ``connect``); returns one row per
     job (batch_results.row) and writes the results table, the contact sheet and, where it applies, the Uni3D
     ranking. Jobs already done with the same workflow and settings are skipped."""
-    ray = _ray()
+    ray = require_ray()
     jobs, api, out, models_dir = batch.jobs, batch.api, batch.out, batch.models_dir
-    task = _task(ray, run_job, retries, cpus_per_job)
+    task = as_task(ray, run_job, retries, cpus_per_job)
     results, pending = {}, {}
     for job in jobs:
         folder, signature = out / "jobs" / job.name, job.signature(batch.workflow_text)
@@ -194,7 +154,7 @@ def main(argv=None) -> int:
             ray.shutdown()
     except KeyboardInterrupt:
         return 130
-    except (GeoDreamError, OSError, ValueError) as exc:  # one clear line for the command line
+    except (GeoDreamError, WorkflowError, OSError, ValueError) as exc:  # one clear message for the command line
         print(f"error: {exc}", file=sys.stderr)
         return 1
     failed = [row for row in rows if row["status"] != DONE]

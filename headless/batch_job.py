@@ -18,8 +18,9 @@ from pathlib import Path
 
 from . import executor, workflow
 from .batch_jobs import Job
+from .installed import node_classes
 from .pack import load_pack
-from .run import node_classes, written_files
+from .run import written_files
 
 RESULT, LOG, ATTEMPTS, TURNTABLE = "result.json", "job.log", "attempts", "turntable.png"
 DONE, FAILED = "done", "failed"
@@ -121,7 +122,7 @@ def run_job(job: Job, api: dict, folder: Path, models_dir: Path, signature: str)
         log(f"attempt {attempt} of job {job.name} (pid {os.getpid()})")
         try:
             classes = node_classes()
-            job_api = job.apply(api)
+            job_api = job.apply(api, classes)
             results = executor.execute(job_api, classes, log=log)
         except Exception as exc:  # an input fault: reported in the table, the other jobs go on
             log(traceback.format_exc())

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .__main__ import _parse_set as parse_overrides
 from .evaluate_uni3d import slug
 from .pack import load_pack
+from .validation import apply_overrides, parse_overrides
+from .workflow import WorkflowError
 
 GeoDreamError = load_pack().geodream_ops.errors.GeoDreamError
 
@@ -39,17 +41,24 @@ class Job:
         payload = json.dumps([workflow_text, self.prompt, self.image, self.input_dir, self.overrides], sort_keys=True)
         return hashlib.sha1(payload.encode()).hexdigest()[:16]
 
-    def apply(self, api: dict) -> dict:
-        """The API-format workflow with this job's prompt, image and overrides written in (a new dict)."""
+    def apply(self, api: dict, node_classes: dict) -> dict:
+        """The API-format workflow with this job's prompt, image and overrides written in (a new dict). A prompt
+        with no prompt text widget to go to, an image with no LoadImage, or an override matching no node or input
+        of the workflow (validation.apply_overrides) is a WorkflowError naming the job."""
         api = json.loads(json.dumps(api))
+        took_prompt = took_image = False
         for node in api.values():
             inputs = node["inputs"]
             if self.prompt is not None and isinstance(inputs.get(PROMPT), str):
-                inputs[PROMPT] = self.prompt
+                inputs[PROMPT], took_prompt = self.prompt, True
             if self.image is not None and node["class_type"] == "LoadImage":
-                inputs[IMAGE] = self.image
-            inputs.update(self.overrides.get(node["class_type"], {}))
-        return api
+                inputs[IMAGE], took_image = self.image, True
+        if self.prompt is not None and not took_prompt:
+            raise WorkflowError(f"job {self.name}: the job table gives a prompt, but no node of the workflow has a "
+                                "prompt text widget (a linked prompt is not replaced)")
+        if self.image is not None and not took_image:
+            raise WorkflowError(f"job {self.name}: the job table gives an image, but the workflow has no LoadImage")
+        return apply_overrides(api, self.overrides, node_classes, source=f"job {self.name}, column")
 
 
 def _named(jobs: list[Job]) -> list[Job]:
@@ -77,18 +86,64 @@ def from_images(folder: Path) -> list[Job]:
     return _named([Job(name="", image=p.name, input_dir=str(folder.resolve())) for p in images])
 
 
+def decode_table(data: bytes) -> str:
+    """A CSV's text as spreadsheet programs save it: UTF-8 with or without Excel's byte-order mark, UTF-16 (Excel's
+    "Unicode text"), else the Windows code page Excel uses for "CSV" in Western locales (cp1252, whose bytes
+    0x80-0x9F are curly quotes and dashes), else Latin-1."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16")
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            pass
+    return data.decode("latin-1")
+
+
+def read_table(path: Path) -> list[tuple[int, dict[str, str]]]:
+    """(line number, {column: cell}) per non-empty row of a CSV, read as a spreadsheet shows it: any encoding of
+    decode_table; ',' ';' or tab between cells (European Excel writes ';'); header cells trimmed, and name / prompt
+    / image matched whatever their case; columns with neither a header nor a value (trailing separators) dropped."""
+    text = decode_table(path.read_bytes())
+    header_line = next((line for line in text.splitlines() if line.strip()), "")
+    try:
+        dialect = csv.Sniffer().sniff(header_line, delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    reader = csv.reader(io.StringIO(text, newline=""), dialect)
+    lines = [(reader.line_num, row) for row in reader]
+    lines = [(number, row) for number, row in lines if any(cell.strip() for cell in row)]
+    if not lines:
+        return []
+    header = [cell.strip() for cell in lines[0][1]]
+    header = [h.lower() if h.lower() in (NAME, PROMPT, IMAGE) else h for h in header]
+    duplicates = sorted({h for h in header if h and header.count(h) > 1})
+    if duplicates:
+        raise GeoDreamError(f"{path}: the column{'s' if len(duplicates) > 1 else ''} {', '.join(duplicates)} "
+                            "appear more than once in the header; keep one of each.")
+    rows = []
+    for number, cells in lines[1:]:
+        if len(cells) > len(header) and any(c.strip() for c in cells[len(header):]):
+            raise GeoDreamError(f"{path} line {number}: {len(cells)} cells under a header of {len(header)} columns; "
+                                "give every column a header (or quote cells holding the separator).")
+        row = {h: c.strip() for h, c in zip(header, cells)}
+        if "" in row and row[""]:
+            raise GeoDreamError(f"{path} line {number}: a value under a column without a header; name the column.")
+        row.pop("", None)
+        rows.append((number, row))
+    return rows
+
+
 def from_csv(path: Path) -> list[Job]:
     """One job per row. Columns: optional 'name', 'prompt', 'image' (a path, relative to the CSV's folder), and any
-    'NodeType.input' column, whose cells override that input (JSON values, else text; an empty cell leaves it)."""
-    with path.open(encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
+    'NodeType.input' column, whose cells override that input (JSON values, else text; an empty cell leaves it).
+    Encodings, separators and header quirks as read_table reads them."""
     jobs = []
-    for number, row in enumerate(rows, 2):  # line numbers as an editor shows them, after the header
-        row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+    for number, row in read_table(path):
         settings = [f"{k}={v}" for k, v in row.items() if k not in (NAME, PROMPT, IMAGE) and v != ""]
         try:
             overrides = parse_overrides(settings)
-        except SystemExit as exc:
+        except WorkflowError as exc:
             raise GeoDreamError(f"{path} line {number}: {exc}. Columns other than name, prompt and image must "
                                 "be NodeType.input, e.g. GeoDreamVSDRefineNeuS.seed.") from None
         job = Job(name=slug(row.get(NAME, "")), prompt=row[PROMPT] if PROMPT in row else None, overrides=overrides)

@@ -53,8 +53,9 @@ class SaveImage:
     def save(self, images, filename_prefix=PREFIX_DEFAULT):
         host, out = _host(), []
         for image in images:
-            path = host.next_output_path(filename_prefix, "png")
-            _images().to_pil(image).save(path)
+            picture = _images().to_pil(image)
+            path = host.save_output(filename_prefix, (".png",),
+                                    lambda finals, temps: picture.save(temps[".png"]))[".png"]
             out.append(host.output_entry(path))
         return {"ui": {"images": out}}
 
@@ -91,8 +92,9 @@ class SaveGLB:
     def save(self, mesh, filename_prefix):
         host, out = _host(), []
         for i in range(mesh.vertices.shape[0]):
-            path = host.next_output_path(filename_prefix, "glb")
-            path.write_bytes(_glb(mesh, i))
+            data = _glb(mesh, i)
+            path = host.save_output(filename_prefix, (".glb",),
+                                    lambda finals, temps: temps[".glb"].write_bytes(data))[".glb"]
             out.append(host.output_entry(path))
         return {"ui": {"3d": out}}
 

@@ -102,11 +102,11 @@ def embed(load_scorer, meshes: list[Path], prompts: list[str], num_points: int, 
 def rank(load_scorer, meshes: list[Path], names: list[str], prompts: list[str], targets: list[int],
          num_points: int, seed: int, templates: str, z_up: bool, tasks: int = 1, log=print):
     """The ranking table (uni3d_score.RankingTable) of ``meshes`` against ``prompts``. With ``tasks`` > 1 the meshes
-    are embedded in that many Ray tasks (headless.batch.map_tasks on the connected cluster, one GPU each when it has
+    are embedded in that many Ray tasks (headless.ray_cluster.map_tasks on the connected cluster, one GPU each when it has
     GPUs), each loading the scorer once; the prompts go with the first."""
     options = (num_points, seed, templates, z_up)
     if tasks > 1 and len(meshes) > 1:
-        from .batch import map_tasks
+        from .ray_cluster import map_tasks
 
         size = -(-len(meshes) // tasks)
         chunks = [meshes[i:i + size] for i in range(0, len(meshes), size)]
@@ -159,7 +159,7 @@ def main(argv=None) -> int:
                                         str(_model_path(args.clip).resolve()), args.clip_model)
         tasks, ray = 1, None
         if args.ray:
-            from .batch import connect, parallel_slots
+            from .ray_cluster import connect, parallel_slots
 
             ray = connect(None if args.ray == "local" else args.ray)
             tasks = parallel_slots(ray)

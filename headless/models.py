@@ -23,7 +23,7 @@ if str(PACK_ROOT) not in sys.path:
 from geodream_ops import model_manifest as mm  # noqa: E402
 from geodream_ops.atomic import atomic_write  # noqa: E402
 from geodream_ops.errors import GeoDreamError  # noqa: E402
-from geodream_ops.model_paths import search_folders  # noqa: E402
+from geodream_ops.model_paths import models_folder_reason, search_folders  # noqa: E402
 
 
 def _endpoint() -> str | None:
@@ -262,22 +262,10 @@ def _write_record(root: Path, entry, revision: str, files: dict) -> None:
         tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
 
 
-def missing_choice_hint(class_type: str, input_name: str) -> str:
-    """For the runner's "not a choice" error on a model input: the folders searched and the published models'
-    download commands."""
-    entries = mm.entries_for(class_type, input_name)
-    if not entries:
-        return ""
-    folders = dict.fromkeys(p for e in entries for p in search_folders(e.folder))
-    offers = "; ".join(f"{e.title}: `{e.command}`" for e in entries)
-    return (f". That is a model input: searched {', '.join(map(str, folders))}. Fetch a published model (run in "
-            f"{PACK_ROOT}) -- {offers}; or put your own file there.")
-
-
 def workflow_models(path, manifest) -> tuple[list, list[str]]:
     """The manifest models a workflow file (UI or API format) selects, and its model inputs naming other files."""
     from . import workflow
-    from .run import node_classes
+    from .installed import node_classes
 
     try:
         api = workflow.load_api(path, node_classes())
@@ -300,6 +288,7 @@ def main(argv=None, manifest=None) -> int:
     get.add_argument("--for", dest="workflow", metavar="WORKFLOW.json", help="only what this workflow needs")
     get.add_argument("--dry-run", action="store_true", help="say what would be fetched, fetch nothing")
     args = parser.parse_args(argv)
+    print(models_folder_reason(args.models_dir))
     try:
         manifest = manifest or mm.load_manifest()
         if args.command == "list":

@@ -1,13 +1,10 @@
-"""Load the pack, convert a workflow file to API format, apply overrides, execute, and list the files written."""
+"""Load the pack, convert a workflow file to API format, apply overrides, check its models, execute (the whole
+graph validated first), and list the files written."""
 from __future__ import annotations
 
-from . import executor, workflow
-from .core_nodes import CORE_NODES
+from . import executor, validation, workflow
+from .installed import node_classes
 from .pack import PACK_ROOT, load_pack
-
-
-def node_classes() -> dict:
-    return {**CORE_NODES, **load_pack().NODE_CLASS_MAPPINGS}
 
 
 def written_files(ui: dict) -> list[str]:
@@ -39,11 +36,10 @@ def require_models(api: dict, path, log=print) -> None:
 
 
 def run_workflow(path, overrides: dict | None = None, log=print) -> list[str]:
-    """Run a workflow file; ``overrides`` maps node type -> {input: value}. Returns the paths of written files."""
+    """Run a workflow file; ``overrides`` maps node type -> {input: value}, each of which must match a node and
+    an input of the workflow (validation.apply_overrides). Returns the paths of written files."""
     classes = node_classes()
-    api = workflow.load_api(path, classes)
-    for node in api.values():
-        node["inputs"].update((overrides or {}).get(node["class_type"], {}))
+    api = validation.apply_overrides(workflow.load_api(path, classes), overrides or {}, classes)
     require_models(api, path, log)
     results = executor.execute(api, classes, log=log)
     return written_files(results["ui"])

@@ -1,5 +1,6 @@
 """Workflow files: the editor's UI format (nodes + links + positional widgets_values) and the API format
-({node_id: {"class_type", "inputs"}}), and the conversion from the first to the second."""
+({node_id: {"class_type", "inputs"}}), and the conversion from the first to the second. The bottom of the headless
+runner: validation.py checks what this reads, executor.py runs it, run.py and the commands sit on top."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,21 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 MUTED, BYPASSED = 2, 4
 # Nodes that only exist in the editor.
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
+
+
+class WorkflowError(Exception):
+    """A workflow that cannot run as it is; the message names the node, its type, the input and what is allowed."""
+
+
+def is_link(value) -> bool:
+    """An API-format input value that is a link: [source node id, output index]."""
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
+
+
+def declared_inputs(node_class) -> dict:
+    """A node class's required and optional inputs, {name: spec}."""
+    types = node_class.INPUT_TYPES()
+    return {**types.get("required", {}), **types.get("optional", {})}
 
 
 def is_widget(spec) -> bool:
@@ -113,4 +129,8 @@ def link_type_errors(workflow: dict, node_classes: dict) -> list[str]:
 
 
 def save(workflow: dict, path) -> None:
-    Path(path).write_text(json.dumps(workflow, indent=2), encoding="utf-8")
+    """Write a workflow file whole or not at all (geodream_ops/atomic.py): example workflows are tracked files."""
+    from .pack import load_pack
+
+    with load_pack().geodream_ops.atomic.atomic_write(Path(path)) as tmp:
+        tmp.write_text(json.dumps(workflow, indent=2), encoding="utf-8")

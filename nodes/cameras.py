@@ -1,8 +1,8 @@
 """Camera nodes: a published rig, or cameras typed in, for users who bring their own views."""
 import json
+import math
 
 from ..geodream_ops import cameras
-from ..geodream_ops.atomic import atomic_write
 from . import categories
 from . import edge_types as T
 from . import host
@@ -34,9 +34,12 @@ class GeoDreamCameraRig:
 
 def _floats(text: str, what: str) -> list[float]:
     try:
-        return [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
+        values = [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"GeoDream: {what} must be numbers separated by commas, got {text!r}") from None
+        values = None
+    if values is None or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"GeoDream: {what} must be numbers separated by commas, got {text!r}")
+    return values
 
 
 class GeoDreamCustomCameras:
@@ -84,14 +87,18 @@ class GeoDreamSaveCameras:
                              "filename_prefix": ("STRING", {"default": "GeoDream/cameras",
                                                             "tooltip": "Path under the output folder."})}}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename_prefix=None):
+        return host.check_prefix(filename_prefix, (".json",))
+
     def save(self, cameras, filename_prefix):
-        path = host.next_output_path(filename_prefix, "json")
         record = {**cameras.to_dict(),
                   "convention": "Z up, front faces +X; c2w is OpenGL style (camera looks along -Z)",
                   "elevation_deg": cameras.elevation_deg.tolist(), "azimuth_deg": cameras.azimuth_deg.tolist(),
                   "distance": cameras.distance.tolist()}
-        with atomic_write(path) as tmp:
-            tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
+        text = json.dumps(record, indent=2)
+        path = host.save_output(filename_prefix, (".json",),
+                                lambda finals, temps: temps[".json"].write_text(text, encoding="utf-8"))[".json"]
         return {"ui": {"files": [host.output_entry(path)]}}
 
 

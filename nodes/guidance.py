@@ -44,6 +44,10 @@ class GeoDreamLoadVSDGuidance:
                           "auto: fp16 on a GPU, fp32 on the CPU. fp16 halves VRAM (~5 GB for SD 2.1-base)."}),
         }}
 
+    @classmethod
+    def IS_CHANGED(cls, model, lora_model, **_):
+        return "".join(host.model_fingerprint(*choice.partition("/")[::2]) for choice in (model, lora_model))
+
     @host.needs_autograd
     def load(self, model, lora_model, precision):
         path = _resolve(model, "model")

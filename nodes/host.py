@@ -5,15 +5,15 @@ and output under ``$GEODREAM_OUTPUT_DIR`` (default ``./output``)."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
-import re
 import threading
 from pathlib import Path
 
 import torch
 
-from ..geodream_ops import model_manifest, model_paths
+from ..geodream_ops import atomic, model_manifest, model_paths, output_names
 
 log = logging.getLogger("GeoDream")
 
@@ -246,17 +246,132 @@ def output_entry(path: Path) -> dict:
     return {"filename": Path(path).name, "subfolder": "" if subfolder == "." else subfolder, "type": "output"}
 
 
-def next_output_path(filename_prefix: str, extension: str) -> Path:
-    """``<output>/<prefix>_00001_.<ext>`` with the counter one past the highest existing, as ComfyUI names files."""
-    base = output_dir()
-    target = (base / filename_prefix).resolve()
-    if base.resolve() not in target.parents and target != base.resolve():
-        raise ValueError(f"GeoDream: filename_prefix '{filename_prefix}' points outside the output folder.")
-    folder, stem = target.parent, target.name
-    folder.mkdir(parents=True, exist_ok=True)
-    pattern = re.compile(rf"^{re.escape(stem)}_(\d+)_\.")
-    counters = [int(m.group(1)) for p in folder.iterdir() if (m := pattern.match(p.name))]
-    return folder / f"{stem}_{max(counters, default=0) + 1:05d}_.{extension.lstrip('.')}"
+def save_output(filename_prefix: str, suffixes: tuple[str, ...], write, needed: int | None = None,
+                rename=None) -> dict[str, Path]:
+    """Write a new numbered set of files for ``filename_prefix`` under the output folder, as ComfyUI names them
+    (``<prefix>_00001_<suffix>``), each name claimed exclusively and every file whole or absent
+    (geodream_ops/atomic.write_new: ``write(finals, temps)`` fills the temporaries). A prefix that cannot name files
+    there is a GeoDreamError naming it and the rule (geodream_ops/output_names.py). ``rename`` maps the file stem
+    (e.g. to a name an OBJ can reference). Returns {suffix: final path}."""
+    folder, stem = output_names.resolve(filename_prefix, output_dir(), suffixes)
+    stem = rename(stem) if rename else stem
+    return atomic.write_new(folder, stem, suffixes, write, needed)
+
+
+def check_prefix(filename_prefix, suffixes: tuple[str, ...]):
+    """A save node's VALIDATE_INPUTS answer for its prefix: True, or the reason ComfyUI shows before anything runs
+    (None: the prefix comes through a link and is checked when the node runs)."""
+    if filename_prefix is None:
+        return True
+    reason = output_names.problem(filename_prefix, suffixes)
+    return True if reason is None else f"GeoDream: {reason}."
+
+
+OUTPUT_TAG, INPUT_TAG = " [output]", " [input]"  # ComfyUI's annotated file names (folder_paths.annotated_filepath)
+
+
+def listed_files(suffixes: tuple[str, ...], folders: tuple[str, ...] = ("input", "output")) -> list[str]:
+    """Files with one of ``suffixes`` anywhere under the input folder (as they are named there) and the output
+    folder (annotated " [output]", as ComfyUI names them), so a loader lists what the pack's save nodes write.
+    Hidden files (temporaries, records) are left out."""
+    found = []
+    for kind in folders:
+        root = input_dir() if kind == "input" else output_dir()
+        if not root.is_dir():
+            continue
+        names = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                       if p.suffix.lower() in suffixes and p.is_file()
+                       and not any(part.startswith(".") for part in p.relative_to(root).parts))
+        found += names if kind == "input" else [name + OUTPUT_TAG for name in names]
+    return found
+
+
+def annotated_path(name: str) -> Path:
+    """The file a listed (possibly annotated) name means: "x [output]" under the output folder, "x [input]" or a
+    plain name under the input folder. A name leading outside that folder is a GeoDreamError."""
+    from ..geodream_ops.errors import GeoDreamError
+
+    root = input_dir()
+    if name.endswith(OUTPUT_TAG):
+        name, root = name[: -len(OUTPUT_TAG)], output_dir()
+    elif name.endswith(INPUT_TAG):
+        name = name[: -len(INPUT_TAG)]
+    path = Path(os.path.abspath(root / name))
+    if Path(os.path.abspath(root)) not in path.parents:
+        raise GeoDreamError(f"GeoDream: '{name}' leads outside the folder {root}; pick a file listed by the node.")
+    return path
+
+
+# --- IS_CHANGED ----------------------------------------------------------------------------------------------------
+HASHED_BYTES = 64 * 2 ** 20  # files up to this size are hashed whole, as core LoadImage hashes its image
+_EDGE = 2 ** 20
+
+
+def _companions(path: Path) -> list[Path]:
+    """Files a mesh file reads beside itself: an OBJ's .mtl files and their textures, a glTF's buffers and images."""
+    found = []
+    try:
+        if path.suffix.lower() == ".obj":
+            with open(path, encoding="utf-8", errors="replace") as f:
+                libraries = [line.split(None, 1)[1].strip() for line in f if line.startswith("mtllib ")]
+            for library in libraries:
+                mtl = path.parent / library
+                found.append(mtl)
+                if mtl.is_file():
+                    found += [path.parent / line.split()[-1] for line in mtl.read_text("utf-8", "replace").splitlines()
+                              if line.strip().lower().startswith("map_") and len(line.split()) > 1]
+        elif path.suffix.lower() == ".gltf":
+            import json
+
+            record = json.loads(path.read_text(encoding="utf-8"))
+            found += [path.parent / item["uri"] for key in ("buffers", "images") for item in record.get(key, [])
+                      if "uri" in item and not item["uri"].startswith("data:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    return found
+
+
+def file_fingerprint(*paths) -> str:
+    """What changes when a file a node reads changes: its content's sha256 (size, modification time and inode plus
+    its first and last MB for files over 64 MB), with a mesh's companion files; a missing file fingerprints as
+    missing, so creating it counts as a change. A node's IS_CHANGED returns it, as core LoadImage does, so a file
+    replaced under its name is read again instead of the cached result being served."""
+    digest = hashlib.sha256()
+    for path in paths:
+        for file in (Path(path), *_companions(Path(path))):
+            digest.update(str(file).encode())
+            try:
+                stat = file.stat()
+                if stat.st_size <= HASHED_BYTES:
+                    digest.update(file.read_bytes())
+                else:
+                    digest.update(f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}:{stat.st_ctime_ns}".encode())
+                    with open(file, "rb") as f:
+                        digest.update(f.read(_EDGE))
+                        f.seek(-_EDGE, os.SEEK_END)
+                        digest.update(f.read(_EDGE))
+            except OSError:
+                digest.update(b"missing")
+    return digest.hexdigest()
+
+
+def model_fingerprint(kinds: str | tuple[str, ...], name: str) -> str:
+    """IS_CHANGED for a model loader: where ``name`` is found among the folders of ``kinds`` and the size, time and
+    inode of the file (of every file of a diffusers folder). Models are not hashed (gigabytes per queue); a model
+    replaced under its name, or one that appears or disappears, still changes it."""
+    digest = hashlib.sha256()
+    if not name:
+        return ""
+    for kind in (kinds,) if isinstance(kinds, str) else kinds:
+        for root in model_folders(kind):
+            target = root / name
+            for file in sorted(target.rglob("*")) if target.is_dir() else [target]:
+                try:
+                    stat = file.stat()
+                    digest.update(f"{file}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}".encode())
+                except OSError:
+                    pass
+    return digest.hexdigest()
 
 
 # --- core 3D types ------------------------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ from ..geodream_ops.prior import release_frame
 from ..geodream_ops.errors import GeoDreamError
 from ..geodream_ops.images import resize_views
 from ..geodream_ops.multiview.matting import METHODS as MATTING_METHODS
-from ..geodream_ops.multiview.matting import U2NET_FILE, matte_views
+from ..geodream_ops.multiview.matting import U2NET_FILE, matte_views, resolve_method, zero123plus_first_pass
 from ..geodream_ops.multiview.object_preprocess import object_on_grey, resize_square
+from ..geodream_ops.tensor_checks import require_finite_views
 from . import categories
 from . import edge_types as T
 from . import host
@@ -26,8 +27,9 @@ DEFAULTS = {kind: {"steps": module.RELEASE_STEPS, "guidance": module.RELEASE_GUI
             for kind, module in (("zero123plus", zero123plus), ("mvdream", mvdream_pipeline))}
 
 MATTING_TOOLTIP = ("How the background is removed before the views go on white (alpha <= 128/255 becomes pure white, "
-                   "everything else stays as it is, as the release feeds its 3D prior). rembg: U²-Net as the release "
-                   "ran it, read from models/rembg/u2net.onnx (rembg's file; needs onnxruntime). flat background: no "
+                   "as the release feeds its 3D prior). rembg: U²-Net as the release ran it (fed BGR, edges darkened "
+                   "by rembg's cut-out), read from models/rembg/u2net.onnx (rembg's file; needs onnxruntime). "
+                   "flat background: no "
                    "model, the border's colour connected to the border; always right for Zero123++'s flat grey, fine "
                    "for MVDream on a plain backdrop. auto: rembg when that file is there, else flat background. "
                    "none: views as generated (e.g. to connect a better remover's mask to Build Cost Volume).")
@@ -100,6 +102,10 @@ class GeoDreamLoadZero123Plus:
                         "20/-10, 30 degree field of view; v1.1: 30/-20). auto reads 'v1.1' or 'v1.2' off the folder name."}),
         }}
 
+    @classmethod
+    def IS_CHANGED(cls, folder, **_):
+        return host.model_fingerprint("diffusers", folder)
+
     def load(self, folder, version):
         if version == "auto":
             found = [v for v in zero123plus.VERSIONS if v in folder.replace("-", ".").replace("_", ".")]
@@ -134,6 +140,10 @@ class GeoDreamLoadMVDream:
                                    "MVDream was trained at 256; other sizes degrade it. Time and memory grow with "
                                    "the square of this."}),
         }}
+
+    @classmethod
+    def IS_CHANGED(cls, model, **_):
+        return host.model_fingerprint(*model.partition("/")[::2])
 
     def load(self, model, resolution):
         kind, _, name = model.partition("/")
@@ -174,7 +184,9 @@ class GeoDreamMultiViewGenerate:
                 "steps": ("INT", {"default": 0, "min": 0, "max": 500, "tooltip":
                           "Denoising steps; 0 uses the release's (Zero123++ 75, MVDream 50). Time grows linearly, "
                           "about 0.1-0.2 s per step on a recent GPU; fewer steps (e.g. Zero123++'s own 28) are "
-                          "faster but give blurrier, less consistent views, and the 3D prior inherits that."}),
+                          "faster but give blurrier, less consistent views, and the 3D prior inherits that. MVDream "
+                          "steps as MVDream's own DDIM (ldm): a count that does not divide 1000 runs one step more "
+                          "(30 runs 31, from t = 991)."}),
                 "guidance": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 50.0, "step": 0.1, "tooltip":
                              "Classifier-free guidance scale; 0 uses the release's (Zero123++ 4, MVDream 10). 1 "
                              "turns guidance off and halves the time per step, but the views follow the prompt "
@@ -213,9 +225,13 @@ class GeoDreamMultiViewGenerate:
                 return mv_model.generate(condition, steps, guidance, seed, on_step)
             return mv_model.generate(prompt, negative_prompt, rig, steps, guidance, seed, on_step)
 
-        views = run_on_device(mv_model, model_dtype(mv_model.kind, precision), f"GeoDream {mv_model.kind}", steps,
+        ticks = len(mvdream_pipeline.ddim_timesteps(steps)) if mv_model.kind == "mvdream" else steps
+        views = run_on_device(mv_model, model_dtype(mv_model.kind, precision), f"GeoDream {mv_model.kind}", ticks,
                               generate)
+        if mv_model.kind == "zero123plus" and resolve_method(matting, u2net_path()) == "rembg":
+            views = zero123plus_first_pass(views, u2net_path())  # the release's rembg pass on the whole grid
         views, masks = matte(views, matting)
+        require_finite_views(views, "Multi-View Generate's views")
         return (views, rig, masks)
 
     @staticmethod
@@ -300,20 +316,25 @@ class GeoDreamExpandViews:
             tiles = {}
             for run, k in enumerate(sources):
                 condition = resize_square(object_on_grey(views[k, ..., :3]), mv_model.tile_size)
-                grid = mv_model.generate(condition, steps, guidance, seed + k,
-                                         lambda step, run=run: on_step(run * steps + step))
-                tiles[k] = grid[list(selection[k])]
+                tiles[k] = mv_model.generate(condition, steps, guidance, seed + k,
+                                             lambda step, run=run: on_step(run * steps + step))
             return tiles
 
-        tiles = run_on_device(mv_model, model_dtype("zero123plus", precision), "GeoDream Zero123++ expansion",
+        grids = run_on_device(mv_model, model_dtype("zero123plus", precision), "GeoDream Zero123++ expansion",
                               steps * len(sources), generate)
         size = release_frame.RELEASE_IMAGE_SIZE
+        # With U²-Net, the release's two passes: rembg on each whole grid, its tiles resized and read back on black
+        # (img_to_6mv.py); the second pass is matte's below, with the MVDream views' own second pass.
+        rembg = resolve_method(matting, u2net_path()) == "rembg"
         parts = []
         for k in range(len(selection)):
             parts.append(resize_views(views[k:k + 1, ..., :3], size))
-            if k in tiles:
-                parts.append(resize_views(tiles[k], size))
+            if k in grids:
+                chosen = list(selection[k])
+                parts.append(zero123plus_first_pass(grids[k], u2net_path(), size)[chosen] if rembg
+                             else resize_views(grids[k][chosen], size))
         out_views, masks = matte(torch.cat(parts), matting)
+        require_finite_views(out_views, "Expand Views' views")
         return (out_views, view_recipe.expanded_cameras(cameras, selection, mv_model.version), masks)
 
 

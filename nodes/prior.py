@@ -6,7 +6,9 @@ import torch
 
 from ..geodream_ops.prior import marching_cubes, prior_checkpoint, release_frame
 from ..geodream_ops import model_files
-from ..geodream_ops.prior.cost_volume import CostVolume
+from ..geodream_ops.prior.cost_volume import CostVolume, check_volume
+from ..geodream_ops.prior.geometry_decoder import LATENT_CHANNELS
+from ..geodream_ops.tensor_checks import require_finite, require_finite_views, require_shape
 from ..geodream_ops.errors import GeoDreamError
 from ..geodream_ops.multiview.matting import views_on_white
 from ..geodream_ops.prior.model import NORM_STATISTICS, build_cost_volume, build_steps, cost_volume_from_release
@@ -32,6 +34,10 @@ class GeoDreamLoadPrior:
                 "The SparseNeuS lod0 checkpoint in models/geodream/ (ckpt_215000.pth, ~5 MB of weights in a larger "
                 "file; `python -m headless.models download sparseneus-lod0` fetches it). Loads in seconds; the "
                 "networks need well under 1 GB of memory."})}}
+
+    @classmethod
+    def IS_CHANGED(cls, ckpt_name, **_):
+        return host.model_fingerprint("geodream", ckpt_name)
 
     def load(self, ckpt_name):
         path = host.find_model("geodream", ckpt_name, "GeoDreamLoadPrior", "ckpt_name")
@@ -92,6 +98,7 @@ class GeoDreamBuildCostVolume:
             raise ValueError("GeoDream: the cost volume needs at least 2 views (a voxel must be seen twice).")
         if views.shape[0] != len(cameras):
             raise ValueError(f"GeoDream: {views.shape[0]} views but {len(cameras)} cameras; give one camera per view.")
+        require_finite_views(views, "Build Cost Volume's input 'views'")
         views = views_on_white(views, mask)
         progress = host.Progress(build_steps(grid), "GeoDream cost volume")
 
@@ -105,6 +112,8 @@ class GeoDreamBuildCostVolume:
                                        statistics=norm_statistics)
         finally:
             progress.close()
+        check_volume(volume.volume, volume.bbox, "the cost volume built from these views", "Check the prior's "
+                     "checkpoint (GeoDream Load Prior) and its norm_statistics, and the views.")
         return (volume,)
 
 
@@ -157,11 +166,23 @@ class GeoDreamSaveCostVolume:
                              "filename_prefix": ("STRING", {"default": "GeoDream/cost_volume", "tooltip":
                                                  "Path under the output folder; ~216 MB at resolution 150."})}}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename_prefix=None):
+        return host.check_prefix(filename_prefix, (".safetensors",))
+
     def save(self, cost_volume, filename_prefix):
-        path = host.next_output_path(filename_prefix, "safetensors")
-        cost_volume.save(path)
+        check_volume(cost_volume.volume, cost_volume.bbox, "Save Cost Volume's input", "Nothing was written.")
+        path = host.save_output(filename_prefix, (".safetensors",),
+                                lambda finals, temps: cost_volume.save(temps[".safetensors"]),
+                                needed=cost_volume.file_bytes())[".safetensors"]
         return {"ui": {"files": [host.output_entry(path)]},
                 "result": (str(path),)}
+
+
+def _volume_file(path: str) -> Path:
+    """Load Cost Volume's file: absolute, or relative to the output folder (where Save Cost Volume writes)."""
+    file = Path(path).expanduser()
+    return file if file.is_absolute() else host.output_dir() / file
 
 
 class GeoDreamLoadCostVolume:
@@ -179,9 +200,12 @@ class GeoDreamLoadCostVolume:
                                       "The file: absolute, or relative to the output folder."})},
                 "optional": {"prior": (T.PRIOR_MODEL, {"tooltip": "Needed only for a release .pth volume."})}}
 
+    @classmethod
+    def IS_CHANGED(cls, path, **_):
+        return host.file_fingerprint(_volume_file(path))
+
     def load(self, path, prior=None):
-        file = Path(path).expanduser()
-        file = file if file.is_absolute() else host.output_dir() / file
+        file = _volume_file(path)
         if not file.is_file():
             raise FileNotFoundError(f"GeoDream: no cost volume at {file}.")
         if file.suffix.lower() == ".safetensors":
@@ -194,6 +218,8 @@ class GeoDreamLoadCostVolume:
             if not isinstance(volume, torch.Tensor):
                 raise GeoDreamError(f"GeoDream: '{file}' is not {what}: it holds a {type(volume).__name__}, not "
                                     f"the one tensor that file holds. {fix}")
+            require_shape(volume, (1, LATENT_CHANNELS, None, None, None), f"'{file}'", fix)
+            require_finite(volume, f"'{file}'")
             return (cost_volume_from_release(volume, prior),)
         raise ValueError(f"GeoDream: {file.name}: expected a .safetensors (ours) or .pth (the release's) file.")
 

@@ -5,7 +5,8 @@ import json
 import torch
 
 from ..geodream_ops import run_store
-from ..geodream_ops.prior.cost_volume import CostVolume
+from ..geodream_ops.prior.cost_volume import CostVolume, check_volume
+from ..geodream_ops.tensor_checks import require_finite
 from ..geodream_ops.images import to_pil
 from ..geodream_ops.refine.neus_field import FieldSettings, NeuSField
 from ..geodream_ops.refine.neus_renderer import RenderSettings, render
@@ -21,6 +22,7 @@ from . import host
 from . import resume as resuming
 
 PREVIEW_SIZE = 128
+FIELD_SUFFIXES = (".safetensors", ".json")  # the tensors, then the settings (published first)
 
 
 def run_family(cost_volume: CostVolume, guidance: Guidance, prompt: str, settings: RefineSettings) -> str:
@@ -94,6 +96,8 @@ class GeoDreamVSDRefineNeuS:
                             "Reconstruction Guidance).")
         if not (prompt.strip() or reconstruction):
             raise ValueError("GeoDream: the prompt is empty; describe the object (e.g. 'a ceramic teapot').")
+        check_volume(cost_volume.volume, cost_volume.bbox, "VSD Refine NeuS's input 'cost_volume'",
+                     "Build or load the cost volume again.")
         folder = host.output_dir() / "GeoDream" / "refine"
         settings = RefineSettings(resolution=resolution, checkpoint_every=checkpoint_every,
                                   render=RenderSettings(n_coarse=samples_per_ray),
@@ -148,21 +152,32 @@ class GeoDreamSaveField:
                              "filename_prefix": ("STRING", {"default": "GeoDream/field",
                                                             "tooltip": "Path under the output folder."})}}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename_prefix=None):
+        return host.check_prefix(filename_prefix, FIELD_SUFFIXES)
+
     def save(self, field, filename_prefix):
         if not isinstance(field, NeuSField):
             raise TypeError("GeoDream: 'field' must come from a GeoDream VSD Refine NeuS node.")
-        path = host.next_output_path(filename_prefix, "safetensors")
-        field.save(path)
-        return {"ui": {"files": [host.output_entry(p) for p in (path, path.with_suffix(".json"))]}}
+        for name, tensor in field.state_dict().items():
+            if not name.startswith("occupancy."):  # an unmeasured occupancy bound is +inf by design
+                require_finite(tensor, f"Save Field's input field ('{name}'); nothing was written")
+        finals = host.save_output(filename_prefix, FIELD_SUFFIXES,
+                                  lambda finals, temps: field.save(temps[".safetensors"], temps[".json"]),
+                                  needed=field.file_bytes())
+        return {"ui": {"files": [host.output_entry(p) for p in finals.values()]}}
 
 
 def _saved_fields() -> list[str]:
-    """Fields written by GeoDreamSaveField: .safetensors with their .json beside them, under output/GeoDream/."""
+    """Fields written by GeoDreamSaveField, wherever its prefix put them: .safetensors with their .json beside
+    them, anywhere under the output folder (named relative to it)."""
     root = host.output_dir()
-    folder = root / "GeoDream"
-    if not folder.is_dir():
-        return []
-    return sorted(str(p.relative_to(root)) for p in folder.rglob("*.safetensors") if p.with_suffix(".json").exists())
+    return [name[: -len(host.OUTPUT_TAG)] for name in host.listed_files((".safetensors",), ("output",))
+            if (root / name[: -len(host.OUTPUT_TAG)]).with_suffix(".json").is_file()]
+
+
+def _field_path(field_file: str):
+    return (host.output_dir() / field_file).resolve()
 
 
 class GeoDreamLoadField:
@@ -177,12 +192,18 @@ class GeoDreamLoadField:
     def INPUT_TYPES(cls):
         return {"required": {
             "cost_volume": (T.COST_VOLUME, {"tooltip": "The prior the field was refined from (its decoder type)."}),
-            "field_file": (_saved_fields(), {"tooltip": "A .safetensors under output/GeoDream/ with its .json."}),
+            "field_file": (_saved_fields(), {"tooltip": "A .safetensors under the output folder with its .json, "
+                                                        "as GeoDream Save Field writes it."}),
         }}
+
+    @classmethod
+    def IS_CHANGED(cls, field_file, **_):
+        path = _field_path(field_file)
+        return host.file_fingerprint(path, path.with_suffix(".json"))
 
     @host.needs_autograd
     def load(self, cost_volume, field_file):
-        path = (host.output_dir() / field_file).resolve()
+        path = _field_path(field_file)
         if host.output_dir().resolve() not in path.parents or not path.with_suffix(".json").exists():
             raise FileNotFoundError(f"GeoDream: '{field_file}' is not a saved field (a .safetensors with its .json) "
                                     "under the output folder; save one with GeoDream Save Field.")

@@ -46,6 +46,11 @@ class GeoDreamLoadUni3D:
                 "auto: fp16 on a GPU, fp32 on the CPU. fp16 halves memory; compare scores made at one precision."}),
         }}
 
+    @classmethod
+    def IS_CHANGED(cls, uni3d_checkpoint, clip_checkpoint, **_):
+        return host.model_fingerprint("geodream", uni3d_checkpoint) + host.model_fingerprint(CLIP_FOLDERS,
+                                                                                              clip_checkpoint)
+
     def load(self, uni3d_checkpoint, clip_checkpoint, clip_model, precision):
         device = host.device()
         dtype = PRECISIONS[precision] or (torch.float16 if device.type == "cuda" else torch.float32)

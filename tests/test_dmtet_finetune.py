@@ -94,6 +94,68 @@ def test_tet_grid_box_is_the_release_box_of_a_first_extraction(center, radius):
     assert (geometry.grid.cell_size < 2 / 32).all()
 
 
+class SphereWithFloater(OffsetSphere):
+    """A sphere and a speck near a corner of the box (a few faces, far under 1 % of the sphere's)."""
+
+    def sdf(self, points):
+        return torch.minimum(super().sdf(points), (points - 0.85).norm(dim=-1) - 0.045)  # 24 faces at R 32
+
+
+def test_tet_grid_box_leaves_out_floaters():
+    """threestudio's first extraction is not differentiable, so isosurface_remove_outliers drops the speck before the
+    box is taken: the box is the sphere's alone, not one reaching the corner (1.5x coarser on the object)."""
+    with_speck = DMTetGeometry.from_field(SphereWithFloater((0.0, 0.0, 0.0), 0.4), 32)
+    alone = DMTetGeometry.from_field(OffsetSphere((0.0, 0.0, 0.0), 0.4), 32)
+    torch.testing.assert_close(with_speck.grid.bbox, alone.grid.bbox)
+    assert (with_speck.grid.bbox[1] < 0.6).all()
+
+
+def _fan(count, start):
+    """``count`` triangles around vertex ``start`` (consecutive ones share an edge), on vertices start..start+count+1."""
+    return [[start, start + i + 1, start + i + 2] for i in range(count)]
+
+
+def test_floaters_are_the_releases_components_by_shared_edges_under_1_percent_of_the_largest():
+    """threestudio Mesh.remove_outlier written out: trimesh splits by faces sharing an edge; a component stays if
+    its faces >= int(0.01 x the largest component's). Here a 1000-face fan, 100 fans of 10 (kept: 10 >= 10, though
+    under 1 % of all 2,016 faces), two fans of 3 touching at one vertex (two components by edges: dropped) and a fan of 9
+    (dropped)."""
+    faces, start = _fan(1000, 0), 1002
+    for _ in range(100):
+        faces += _fan(10, start)
+        start += 12
+    bowtie_centre = start
+    faces += _fan(3, bowtie_centre) + [[bowtie_centre, start + 5 + i, start + 6 + i] for i in range(3)]
+    start += 9
+    faces += _fan(9, start)
+    start += 11
+    faces_t = torch.tensor(faces)
+    vertices = torch.randn(start, 3)
+    # the release's rule, by hand: union-find over faces sharing an edge
+    parent = list(range(len(faces)))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    by_edge = {}
+    for index, face in enumerate(faces):
+        for a, b in ((face[0], face[1]), (face[1], face[2]), (face[2], face[0])):
+            other = by_edge.setdefault((min(a, b), max(a, b)), index)
+            parent[root(index)] = root(other)
+    sizes = {}
+    for index in range(len(faces)):
+        sizes[root(index)] = sizes.get(root(index), 0) + 1
+    threshold = int(max(sizes.values()) * 0.01)
+    expected = [faces[i] for i in range(len(faces)) if sizes[root(i)] >= threshold]
+    assert len(expected) == 1000 + 100 * 10
+    kept_vertices, kept_faces = drop_small_components(vertices, faces_t)
+    assert sorted(map(tuple, (kept_vertices[kept_faces] * 1e4).round().int().tolist())) == sorted(
+        map(tuple, (vertices[torch.tensor(expected)] * 1e4).round().int().tolist()))
+
+
 def test_lengths_scale_with_the_scene_unit():
     """A field 1.34x larger than the release's box: SDF learning rate x1.34 (offsets' unchanged), Laplacian weight
     / 1.34, cameras 1.34x farther -- the same optimisation as the release's in its own units."""
@@ -210,7 +272,7 @@ def test_checkpoint_resume_reproduces_an_uninterrupted_run(tmp_path):
     first = fresh()
     with pytest.raises(Stop):
         first.run(stop_at_four, checkpoint)
-    assert checkpoint.is_file() and not (tmp_path / ".partial-dmtet.pt").exists()
+    assert checkpoint.is_file() and not [p for p in tmp_path.iterdir() if p.name.startswith(".partial-")]
     second = fresh()
     assert second.resume(checkpoint) and second.step == 4
     second.run()

@@ -14,14 +14,17 @@ def test_find_model_names_file_and_folder(pack_dirs):
         host.find_model("geodream", "missing.pth")
 
 
+def _save(prefix, data=b"1", suffix=".glb"):
+    return host.save_output(prefix, (suffix,), lambda finals, temps: temps[suffix].write_bytes(data))[suffix]
+
+
 def test_output_counter_and_containment(pack_dirs):
-    first = host.next_output_path("GeoDream/mesh", "glb")
-    assert first == pack_dirs["output"] / "GeoDream" / "mesh_00001_.glb"
-    first.write_bytes(b"1")
+    first = _save("GeoDream/mesh")
+    assert first == pack_dirs["output"] / "GeoDream" / "mesh_00001_.glb" and first.read_bytes() == b"1"
     (first.parent / "mesh_00007_.obj").write_bytes(b"7")
-    assert host.next_output_path("GeoDream/mesh", "glb").name == "mesh_00008_.glb"
+    assert _save("GeoDream/mesh").name == "mesh_00008_.glb"
     with pytest.raises(ValueError, match="outside the output folder"):
-        host.next_output_path("../../etc/x", "glb")
+        _save("../../etc/x")
 
 
 def test_interrupt_is_raised_once():
@@ -93,7 +96,7 @@ def test_needs_autograd_lifts_comfyui_inference_mode():
 
 
 def test_output_entry_names_files_as_comfyui_does(pack_dirs):
-    nested = host.next_output_path("GeoDream/meshes/owl", "glb")
-    top = host.next_output_path("owl", "glb")
+    nested = _save("GeoDream/meshes/owl")
+    top = _save("owl")
     assert host.output_entry(nested) == {"filename": "owl_00001_.glb", "subfolder": "GeoDream/meshes", "type": "output"}
     assert host.output_entry(top) == {"filename": "owl_00001_.glb", "subfolder": "", "type": "output"}

@@ -21,7 +21,7 @@ from headless.pack import PACK_ROOT
 from headless.run import run_workflow
 from tests import twins_multiview, twins_prior, twins_uni3d
 from tests.hub_server import COMMIT, HubTwin
-from tests.test_example_workflows import TINY, WORKFLOWS
+from tests.test_example_workflows import WORKFLOWS, tiny_for
 
 PRIOR_FILE = "SparseNeuS_demo_v1/exp/lod0/checkpoints/ckpt_215000.pth"
 PRIOR_URL = f"/One-2-3-45/code/resolve/{COMMIT}/{PRIOR_FILE}"  # pinned to the commit model_info named
@@ -87,7 +87,7 @@ def test_download_for_a_workflow_places_the_files_where_the_loaders_find_them(hu
     from PIL import Image
 
     Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(pack_dirs["input"] / "example.png")
-    written = run_workflow(WORKFLOWS / "prior_only.json", TINY, log=lambda *_: None)
+    written = run_workflow(WORKFLOWS / "prior_only.json", tiny_for(WORKFLOWS / "prior_only.json"), log=lambda *_: None)
     assert any(p.endswith(".glb") for p in written)
 
 
@@ -108,7 +108,7 @@ def test_clip_is_kept_as_its_text_tower_and_scores_as_the_full_file(hub, pack_di
     ball = trimesh.creation.icosphere(subdivisions=2, radius=0.5)
     ball.export(pack_dirs["input"] / "owl.glb")
     log = []
-    run_workflow(WORKFLOWS / "mesh_to_uni3d_score.json", TINY, log=log.append)
+    run_workflow(WORKFLOWS / "mesh_to_uni3d_score.json", tiny_for(WORKFLOWS / "mesh_to_uni3d_score.json"), log=log.append)
     assert any("GeoDreamUni3DScore done" in line for line in log)
 
 
@@ -209,7 +209,8 @@ def test_missing_models_name_the_folder_and_the_command(pack_dirs):
     from geodream_pack.nodes.multiview import GeoDreamLoadZero123Plus
     from geodream_pack.nodes.prior import GeoDreamLoadPrior
     from geodream_pack.nodes.uni3d import GeoDreamLoadUni3D
-    from headless import executor
+    from headless import executor, validation
+    from headless.installed import node_classes
 
     with pytest.raises(GeoDreamError, match=r"ckpt_215000.pth' is missing; looked in .*geodream.*"
                                             r"python -m headless.models download sparseneus-lod0"):
@@ -227,12 +228,13 @@ def test_missing_models_name_the_folder_and_the_command(pack_dirs):
     folders = GeoDreamLoadZero123Plus.INPUT_TYPES()["required"]["folder"][0]
     assert folders == ["renamed", "zero123plus-v1.1-fp16", "my-sd", "zero123plus-v1.2", "zero123plus-v1.1"]
     # The runner: a name that is no choice says where it looked and what fetches a published model ...
+    graph = {"2": {"class_type": "GeoDreamLoadZero123Plus", "inputs": {"folder": "zero123plus", "version": "auto"}},
+             "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}}
     with pytest.raises(executor.WorkflowError, match=r"searched .*diffusers.*download zero123plus-v1.2"):
-        executor._validate("2", "GeoDreamLoadZero123Plus", GeoDreamLoadZero123Plus,
-                           {"folder": "zero123plus", "version": "auto"})
+        validation.validate(graph, node_classes())
     # ... and before running anything, the missing models of a workflow are listed with one command for all.
     with pytest.raises(GeoDreamError, match=r"(?s)Zero123\+\+ v1.2.*SparseNeuS.*download --for .*prior_only.json"):
-        run_workflow(WORKFLOWS / "prior_only.json", TINY, log=lambda *_: None)
+        run_workflow(WORKFLOWS / "prior_only.json", tiny_for(WORKFLOWS / "prior_only.json"), log=lambda *_: None)
 
 
 def test_models_folder_of_the_comfyui_install_with_extra_model_paths(tmp_path, monkeypatch):
@@ -250,3 +252,32 @@ def test_models_folder_of_the_comfyui_install_with_extra_model_paths(tmp_path, m
     assert model_paths.search_folders("geodream") == [root / "models" / "geodream", Path("/abs/store/gd")]
     assert model_paths.search_folders("text_encoders")[-1].name == "clip_models"  # clip is ComfyUI's old name
     assert model_paths.search_folders("rembg", tmp_path / "elsewhere") == [tmp_path / "elsewhere" / "rembg"]
+
+
+def test_a_pack_linked_into_custom_nodes_uses_that_comfyuis_models_folder(tmp_path):
+    """A clone elsewhere, symlinked into custom_nodes/: the command, run from the link as the README says, finds
+    ComfyUI by the path it was reached by ($PWD keeps the link) and says which folder and why before fetching."""
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path / "ComfyUI"
+    (root / "custom_nodes").mkdir(parents=True)
+    (root / "folder_paths.py").write_text("")
+    link = root / "custom_nodes" / "comfyui-geodream"
+    link.symlink_to(PACK_ROOT, target_is_directory=True)
+    env = {k: v for k, v in os.environ.items() if k != "GEODREAM_MODELS_DIR"}
+
+    def dry_run(folder):
+        run = subprocess.run([sys.executable, "-m", "headless.models", "download", "--dry-run", "sparseneus-lod0"],
+                             cwd=folder, env={**env, "PWD": str(folder)}, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        return run.stdout.splitlines()
+
+    reason, fetch = dry_run(link)
+    assert reason == (f"models folder {root / 'models'} (the ComfyUI install the pack is in, reached through the "
+                      f"link {link} (the pack itself is {PACK_ROOT}); plus its extra_model_paths.yaml)")
+    assert fetch.endswith(f"to {root / 'models' / 'geodream' / 'ckpt_215000.pth'}")
+    reason, fetch = dry_run(PACK_ROOT)  # the clone itself: not in ComfyUI by any path, and the message says so
+    assert "is not inside a ComfyUI install by any path it was reached by" in reason and "--models-dir" in reason
+    assert model_paths.comfyui_root(link) == root and model_paths.comfyui_root(PACK_ROOT) is None

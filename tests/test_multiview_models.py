@@ -243,3 +243,25 @@ def test_mvdream_sampler_is_ldm_ddim():
         x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
         by_hand = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
         assert torch.allclose(scheduler.step(eps, t, x).prev_sample, by_hand, atol=1e-5)
+
+
+@pytest.mark.parametrize("steps", [50, 30, 7, 27])
+def test_mvdream_timesteps_are_ldms_at_any_count(steps):
+    """ldm make_ddim_timesteps("uniform") written out: c = 1000 // S, timesteps 0, c, 2c, ... below 1000, plus 1;
+    the DDIM step from each goes to the one before it in that list (c lower), from the first to alphas_cumprod[0]."""
+    from diffusers import DDIMScheduler
+
+    c = 1000 // steps
+    ldm = [t + 1 for t in range(0, 1000, c) if t + 1 < 1000][::-1]  # ldm fails on 1000 (27 steps: c = 37)
+    assert mvdream_pipeline.ddim_timesteps(steps).tolist() == ldm
+    scheduler = DDIMScheduler.from_config(mvdream_pipeline.SCHEDULER_CONFIG)
+    scheduler.set_timesteps(steps)
+    scheduler.timesteps = mvdream_pipeline.ddim_timesteps(steps)
+    abar = scheduler.alphas_cumprod
+    g = torch.Generator().manual_seed(0)
+    x, eps = torch.randn(1, 4, 3, 3, generator=g), torch.randn(1, 4, 3, 3, generator=g)
+    for index in (0, len(ldm) - 1):
+        t = ldm[index]
+        a, a_prev = abar[t], abar[ldm[index + 1]] if index + 1 < len(ldm) else abar[0]
+        by_hand = a_prev.sqrt() * (x - (1 - a).sqrt() * eps) / a.sqrt() + (1 - a_prev).sqrt() * eps
+        assert torch.allclose(scheduler.step(eps, t, x).prev_sample, by_hand, atol=1e-5)

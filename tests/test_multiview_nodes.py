@@ -188,3 +188,20 @@ def test_release_sampler_settings_and_precisions_are_the_defaults(zero123plus, p
     assert multiview.model_dtype("mvdream", "auto") == torch.float32
     assert multiview.model_dtype("zero123plus", "auto") == torch.float16
     assert multiview.model_dtype("mvdream", "fp16") == torch.float16
+
+
+def test_mvdream_runs_ldms_timesteps(pack_dirs, twin_files):
+    """7 steps do not divide 1000: ldm's DDIM runs 995, 853, ..., 1 (eight: range(0, 1000, 142) + 1), and so does
+    ours."""
+    _install(pack_dirs, twin_files, "mvdream.pt", "checkpoints")
+    model = GeoDreamLoadMVDream().load("checkpoints/mvdream.pt", tw.MV_RESOLUTION)[0]
+    seen = []
+    forward = model.unet.forward
+
+    def spy(x, t, *args, **kwargs):
+        seen.append(int(t))
+        return forward(x, t, *args, **kwargs)
+
+    model.unet.forward = spy
+    model.generate("a red owl", "", cameras.mvdream_rig(15.0), 7, 10.0, 0)
+    assert seen == [t + 1 for t in range(0, 1000, 142)][::-1] and len(seen) == 8

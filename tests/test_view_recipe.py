@@ -114,3 +114,27 @@ def test_expand_node_builds_the_14_views_and_the_prior_takes_them(pack_dirs, tmp
     with pytest.raises(GeoDreamError, match="runs Zero123\\+\\+"):
         node.expand(type("M", (), {"kind": "mvdream"})(), views, C.mvdream_rig(), V.RECIPES[0],
                     V.SOURCE_CAMERAS[0], 1, 0.0, 5)
+
+
+def test_expand_node_with_u2net_runs_the_releases_two_passes_on_each_grid(pack_dirs, tmp_path):
+    """With rembg, each Zero123++ grid gets the release's first pass whole (img_to_6mv.py) before its chosen tiles
+    meet the second pass with the MVDream views (rank_and_resize.py)."""
+    from geodream_pack.geodream_ops.multiview import matting
+    from geodream_pack.geodream_ops.multiview.object_preprocess import object_on_grey, resize_square
+    from tests.twins_rembg import write_u2net
+
+    folder = tw.write_zero123plus(tmp_path / "zero123plus-v1.1")
+    (pack_dirs["models"] / "diffusers").mkdir()
+    os.symlink(folder, pack_dirs["models"] / "diffusers" / "zero123plus-v1.1")
+    u2net = write_u2net(pack_dirs["models"] / "rembg" / "u2net.onnx")
+    model = GeoDreamLoadZero123Plus().load("zero123plus-v1.1", "auto")[0]
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
+    views = torch.where((xx**2 + yy**2 < 0.4)[..., None], torch.tensor([0.8, 0.2, 0.7]), torch.ones(3))
+    views = views.expand(2, 32, 32, 3).clone()
+    out = GeoDreamExpandViews().expand(model, views, C.mvdream_rig(15.0)[:2], V.RECIPES[1], V.SOURCE_CAMERAS[1], 1, 0.0,
+                                       5, matting="rembg")[0]
+    # the second source view's tiles (all 6 per view: view, 6 tiles, view, 6 tiles), seed + 1, the default CFG 4
+    grid = model.generate(resize_square(object_on_grey(views[1]), model.tile_size), 1, 4.0, 5 + 1)
+    first = matting.zero123plus_first_pass(grid, u2net, 256)
+    expected = matting.matte_views(first, "rembg", u2net)[0]
+    torch.testing.assert_close(out[8:14], expected, atol=1e-6, rtol=0)

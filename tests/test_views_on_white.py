@@ -1,5 +1,6 @@
 """Views reach the prior on white as the release feeds it: background found (flat grey without a model, or rembg's
-U²-Net through onnxruntime), alpha <= 128 -> pure white, every other pixel exactly as it was."""
+U²-Net through onnxruntime, fed BGR as the release's cv2 passes feed it), alpha <= 128 -> pure white, kept pixels as they
+were (rembg: its cut-out, RGB x alpha)."""
 import numpy as np
 import pytest
 import torch
@@ -99,8 +100,10 @@ def test_build_cost_volume_names_the_empty_view(pack_dirs):
 
 
 def _rembg_alpha_by_hand(view, seed=0):
-    """rembg's U2netSession.predict with the twin's network written out in numpy."""
-    image = Image.fromarray((view.numpy() * 255).round().astype(np.uint8))
+    """rembg's U2netSession.predict with the twin's network written out in numpy, on the array the release hands
+    it: ``cv2.imread``'s, BGR (t2i_single.py, rank_and_resize.py), which rembg's Image.fromarray takes for RGB."""
+    bgr = (view.numpy() * 255).round().astype(np.uint8)[..., ::-1].copy()
+    image = Image.fromarray(bgr)
     small = np.asarray(image.resize((320, 320), Image.Resampling.LANCZOS), dtype=np.float64)
     small = small / small.max()
     small = (small - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
@@ -116,6 +119,7 @@ def test_rembg_u2net_from_the_models_folder_matches_rembgs_processing(pack_dirs)
     assert u2net_path() is None
     views = torch.rand(2, 48, 40, 3, generator=torch.Generator().manual_seed(6))
     views[:, 10:30, 10:30, 0] = 1.0  # something salient for the twin's red-leaning filter
+    views = (views * 255).round() / 255  # 8-bit views, as the release's PNGs
     with pytest.raises(GeoDreamError, match="u2net.onnx in models/rembg/"):
         matting.matte_views(views, "rembg", u2net_path())
     write_u2net(pack_dirs["models"] / "rembg" / "u2net.onnx")
@@ -128,7 +132,14 @@ def test_rembg_u2net_from_the_models_folder_matches_rembgs_processing(pack_dirs)
         assert np.abs(alpha8.astype(int) - np.round((1 - mask.numpy()) * 255).astype(int)).max() <= 1
         background = torch.from_numpy(alpha8 <= 128)
         assert 0 < int(background.sum()) < background.numel()
-        assert (result[background] == 1).all() and torch.equal(result[~background], view[~background])
+        # rembg's naive_cutout: Image.composite onto transparent black, then alpha <= 128 -> 255
+        rgb8 = Image.fromarray((view.numpy() * 255).round().astype(np.uint8))
+        cutout = np.asarray(Image.composite(rgb8, Image.new("RGBA", rgb8.size, 0), Image.fromarray(alpha8)))[..., :3]
+        expected = torch.from_numpy(cutout / 255.0).float()
+        assert (result[background] == 1).all()
+        torch.testing.assert_close(result[~background], expected[~background], atol=0.6 / 255, rtol=0)
+        soft = torch.from_numpy((alpha8 > 128) & (alpha8 < 250))
+        assert soft.any() and (result[soft] < view[soft] - 0.5 / 255).any()  # edges darkened, as the release's
 
 
 def test_a_broken_u2net_file_is_a_clear_error(pack_dirs):
@@ -137,3 +148,64 @@ def test_a_broken_u2net_file_is_a_clear_error(pack_dirs):
     broken.write_bytes(b"not a model")
     with pytest.raises(GeoDreamError, match="could not read .*u2net.onnx as rembg's"):
         matting.matte_views(torch.rand(1, 8, 8, 3), "rembg", broken)
+
+
+def _u2net_alpha_by_hand(array8, seed=0):
+    """rembg's U2netSession.predict on an 8-bit array handed over as RGB, the twin's network written out."""
+    image = Image.fromarray(array8)
+    small = np.asarray(image.resize((320, 320), Image.Resampling.LANCZOS), dtype=np.float64)
+    small = (small / small.max() - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    weight, bias = twin_weights(seed)
+    saliency = 1 / (1 + np.exp(-((small.astype(np.float32) * weight[0, :, 0, 0]).sum(-1) + bias[0])))
+    saliency = (saliency - saliency.min()) / (saliency.max() - saliency.min())
+    return np.asarray(Image.fromarray((saliency * 255).astype(np.uint8)).resize(image.size, Image.Resampling.LANCZOS))
+
+
+def _div255(v):
+    """PIL's rounded division by 255 in its blends (ImagingPaste / Image.composite)."""
+    v = v + 128
+    return (v + (v >> 8)) >> 8
+
+
+def _soft_edged_grid(tile=40):
+    """Six tiles of a magenta disc (salient to the twin in either channel order) with a soft (anti-aliased, 6 px)
+    rim on Zero123++'s grey."""
+    yy, xx = np.meshgrid(np.arange(tile), np.arange(tile), indexing="ij")
+    tiles = []
+    for k in range(6):
+        r = np.hypot(yy - 20 + k, xx - 19 - k % 2)
+        cover = np.clip((14 - r) / 6, 0, 1)[..., None]
+        colour = np.array([0.9, 0.2 + 0.02 * k, 0.85])
+        tiles.append(cover * colour + (1 - cover) * GREY)
+    return torch.from_numpy(np.stack(tiles)).float()
+
+
+def test_zero123plus_tiles_get_the_releases_two_passes(pack_dirs):
+    """img_to_6mv.py then rank_and_resize.py, written out: rembg on the whole grid (PIL, RGB), cut-out by PIL's
+    composite onto transparent black, tiles cropped, resized as RGBA (premultiplied, PIL bilinear), alpha dropped by
+    cv2.imread (object on black), then rembg on the BGR array, its cut-out, alpha <= 128 -> white."""
+    path = write_u2net(pack_dirs["models"] / "rembg" / "u2net.onnx")
+    tiles = _soft_edged_grid()
+    size = 32
+    grid8 = (merge_grid(tiles).numpy() * 255).round().astype(np.uint8)
+    a1 = _u2net_alpha_by_hand(grid8).astype(np.int64)
+    cut = np.concatenate([_div255(grid8.astype(np.int64) * a1[..., None]), a1[..., None]], -1).astype(np.uint8)
+    expected = []
+    for tile in split_grid(torch.from_numpy(cut)).numpy():
+        resized = Image.fromarray(tile, "RGBA").convert("RGBa").resize((size, size), Image.Resampling.BILINEAR)
+        on_black = np.asarray(resized.convert("RGBA"))[..., :3]  # cv2.imread drops alpha (BGR order, same values)
+        a2 = _u2net_alpha_by_hand(np.ascontiguousarray(on_black[..., ::-1])).astype(np.int64)
+        out = _div255(on_black.astype(np.int64) * a2[..., None])
+        out[a2 <= 128] = 255
+        expected.append(out / 255.0)
+    expected = torch.from_numpy(np.stack(expected)).float()
+    first = matting.zero123plus_first_pass(tiles, path, size)
+    assert first.shape == (6, size, size, 3) and float(first[:, 0, 0].max()) < 0.05  # the backdrop comes back black
+    ours, masks, used = matting.matte_views(first, "rembg", path)
+    assert used == "rembg"
+    torch.testing.assert_close(ours, expected, atol=1.01 / 255, rtol=0)
+    # one pass on the grey tile (before) differs at the rim
+    one_pass = matting.matte_views(torch.from_numpy(np.stack([np.asarray(Image.fromarray(
+        (t.numpy() * 255).round().astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR)) / 255.0
+        for t in tiles])).float(), "rembg", path)[0]
+    assert (one_pass - expected).abs().max() > 0.05

@@ -24,6 +24,42 @@ def _cameras():
     return Cameras.from_spherical([10.0, 30.0], [0.0, 170.0], 1.3, 50.0)  # a front and a back view
 
 
+def _uncond_c2w(elevation_deg, azimuth_deg, distance):
+    """threestudio/data/uncond.py as the release runs it, written out: position (d cos e sin a, d sin e,
+    d cos e cos a), up (0, -1, 0), lookat = normalize(-position), right = normalize(lookat x up),
+    up = normalize(right x lookat), c2w = [right, up, -lookat, position]."""
+    e, a = torch.deg2rad(torch.as_tensor(elevation_deg)), torch.deg2rad(torch.as_tensor(azimuth_deg))
+    position = torch.stack([distance * e.cos() * a.sin(), distance * e.sin(), distance * e.cos() * a.cos()], -1)
+    up = torch.tensor([0.0, -1.0, 0.0]).expand_as(position)
+    lookat = torch.nn.functional.normalize(-position, dim=-1)
+    right = torch.nn.functional.normalize(torch.linalg.cross(lookat, up, dim=-1), dim=-1)
+    up = torch.nn.functional.normalize(torch.linalg.cross(right, lookat, dim=-1), dim=-1)
+    c2w = torch.zeros(len(position), 4, 4)
+    c2w[:, :3, :3] = torch.stack([right, up, -lookat], dim=-1)
+    c2w[:, :3, 3], c2w[:, 3, 3] = position, 1.0
+    return c2w
+
+
+def _release_camera_of(cameras):
+    """The release's camera for ours: its elevation is minus ours (Y down), its azimuth 180 - ours, its distance
+    ours over the scene unit."""
+    return _uncond_c2w(-cameras.elevation_deg, 180.0 - cameras.azimuth_deg, cameras.distance / cameras.scene_unit)
+
+
+def test_lora_camera_input_is_the_releases_c2w():
+    """The LoRA is fed the release's camera-to-world (distances 1-1.5 in its unit), for cameras sampled in ours."""
+    from geodream_pack.geodream_ops.cameras import CameraSampler
+    from geodream_pack.geodream_ops.prior.release_frame import release_c2w
+
+    cameras = CameraSampler().sample(4, torch.Generator().manual_seed(0), unit=1.34)
+    assert cameras.scene_unit == 1.34
+    expected = _release_camera_of(cameras)
+    torch.testing.assert_close(release_c2w(cameras), expected, atol=1e-5, rtol=0)
+    distance = expected[:, :3, 3].norm(dim=-1)
+    assert ((distance >= 1.0 - 1e-5) & (distance <= 1.5 + 1e-5)).all()
+    assert torch.equal(release_c2w(cameras[[1, 2]]), release_c2w(cameras)[[1, 2]])
+
+
 def _randomise_lora(fn):
     with torch.no_grad():
         for p in fn.lora.parameters():
@@ -42,12 +78,14 @@ def _by_hand(fn, guidance, latents, cameras, generator, mode):
     cond = torch.cat([unet(noisy[i:i + 1], t[i:i + 1], encoder_hidden_states=guidance.encode_text([views[i]])).sample
                       for i in range(2)])
     free = unet(noisy, t, encoder_hidden_states=guidance.encode_text(["", ""])).sample
-    eps_pretrain = free + 7.5 * (cond - free) if mode == "vsd" else free + 100.0 * (cond - free)
+    # threestudio: VSD (stable_diffusion_vsd_guidance.py) uncond + s (text - uncond); SDS (stable_diffusion_guidance.py)
+    # text + s (text - uncond), so its CFG 100 is 101 in the usual form
+    eps_pretrain = free + 7.5 * (cond - free) if mode == "vsd" else cond + 100.0 * (cond - free)
     if mode == "sds":
         return (1 - a) * (eps_pretrain - noise)
     with fn.lora.active() as lora_unet:
         out = lora_unet(noisy, t, encoder_hidden_states=guidance.encode_text([PROMPT, PROMPT]),
-                        class_labels=cameras.c2w.reshape(2, 16)).sample
+                        class_labels=_release_camera_of(cameras).reshape(2, 16)).sample
     if guidance.lora.prediction_type == "v_prediction":
         a_lora = guidance.lora.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
         out = (1 - a_lora).sqrt() * noisy + a_lora.sqrt() * out
@@ -105,7 +143,7 @@ def test_pretrained_branch_ignores_the_adapters(twin_dirs):
         before = fn.eps_pretrain(x, t, _cameras())
         _randomise_lora(fn)
         after = fn.eps_pretrain(x, t, _cameras())
-        adapted = fn.eps_lora(x, t, _cameras().c2w)
+        adapted = fn.eps_lora(x, t, _release_camera_of(_cameras()))
     torch.testing.assert_close(before, after)
     assert (adapted - after).abs().mean() > 1e-3
 
@@ -128,3 +166,22 @@ def test_single_file_loads_the_same_weights(tmp_path):
         expected, got = twin.state_dict(), loaded.state_dict()
         assert expected.keys() == got.keys()
         assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+def test_renders_twice_the_vae_size_reach_it_as_2x2_boxes(twin_dirs, monkeypatch):
+    """threestudio's get_latents: F.interpolate(rgb, (512, 512), bilinear, align_corners=False), which at exactly 2x
+    is the mean of each 2 x 2 block (the texture pass's 1024 renders); no antialiasing filter beyond it."""
+    guidance = load_guidance(twin_dirs / "base")
+    size = guidance.image_size
+    images = torch.rand(1, 3, 2 * size, 2 * size, generator=torch.Generator().manual_seed(0))
+    seen = {}
+    encode = guidance.base.vae.encode
+
+    def spy(x):
+        seen["x"] = x
+        return encode(x)
+
+    monkeypatch.setattr(guidance.base.vae, "encode", spy)
+    guidance.encode_images(images, torch.Generator().manual_seed(0))
+    box = (images[..., 0::2, 0::2] + images[..., 1::2, 0::2] + images[..., 0::2, 1::2] + images[..., 1::2, 1::2]) / 4
+    torch.testing.assert_close(seen["x"], box * 2 - 1, atol=1e-6, rtol=0)

@@ -3,7 +3,8 @@
 For latents z of a render, noise eps and t ~ U[t_min, t_max]:  z_t = sqrt(a_t) z + sqrt(1 - a_t) eps,
     VSD:  grad_z = w(t) (eps_pretrain(z_t, t, y) - eps_lora(z_t, t, y, camera)),   w(t) = 1 - a_t
     SDS:  grad_z = w(t) (eps_pretrain(z_t, t, y) - eps)
-eps_pretrain uses classifier-free guidance with view-dependent prompts; eps_lora is the LoRA-adapted model,
+eps_pretrain uses classifier-free guidance with view-dependent prompts (threestudio's SDS adds the guidance to the
+text branch, its VSD to the unconditional one); eps_lora is the LoRA-adapted model,
 conditioned on the camera and the plain prompt, trained alongside on the same latents with the diffusion loss.
 The gradient enters the render through the surrogate loss 0.5 ||z - sg(z - grad)||^2 (summed, / batch), whose
 derivative in z is exactly grad / batch."""
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cameras import Cameras, view_direction
+from ..prior.release_frame import release_c2w
 from .lora import CameraLoRA
 from .sd_guidance import Guidance
 
@@ -75,7 +77,10 @@ class ScoreDistillation:
 
     # --- the two eps-models -------------------------------------------------------------------------------------
     def eps_pretrain(self, noisy: torch.Tensor, t: torch.Tensor, cameras: Cameras) -> torch.Tensor:
-        """Classifier-free guided eps of the frozen model, with the view-dependent prompt of each camera."""
+        """Classifier-free guided eps of the frozen model, with the view-dependent prompt of each camera, in each of
+        threestudio's forms: VSD ``uncond + s (text - uncond)`` (stable_diffusion_vsd_guidance.py), SDS
+        ``text + s (text - uncond)`` (stable_diffusion_guidance.py compute_grad_sds: its CFG 100 is 101 in the
+        usual form)."""
         names = view_direction(cameras.azimuth_deg, cameras.elevation_deg, self.settings.front_threshold,
                                self.settings.back_threshold, self.settings.overhead_threshold)
         text = torch.stack([self.view_text[n] for n in names])
@@ -83,10 +88,11 @@ class ScoreDistillation:
         out = self.guidance.base.unet(torch.cat([noisy] * 2), torch.cat([t] * 2),
                                       encoder_hidden_states=torch.cat([text, uncond])).sample
         cond, free = out.chunk(2)
-        return free + self.settings.guidance_scale * (cond - free)
+        return (cond if self.settings.mode == "sds" else free) + self.settings.guidance_scale * (cond - free)
 
     def eps_lora(self, noisy: torch.Tensor, t: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
-        """eps of the LoRA model for the plain prompt and ``camera`` [B, 4, 4]; v-prediction (SD 2.1) converted.
+        """eps of the LoRA model for the plain prompt and ``camera`` [B, 4, 4] (the release's camera-to-world,
+        release_frame.release_c2w); v-prediction (SD 2.1) converted.
         The release's LoRA guidance scale is 1, i.e. this camera-conditioned output alone."""
         out = self.lora(noisy, t, self.plain_text.expand(len(noisy), -1, -1), camera)
         if self.guidance.lora.prediction_type == "v_prediction":
@@ -105,7 +111,7 @@ class ScoreDistillation:
             noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
             target = self.eps_pretrain(noisy, t, cameras)
             if self.settings.mode == "vsd":
-                estimate = self.eps_lora(noisy, t, cameras.c2w.to(latents.device))
+                estimate = self.eps_lora(noisy, t, release_c2w(cameras).to(latents.device))
             else:
                 estimate = noise
         return torch.nan_to_num((1 - a) * (target - estimate)).float()
@@ -119,7 +125,7 @@ class ScoreDistillation:
         a = self.lora_alphas[t].view(-1, 1, 1, 1).to(latents)
         noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
         target = a.sqrt() * noise - (1 - a).sqrt() * latents if self.guidance.lora.prediction_type == "v_prediction" else noise
-        camera = cameras.c2w.to(latents.device)
+        camera = release_c2w(cameras).to(latents.device)  # what the release's LoRA is fed (uncond.py c2w)
         if float(torch.rand((), generator=self.generator)) < self.settings.camera_dropout:
             camera = torch.zeros_like(camera)
         pred = self.lora(noisy, t, self.plain_text.expand(batch, -1, -1), camera)

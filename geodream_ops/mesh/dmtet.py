@@ -4,7 +4,9 @@ SDF at the isosurface threshold (threestudio's TetrahedraSDFGrid with a deformab
 
 The grid's box is the release's (models/geometry/base.py isosurface_coarse_to_fine, kept by TetrahedraSDFGrid.
 create_from as its isosurface_bbox): a first extraction over the field's box finds the surface's bounding box, which
-is expanded by 10 % of its size on every side and clamped to the field's box; the grid covers that box."""
+is expanded by 10 % of its size on every side and clamped to the field's box; the grid covers that box. Floaters
+(components under 1 % of the largest one's faces) are removed first, as threestudio's isosurface_remove_outliers
+(on by default) removes them from that extraction."""
 from __future__ import annotations
 
 import numpy as np
@@ -15,14 +17,15 @@ from ..errors import GeoDreamError
 from .marching_tets import marching_tets
 from .tet_grid import TetGrid
 
-# Components with fewer faces than this fraction of the mesh are floaters (threestudio's outlier threshold).
+# Components with fewer faces than this fraction of the largest one's are floaters (isosurface_outlier_n_faces_threshold).
 OUTLIER_FRACTION = 0.01
 # Field queries per chunk when initialising: bounds memory for large decoders at R = 256 (17M vertices).
 QUERY_CHUNK = 1 << 18
 BOX_MARGIN = 0.1  # of the surface's extent, on every side (isosurface_coarse_to_fine)
 # Offset bound in cells of our grid. The release bounds offsets by 1/R of its box (isosurface.py
-# normalize_grid_deformation), about 0.4 of an edge of its quartet grid (edges ~2.45/R); our Kuhn grid's edges are
-# 1/R, so half a cell is the same freedom and keeps neighbours from passing each other (1.0: the release's length).
+# normalize_grid_deformation), 0.45 of the median edge of its quartet grid (load/tets/*_tets.npz: median 2.236/R,
+# mean 2.28/R); our Kuhn grid's edges are 1/R along the axes (median 1.414/R), so half a cell is about the same
+# freedom and keeps neighbours from passing each other (1.0: the release's length).
 DEFORMATION_CELLS = 0.5
 
 
@@ -39,15 +42,16 @@ def _field_sdf(field, grid: TetGrid, threshold: float) -> torch.Tensor:
 
 def surface_box(field, resolution: int, threshold: float = 0.0, device=None) -> torch.Tensor:
     """[2, 3] the release's tet-grid box: the bounding box of a first extraction at ``resolution`` over the field's
-    box, grown by 10 % of its size on every side, clamped to the field's box. Raises GeoDreamError without a
-    surface."""
+    box without its floaters (``drop_small_components``: the release's first extraction is not differentiable, so
+    ``isosurface_remove_outliers`` applies), grown by 10 % of its size on every side, clamped to the field's box.
+    Raises GeoDreamError without a surface."""
     box = torch.as_tensor(field.bbox, dtype=torch.float32, device=device)
     grid = TetGrid(resolution, box, device)
     sdf = _field_sdf(field, grid, threshold)
     if not (sdf < 0).any() or not (sdf > 0).any():
         raise GeoDreamError("GeoDream: the field's SDF has no zero crossing inside its box at this threshold, so "
                             "there is no surface to mesh; check the field (did refinement diverge?) or the threshold.")
-    vertices, _ = marching_tets(grid.vertices, sdf, grid.cube_tets(grid.crossed_cubes(sdf)))
+    vertices, _ = drop_small_components(*marching_tets(grid.vertices, sdf, grid.cube_tets(grid.crossed_cubes(sdf))))
     low, high = vertices.amin(0), vertices.amax(0)
     margin = BOX_MARGIN * (high - low)
     return torch.stack([(low - margin).maximum(grid.bbox[0]), (high + margin).minimum(grid.bbox[1])])
@@ -79,20 +83,20 @@ class DMTetGeometry(nn.Module):
 
 
 def drop_small_components(vertices: torch.Tensor, faces: torch.Tensor, min_fraction: float = OUTLIER_FRACTION):
-    """The mesh without connected components holding fewer than ``min_fraction`` of its faces (the texture stage's
-    ``isosurface_remove_outliers``); unused vertices are dropped and faces reindexed."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+    """(vertices [V', 3], faces [F', 3]) without the connected components holding fewer faces than
+    ``int(min_fraction x the largest component's faces)``, components joined by shared edges: threestudio's
+    ``Mesh.remove_outlier`` (models/mesh.py, trimesh ``split(only_watertight=False)``), applied by
+    ``isosurface_remove_outliers`` to every non-differentiable extraction. Unused vertices are dropped and faces
+    reindexed (vertex order kept)."""
+    import trimesh
 
     if faces.shape[0] == 0:
         return vertices, faces
-    f = faces.cpu().numpy()
-    rows, cols = np.concatenate([f[:, 0], f[:, 1]]), np.concatenate([f[:, 1], f[:, 2]])
-    adjacency = coo_matrix((np.ones(rows.shape[0]), (rows, cols)), shape=(vertices.shape[0],) * 2)
-    _, label = connected_components(adjacency, directed=False)
-    face_label = torch.from_numpy(label[f[:, 0]]).to(faces.device)
+    mesh = trimesh.Trimesh(vertices=vertices.detach().cpu().numpy(), faces=faces.cpu().numpy(), process=False)
+    label = trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=faces.shape[0])
+    face_label = torch.from_numpy(label).to(faces.device)
     sizes = torch.bincount(face_label)
-    keep = sizes[face_label] >= min_fraction * faces.shape[0]
+    keep = sizes[face_label] >= int(int(sizes.max()) * min_fraction)
     faces = faces[keep]
     used, faces = torch.unique(faces, return_inverse=True)
     return vertices[used], faces

@@ -4,6 +4,7 @@ glTF and most OBJ importers (Blender's default) are Y up with the front facing +
 frame (cameras.to_gltf_frame)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -42,29 +43,51 @@ def to_trimesh(mesh: TexturedMesh, name: str = "material", linear_colours: bool 
     return trimesh.Trimesh(vertices, faces, visual=visual, process=False)
 
 
-def save_mesh(mesh: TexturedMesh, path, file_format: str) -> list[Path]:
-    """Write ``mesh`` at ``path`` (its suffix is replaced by the format's); returns every file written, main first.
-    OBJ writes its material and texture beside it first, then the .obj, so a present .obj is always complete."""
+def safe_stem(stem: str) -> str:
+    """``stem`` as a name every OBJ reader parses in ``mtllib`` / ``map_Kd`` lines: OBJ has no quoting, so a space
+    splits the name in two and ``#`` starts a comment; such characters become ``_``."""
+    return re.sub(r"[^\w.\-]", "_", stem)
+
+
+def suffixes(mesh: TexturedMesh, file_format: str) -> tuple[str, ...]:
+    """The files ``mesh_files`` gives, main first: GLB one; OBJ its .obj, and with a texture the .mtl and .png."""
     if file_format not in FORMATS:
         raise ValueError(f"GeoDream: unknown mesh format {file_format!r}; expected one of {FORMATS}")
-    path = Path(path).with_suffix(f".{file_format}")
-    # The material (and so OBJ's texture file) is named after the file, so meshes in one folder never collide.
-    check_vertices(mesh.vertices, f"the mesh for '{path.name}'")
-    scene = to_trimesh(mesh, path.stem, linear_colours=file_format == "glb")
+    textured = mesh.texture is not None and mesh.uvs is not None
+    return (".glb",) if file_format == "glb" else ((".obj", ".mtl", ".png") if textured else (".obj",))
+
+
+def mesh_files(mesh: TexturedMesh, stem: str, file_format: str) -> dict[str, bytes]:
+    """The bytes of every file of ``mesh`` saved as ``<stem><suffix>`` (suffixes() order): the material, and so
+    OBJ's texture file, is named after the file so meshes in one folder never collide. OBJ stems must be
+    ``safe_stem``'s."""
+    kinds = suffixes(mesh, file_format)
+    check_vertices(mesh.vertices, f"the mesh for '{stem}{kinds[0]}'")
+    if file_format == "obj" and safe_stem(stem) != stem:
+        raise ValueError(f"GeoDream: '{stem}' cannot name OBJ files (use safe_stem)")
+    scene = to_trimesh(mesh, stem, linear_colours=file_format == "glb")
     if file_format == "glb":
-        data = scene.export(file_type="glb")
-        with atomic_write(path) as tmp:
-            tmp.write_bytes(data)
-        return [path]
+        return {".glb": scene.export(file_type="glb")}
     from trimesh.exchange.obj import export_obj
 
-    text, extras = export_obj(scene, include_texture=True, return_texture=True, mtl_name=f"{path.stem}.mtl")
+    text, extras = export_obj(scene, include_texture=True, return_texture=True, mtl_name=f"{stem}.mtl")
+    files = {".obj": text.encode("utf-8"), **{Path(name).suffix.lower(): data for name, data in extras.items()}}
+    if set(files) != set(kinds):
+        raise RuntimeError(f"GeoDream: trimesh wrote {sorted(files)} for an OBJ, expected {kinds}")
+    return files
+
+
+def save_mesh(mesh: TexturedMesh, path, file_format: str) -> list[Path]:
+    """Write ``mesh`` at ``path`` (its suffix is replaced by the format's, an OBJ's name made safe_stem); returns
+    every file written, main first. Each file is atomic, and an OBJ's .mtl and texture are in place before its
+    .obj appears, so a present .obj is always complete. (Save Mesh claims new numbered names through
+    nodes/host.save_output instead.)"""
+    path = Path(path)
+    stem = safe_stem(path.stem) if file_format == "obj" else path.stem
+    files = mesh_files(mesh, stem, file_format)
     written = []
-    for name, data in extras.items():
-        target = path.with_name(name)
-        with atomic_write(target) as tmp:
-            tmp.write_bytes(data)
-        written.append(target)
-    with atomic_write(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return [path, *written]
+    for suffix in (*list(files)[1:], next(iter(files))):
+        with atomic_write(path.with_name(stem + suffix)) as tmp:
+            tmp.write_bytes(files[suffix])
+        written.append(path.with_name(stem + suffix))
+    return [written[-1], *written[:-1]]

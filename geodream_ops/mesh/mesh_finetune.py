@@ -10,7 +10,7 @@ Laplacian is a length); the offsets' learning rate is unitless (they go through 
 is normal consistency.
 Texture pass (geodream-dmtet-texture.yaml): geometry frozen, a fresh hash-grid texture and an environment background
 are optimised with AdamW (encoding lr 2.5e-3, network 2.5e-4, background 5e-5) from VSD on colour renders (1024 px in
-the reference, downsampled to 512 for the VAE).
+the reference, resized to 512 for the VAE by plain bilinear, a 2 x 2 box, as its get_latents does).
 
 Guidance is one callable per pass, ``fn(images [B, 3, H, W] in 0..1, cameras, step, total_steps) -> scalar loss``;
 ``step`` counts iterations within the pass; a guidance with ``state_dict``/``load_state_dict`` (VSD's LoRA) is
@@ -31,14 +31,15 @@ import torch.nn.functional as F
 from .. import run_store
 from ..cameras import CameraSampler, Cameras, scene_unit
 from .dmtet import DMTetGeometry, drop_small_components
-from .mesh_render import EnvironmentBackground, MeshRenderer, vertex_normals
+from .mesh_render import MeshRenderer, vertex_normals
+from ..texture.environment_map import EnvironmentMap
 from ..texture.hash_grid import HashGridConfig
 from ..texture.texture_field import HashGridTexture
 
 log = logging.getLogger("GeoDream")
 
-CHECKPOINT_FORMAT = 3  # bump when the checkpoint's layout changes: older files are then refused, never misread
-GUIDANCE_SIZE = 512  # Stable Diffusion's VAE resolution: larger renders are downsampled to it
+CHECKPOINT_FORMAT = 4  # bump when the checkpoint's layout changes: older files are then refused, never misread
+GUIDANCE_SIZE = 512  # Stable Diffusion's VAE resolution: the geometry pass renders at most this
 PREVIEW_CAMERA = dict(elevation_deg=15.0, azimuth_deg=30.0, distance=1.125, fovy_deg=50.0)
 # Reference ranges converted to our frame (the release's negative elevations look from above): geometry [-40, 30],
 # texture [-60, 10].
@@ -99,12 +100,6 @@ def laplacian_smoothness(vertices: torch.Tensor, edges: torch.Tensor) -> torch.T
     return (degree[:, None] * vertices - neighbours).norm(dim=1).mean()
 
 
-def downsample_for_guidance(images: torch.Tensor) -> torch.Tensor:
-    if images.shape[-1] <= GUIDANCE_SIZE:
-        return images
-    return F.interpolate(images, (GUIDANCE_SIZE, GUIDANCE_SIZE), mode="bilinear", align_corners=False, antialias=True)
-
-
 def resumable_settings(config: FineTuneConfig) -> dict:
     """The settings a checkpoint must share with a run that continues it: all but the texture pass's length."""
     settings = asdict(config)
@@ -124,7 +119,7 @@ class MeshFineTuner:
         # The release's texture grid and camera distances use the field's box (radius 1), not the tet grid's.
         self.texture = HashGridTexture(box, config.texture_grid).to(device)
         self.unit = scene_unit(box)
-        self.background = EnvironmentBackground().to(device)
+        self.background = EnvironmentMap().to(device)  # geodream-dmtet-texture.yaml's neural environment map
         self.geometry_optimizer = torch.optim.Adam([
             {"params": [self.geometry.sdf], "lr": config.geometry_lr * self.unit},
             {"params": [self.geometry.deformation], "lr": config.geometry_lr}], betas=(0.9, 0.99), eps=1e-15)
@@ -166,8 +161,9 @@ class MeshFineTuner:
         vertices, faces = self.mesh()
         cameras = TEXTURE_CAMERAS.sample(c.texture_batch, self.generator, self.unit).to(self.device)
         images = self.renderer.colors(vertices, faces, cameras, c.render_size, self.texture, self.background)
-        loss = self.texture_guidance(downsample_for_guidance(images), cameras, self.step - c.geometry_steps,
-                                     self.texture_schedule_steps)
+        # the render at full size: the guidance resizes it for the VAE with plain bilinear, as the release's
+        # get_latents does (1024 -> 512 is then exactly a 2 x 2 box)
+        loss = self.texture_guidance(images, cameras, self.step - c.geometry_steps, self.texture_schedule_steps)
         self.texture_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.texture_optimizer.step()
@@ -269,6 +265,8 @@ class MeshFineTuner:
         path = Path(path)
         if not path.is_file():
             return False
-        self.load_state_dict(run_store.load(path, self.device, CHECKPOINT_FORMAT))
+        state = run_store.load(path, self.device, CHECKPOINT_FORMAT)
+        with run_store.restoring(path):
+            self.load_state_dict(state)
         log.info("GeoDream DMTet: resumed from %s at step %d", path, self.step)
         return True

@@ -21,18 +21,6 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     return F.normalize(normals, dim=-1)
 
 
-class EnvironmentBackground(nn.Module):
-    """The background colour seen along each view ray: a small MLP on the direction (threestudio's neural
-    environment map), sigmoid to 0..1."""
-
-    def __init__(self, hidden: int = 32):
-        super().__init__()
-        self.network = nn.Sequential(nn.Linear(3, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 3))
-
-    def forward(self, directions: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.network(directions))
-
-
 class MeshRenderer:
     def __init__(self, device, rasterizer: Rasterizer | None = None):
         self.rasterizer = rasterizer or Rasterizer(device)
@@ -54,12 +42,17 @@ class MeshRenderer:
 
     def colors(self, vertices, faces, cameras: Cameras, size: int, texture: nn.Module,
                background: nn.Module) -> torch.Tensor:
-        """The texture field at the visible surface points over the background, [B, 3, H, W] in 0..1."""
+        """The texture field at the visible surface points over the background, [B, 3, H, W] in 0..1; the
+        background is ``background`` (an environment map) asked once per view, for the direction from the camera
+        to the centre, as the release's rasteriser asks it."""
         clip, rast = self._rasterize(vertices, faces, cameras, size)
         hit = rast[..., 3] > 0
         points = self.rasterizer.interpolate(vertices, rast, faces)
         color = torch.zeros_like(points)
         color[hit] = texture(points[hit]).to(color.dtype)  # only surface pixels query the field
-        _, directions = cameras.to(vertices.device).rays(size, size)
-        image = torch.lerp(background(directions), color, hit[..., None].to(color.dtype))
+        # nvdiffrast's interpolate leaves position 0 off the mesh, so the release's view direction there,
+        # normalize(position - camera), is one per view (nvdiff_rasterizer.py gb_viewdirs): a flat colour.
+        towards_centre = -cameras.to(vertices.device).c2w[:, :3, 3]
+        flat = background(towards_centre)[:, None, None, :].expand_as(points)
+        image = torch.lerp(flat.to(color.dtype), color, hit[..., None].to(color.dtype))
         return self.rasterizer.antialias(image, rast, clip, faces).permute(0, 3, 1, 2)

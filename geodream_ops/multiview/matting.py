@@ -1,11 +1,16 @@
 """Views on white, as the release feeds its 3D prior: the background removed, every pixel whose alpha is at most 128
-(of 255) set to pure white, every other pixel left exactly as it was (MVDream/t2i_single.py and
-zero123plus/rank_again/rank_and_resize.py: ``output[alpha <= 128, :3] = 255``). The prior was trained on white.
+(of 255) set to pure white (MVDream/t2i_single.py and zero123plus/rank_again/rank_and_resize.py:
+``output[alpha <= 128, :3] = 255``). The prior was trained on white. ``output`` there is rembg's cut-out
+(rembg.bg.naive_cutout, ``Image.composite`` onto transparent black): RGB x alpha / 255, so with U²-Net the edge
+pixels the rule keeps are darkened by their alpha (``rembg_cutout``), opaque pixels stay as they are; a mask or alpha
+channel given by the user (``views_on_white``) keeps every pixel the rule keeps as it is.
 
 Masks follow ComfyUI's convention (LoadImage's MASK is 1 - alpha): [N, H, W] in 0..1, **1 marks the background**.
 Two ways to find the background of generated views, both without a download:
 - ``U2NetMatting``: rembg's U²-Net (what the release ran), read from a local ``u2net.onnx`` with onnxruntime and
-  pre/post-processed as rembg's U2netSession does (rembg/sessions/u2net.py, base.py).
+  pre/post-processed as rembg's U2netSession does (rembg/sessions/u2net.py, base.py). Every release pass on a single
+  view reads it with ``cv2.imread`` (BGR) and hands that array to rembg, which takes it for RGB: U²-Net sees the
+  channels reversed, and so does ours (``channels="bgr"``).
 - ``flat_background_mask``: no model. The pixels of the border's colour (within a tolerance) that connect to the
   image border. Zero123++ paints its views on a flat grey by design, so this always works for its outputs; it
   also works for any view on a flat backdrop."""
@@ -102,10 +107,12 @@ class U2NetMatting:
         available = onnxruntime.get_available_providers()
         return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
-    def alpha8(self, view: torch.Tensor) -> np.ndarray:
-        """One view [H, W, 3] in 0..1 -> rembg's alpha, uint8 [H, W]."""
+    def alpha8(self, view: torch.Tensor, channels: str = "bgr") -> np.ndarray:
+        """One view [H, W, 3] (RGB) in 0..1 -> rembg's alpha, uint8 [H, W]. ``channels``: the order U²-Net is fed,
+        "bgr" as the release's cv2.imread passes hand it over (t2i_single.py, rank_and_resize.py), "rgb" as its PIL
+        pass on the Zero123++ grid (img_to_6mv.py)."""
         rgb = (view[..., :3].float().clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
-        image = Image.fromarray(rgb)
+        image = Image.fromarray(np.ascontiguousarray(rgb[..., ::-1]) if channels == "bgr" else rgb)
         small = np.asarray(image.resize((U2NET_SIZE, U2NET_SIZE), Image.Resampling.LANCZOS), dtype=np.float64)
         small = small / max(small.max(), 1e-6)
         small = (small - np.array(U2NET_MEAN)) / np.array(U2NET_STD)
@@ -116,25 +123,61 @@ class U2NetMatting:
         mask = Image.fromarray((normalised * 255).astype(np.uint8))
         return np.asarray(mask.resize(image.size, Image.Resampling.LANCZOS))
 
-    def masks(self, views: torch.Tensor, check=lambda: None) -> torch.Tensor:
+    def masks(self, views: torch.Tensor, check=lambda: None, channels: str = "bgr") -> torch.Tensor:
         """Views [N, H, W, 3] -> ComfyUI masks [N, H, W] (1 = background), 1 - alpha / 255."""
         out = []
         for view in views:
-            out.append(1.0 - torch.from_numpy(self.alpha8(view).astype(np.float32)) / 255.0)
+            out.append(1.0 - torch.from_numpy(self.alpha8(view, channels).astype(np.float32)) / 255.0)
             check()
         return torch.stack(out).to(views.device)
+
+
+def rembg_cutout(views: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """rembg's cut-out colour (rembg.bg.naive_cutout: Image.composite of the view onto transparent black): views
+    [N, H, W, 3] in 0..1 times alpha = 1 - mask [N, H, W] (ComfyUI masks, 1 = background)."""
+    return views[..., :3] * (1.0 - mask.to(views)).unsqueeze(-1)
+
+
+def resolve_method(method: str, u2net_path=None) -> str:
+    """The matting ``matte_views`` runs for ``method``: "auto" is rembg with a U²-Net file, else flat background."""
+    if method not in METHODS:
+        raise GeoDreamError(f"GeoDream: unknown matting {method!r}; use one of {METHODS}.")
+    if method == "auto":
+        return "rembg" if u2net_path is not None else "flat background"
+    return method
+
+
+def zero123plus_first_pass(tiles: torch.Tensor, u2net_path, size: int | None = None) -> torch.Tensor:
+    """The release's first matting pass on a Zero123++ grid, up to what its second pass reads (img_to_6mv.py, then
+    rank_and_resize.py): tiles [6, T, T, 3] (RGB, rig order) -> [6, S, S, 3] the object on black.
+
+    rembg on the whole 3 x 2 grid as a PIL image (U²-Net fed RGB), its cut-out (RGB x alpha on transparent black)
+    cropped into tiles saved as RGBA, each resized to ``size`` (torchvision Resize on the RGBA image: PIL's bilinear,
+    which resizes RGBA premultiplied) when given, and read back by cv2.imread, which drops alpha. The second pass
+    (``matte_views`` with rembg) then runs on that."""
+    from .zero123plus import merge_grid, split_grid
+
+    grid = merge_grid(tiles[..., :3].float().cpu())
+    alpha = Image.fromarray(U2NetMatting(u2net_path).alpha8(grid, channels="rgb"))
+    rgb = Image.fromarray((grid.clamp(0, 1).numpy() * 255).round().astype(np.uint8))
+    cutout = torch.from_numpy(np.asarray(Image.composite(rgb, Image.new("RGBA", rgb.size, 0), alpha)).copy())
+    out = []
+    for tile in split_grid(cutout):
+        image = Image.fromarray(tile.numpy())
+        if size is not None:
+            image = image.resize((size, size), Image.Resampling.BILINEAR)
+        out.append(torch.from_numpy(np.asarray(image)[..., :3].astype(np.float32) / 255.0))
+    return torch.stack(out).to(tiles.device)
 
 
 def matte_views(views: torch.Tensor, method: str, u2net_path=None, check=lambda: None):
     """Views [N, H, W, 3] -> (views on white [N, H, W, 3], ComfyUI masks [N, H, W], the method that ran).
 
-    ``method`` is one of METHODS: "rembg" needs ``u2net_path``; "auto" is rembg when ``u2net_path`` is given (the
-    release's matting) and the flat-background matting otherwise; "none" returns the views as they are with empty
-    masks (for views already on white, or a mask made elsewhere)."""
-    if method not in METHODS:
-        raise GeoDreamError(f"GeoDream: unknown matting {method!r}; use one of {METHODS}.")
-    if method == "auto":
-        method = "rembg" if u2net_path is not None else "flat background"
+    ``method`` is one of METHODS: "rembg" needs ``u2net_path`` (one pass as the release's cv2 passes run it: U²-Net
+    fed BGR, the kept pixels rembg's cut-out); "auto" is rembg when ``u2net_path`` is given (the release's matting)
+    and the flat-background matting otherwise (kept pixels unchanged); "none" returns the views as they are with
+    empty masks (for views already on white, or a mask made elsewhere)."""
+    method = resolve_method(method, u2net_path)
     if method == "none":
         return views[..., :3], torch.zeros(views.shape[:3], device=views.device), method
     if method == "rembg":
@@ -149,6 +192,8 @@ def matte_views(views: torch.Tensor, method: str, u2net_path=None, check=lambda:
         log.warning("GeoDream: %s matting found no object in view(s) %s; they are left unmatted (see the mask output)",
                     method, empty.nonzero().flatten().tolist())
         masks[empty] = 0.0
+    if method == "rembg":
+        views = rembg_cutout(views, masks)
     return on_white(views, masks), masks, method
 
 

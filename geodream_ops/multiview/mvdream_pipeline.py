@@ -35,6 +35,21 @@ LATENT_SCALE = 0.18215
 RESOLUTION = 256
 # MVDream's t2i script (and GeoDream's views) append this to every prompt.
 PROMPT_SUFFIX = ", 3d asset"
+
+
+def ddim_timesteps(steps: int) -> torch.Tensor:
+    """ldm's DDIM timesteps, descending (ldm/modules/diffusionmodules/util.py make_ddim_timesteps, "uniform"):
+    range(0, 1000, 1000 // steps) + 1. For a count dividing 1000 these are diffusers' "leading" ones; otherwise
+    there are more (30 -> 31 steps from 991; diffusers' 30 would start at 958). diffusers' DDIM step then takes
+    t - 1000 // steps as the previous step, which is ldm's previous one. Where ldm would reach t = 1000 (a step
+    of 1000 // steps dividing 999, e.g. 3 or 27 steps) it indexes past its 1000 alphas and fails; that one is left
+    out here."""
+    if not 1 <= steps <= 1000:
+        raise ValueError(f"GeoDream: MVDream's DDIM takes 1 to 1000 steps, got {steps}")
+    timesteps = torch.arange(0, 1000, 1000 // steps).flip(0) + 1
+    return timesteps[timesteps < 1000]
+
+
 # How GeoDream's release sampled its views (mv-diffusion/MVDream/t2i_single.py as step1-run-mv.sh calls it: DDIM
 # 50 steps, eta 0, scale=10 hard-coded in its main; no --fp16, so fp32).
 RELEASE_STEPS = 50
@@ -82,13 +97,15 @@ class MVDream:
     @torch.no_grad()
     def generate(self, prompt: str, negative_prompt: str, cameras: Cameras, steps: int, guidance: float, seed: int,
                  on_step: Callable[[int], None] = lambda step: None) -> torch.Tensor:
-        """Views [N, H, W, 3] in 0..1, one per camera, all denoised jointly."""
+        """Views [N, H, W, 3] in 0..1, one per camera, all denoised jointly over ``ddim_timesteps(steps)``
+        (``on_step`` is called once per timestep: one more than ``steps`` when ``steps`` does not divide 1000)."""
         from diffusers import DDIMScheduler
 
         device, dtype = self.unet.time_embed[0].weight.device, self.unet.dtype
         n = len(cameras)
         scheduler = DDIMScheduler.from_config(self.scheduler_config)
         scheduler.set_timesteps(steps, device=device)
+        scheduler.timesteps = ddim_timesteps(steps).to(device)  # ldm's, as MVDream's sampler steps
         if not prompt.rstrip().endswith(PROMPT_SUFFIX.strip(", ")):
             prompt = prompt + PROMPT_SUFFIX
         cond, uncond = self.encode_text([prompt, negative_prompt]).to(dtype).chunk(2)

@@ -11,11 +11,23 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from .. import model_files
-from ..atomic import atomic_write
 from ..errors import GeoDreamError
-from .geometry_decoder import GeometryDecoder
+from ..tensor_checks import require_finite, require_shape
+from .geometry_decoder import LATENT_CHANNELS, GeometryDecoder
 
 FILE_FORMAT = "geodream-cost-volume/1"  # safetensors metadata tag of a saved cost volume
+
+
+def check_volume(volume: torch.Tensor, bbox: torch.Tensor, what: str, fix: str, channels: int | None = None) -> None:
+    """Refuse a cost volume that is not [1, C, D, H, W] (C = ``channels`` when given) with a [2, 3] box whose
+    minimum lies below its maximum, or that holds NaN/inf; ``what`` names it (a file, a node's input)."""
+    require_shape(volume, (1, channels, None, None, None), f"the cost volume of {what}", fix)
+    require_shape(bbox, (2, 3), f"the box of {what}", fix)
+    require_finite(volume, f"the cost volume of {what}")
+    require_finite(bbox, f"the box of {what}")
+    if not bool((bbox[0] < bbox[1]).all()):
+        raise GeoDreamError(f"GeoDream: the box of {what} has a minimum corner not below its maximum "
+                            f"({bbox.tolist()}). {fix}")
 
 
 @dataclass
@@ -42,17 +54,21 @@ class CostVolume:
         """s(x) and the decoder's feature at world points [P, 3]; ``volume`` overrides V (e.g. a learnable copy)."""
         return self.decoder(points, self.interpolate(points, volume))
 
+    def file_bytes(self) -> int:
+        """About how large ``save``'s file is, in bytes (float32 tensors)."""
+        return 4 * (self.volume.numel() + self.bbox.numel() + sum(v.numel() for v in self.decoder.state_dict().values()))
+
     def save(self, path) -> None:
-        """V, its box and f_g's weights in one .safetensors file, written atomically."""
+        """V, its box and f_g's weights in one .safetensors file at ``path`` as it is given (callers make it atomic:
+        a temporary of atomic.atomic_write or host.save_output)."""
         if not isinstance(self.decoder, GeometryDecoder):
             raise TypeError("GeoDream: only cost volumes with the prior's geometry decoder can be saved.")
         tensors = {"volume": self.volume, "bbox": self.bbox}
         if self.inv_s is not None:
             tensors["inv_s"] = torch.tensor(self.inv_s)
         tensors.update({f"decoder.{k}": v for k, v in self.decoder.state_dict().items()})
-        with atomic_write(path) as tmp:
-            save_file({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
-                      metadata={"format": FILE_FORMAT})
+        save_file({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, str(path),
+                  metadata={"format": FILE_FORMAT})
 
     @classmethod
     def load(cls, path, device="cpu") -> "CostVolume":
@@ -64,6 +80,7 @@ class CostVolume:
         if metadata.get("format") != FILE_FORMAT or "volume" not in tensors or "bbox" not in tensors:
             raise GeoDreamError(f"GeoDream: '{path}' is not {what}: it has no '{FILE_FORMAT}' tag and looks like "
                                 f"{model_files.identify(tensors.keys())}. {fix}")
+        check_volume(tensors["volume"], tensors["bbox"], f"'{path}'", fix, LATENT_CHANNELS)
         decoder = GeometryDecoder()
         model_files.load_weights(decoder, {k[len("decoder."):]: v for k, v in tensors.items() if k.startswith("decoder.")},
                                  path, what, fix)

@@ -44,6 +44,19 @@ def direction_to_release(directions: torch.Tensor) -> torch.Tensor:
     return directions @ _AXES.to(directions)
 
 
+def release_c2w(cameras) -> torch.Tensor:
+    """[N, 4, 4] the camera-to-world the release's random-camera data (threestudio/data/uncond.py) builds for the
+    same view: columns right, up, -lookat and position in its Y-down frame, the position in its unit (``cameras.
+    scene_unit`` of ours) from the point looked at (ours look at the origin, its at its origin). Both frames build
+    right = up x back, and the axis map is a rotation, so the columns map one to one."""
+    c2w = cameras.c2w
+    out = torch.zeros_like(c2w)
+    out[:, :3, :3] = direction_to_release(c2w[:, :3, :3].transpose(1, 2)).transpose(1, 2)
+    out[:, :3, 3] = direction_to_release(c2w[:, :3, 3]) / cameras.scene_unit
+    out[:, 3, 3] = 1.0
+    return out
+
+
 def volume_from_release(volume: torch.Tensor) -> torch.Tensor:
     """[1, C, X_r, Y_r, Z_r] -> [1, C, D, H, W] of our frame: our z = -y_r, y = x_r, x = -z_r."""
     return volume.permute(0, 1, 3, 2, 4).flip(2, 4).contiguous()

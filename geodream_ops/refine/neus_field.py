@@ -16,17 +16,17 @@ from dataclasses import asdict, dataclass, field as dc_field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from .. import model_files
-from ..atomic import atomic_write
-from ..prior.cost_volume import CostVolume
+from ..prior.cost_volume import CostVolume, check_volume
+from ..tensor_checks import require_finite
 from ..errors import GeoDreamError
 from ..prior.geometry_decoder import GeometryDecoder
 from ..texture.hash_grid import HashGridConfig
 from .occupancy_grid import OccupancyGrid
 from .sdf_gradient import Evaluator
+from ..texture.environment_map import EnvironmentMap
 from ..texture.texture_field import HashGridTexture
 
 
@@ -41,33 +41,6 @@ class FieldSettings:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
-
-
-def spherical_harmonics_deg3(d: torch.Tensor) -> torch.Tensor:
-    """Real spherical harmonics up to degree 3 (16 values) of unit directions [P, 3], as tiny-cuda-nn orders them."""
-    x, y, z = d.unbind(-1)
-    xx, yy, zz = x * x, y * y, z * z
-    return torch.stack([
-        torch.full_like(x, 0.28209479177387814),
-        -0.48860251190291987 * y, 0.48860251190291987 * z, -0.48860251190291987 * x,
-        1.0925484305920792 * x * y, -1.0925484305920792 * y * z, 0.94617469575755997 * zz - 0.31539156525251999,
-        -1.0925484305920792 * x * z, 0.54627421529603959 * (xx - yy),
-        0.59004358992664352 * y * (-3.0 * xx + yy), 2.8906114426405538 * x * y * z,
-        0.45704579946446572 * y * (1.0 - 5.0 * zz), 0.3731763325901154 * z * (5.0 * zz - 3.0),
-        0.45704579946446572 * x * (1.0 - 5.0 * zz), 1.4453057213202769 * z * (xx - yy),
-        0.59004358992664352 * x * (-xx + 3.0 * yy)], dim=-1)
-
-
-class EnvironmentMap(torch.nn.Module):
-    """Background colour by view direction: spherical harmonics -> MLP (2 hidden layers) -> sigmoid."""
-
-    def __init__(self, hidden: int = 16):
-        super().__init__()
-        self.mlp = torch.nn.Sequential(torch.nn.Linear(16, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden),
-                                       torch.nn.ReLU(), torch.nn.Linear(hidden, 3))
-
-    def forward(self, dirs: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.mlp(spherical_harmonics_deg3(F.normalize(dirs, dim=-1))))
 
 
 class NeuSField(torch.nn.Module):
@@ -121,14 +94,18 @@ class NeuSField(torch.nn.Module):
                 "color_mlp": self.texture.network_parameters(), "background": list(self.background.parameters())}
 
     # --- files ------------------------------------------------------------------------------------------------
-    def save(self, path) -> None:
-        """``path``.safetensors (every tensor, f_g included) beside ``path``.json (settings)."""
-        path = Path(path).with_suffix("")
+    def file_bytes(self) -> int:
+        """About how large ``save``'s tensors file is, in bytes."""
+        return sum(v.numel() * v.element_size() for v in self.state_dict().values())
+
+    def save(self, path, settings_path=None) -> None:
+        """Every tensor (f_g included) as .safetensors at ``path``, the settings as .json at ``settings_path``
+        (default: beside it), written as given: callers make them atomic (host.save_output, atomic.atomic_write)."""
+        path = Path(path)
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        with atomic_write(path.with_suffix(".safetensors")) as tmp:
-            save_file(tensors, str(tmp))
-        with atomic_write(path.with_suffix(".json")) as tmp:
-            tmp.write_text(self.settings.to_json(), encoding="utf-8")
+        save_file(tensors, str(path if path.suffix == ".safetensors" else path.with_suffix(".safetensors")))
+        settings_path = Path(settings_path) if settings_path else path.with_suffix(".json")
+        settings_path.write_text(self.settings.to_json(), encoding="utf-8")
 
     @classmethod
     def load(cls, path, cost_volume: CostVolume) -> "NeuSField":
@@ -145,8 +122,15 @@ class NeuSField(torch.nn.Module):
         if "volume" not in tensors or "bbox" not in tensors:
             raise GeoDreamError(f"GeoDream: '{path.with_suffix('.safetensors')}' is not {what}: it looks like "
                                 f"{model_files.identify(tensors.keys())} (no volume). {fix}")
+        check_volume(tensors["volume"], tensors["bbox"], f"'{path.with_suffix('.safetensors')}'", fix,
+                     cost_volume.volume.shape[1])
+        for name, tensor in tensors.items():
+            if not name.startswith("occupancy."):  # an unmeasured occupancy bound is +inf by design
+                require_finite(tensor, f"'{name}' of '{path.with_suffix('.safetensors')}'")
         field = cls(CostVolume(tensors["volume"], cost_volume.decoder, tensors["bbox"], cost_volume.inv_s), settings)
-        # A field saved before free-space skipping has no grid: it starts unmeasured (every cell occupied).
+        # A field saved before free-space skipping has no grid: it starts unmeasured (every cell occupied); one saved
+        # before nerfacc's occupancy was kept has occupancy 0, so nothing is skipped until the grid is measured again.
         tensors.setdefault("occupancy.sdf_bound", field.occupancy.sdf_bound)
+        tensors.setdefault("occupancy.occs", field.occupancy.occs)
         model_files.load_weights(field, tensors, path.with_suffix(".safetensors"), what, fix)
         return field

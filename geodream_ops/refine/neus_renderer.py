@@ -7,8 +7,9 @@ with s_prev/next estimated from the SDF at the section's midpoint and its slope 
 (stratified while training) inside the field's box -- by default 512 per ray, so the step is at most the release's
 1.732 * 2 / 512 of its unit box -- optionally followed by importance samples drawn from the coarse weights
 (``n_importance``; measured in bench/RESULTS.md: 64 + 64 misses the release's opacities by up to 0.2 at rims). Free space
-is skipped as the release skips it (occupancy_grid.py): sections of step opacity under 0.01, or behind a
-transmittance of 1e-4, are never evaluated and contribute nothing (``RenderSettings.skip_free_space``).
+is skipped as the release skips it (occupancy_grid.py): sections of step opacity under min(0.01, the grid's mean
+occupancy), or behind a transmittance of 1e-4, are never evaluated and contribute nothing
+(``RenderSettings.skip_free_space``).
 Outputs: colour over the background, opacity, expected depth (distance along the unit ray), normals (the
 normalised SDF gradient, composited) -- each [N, H, W, C].
 
@@ -37,8 +38,8 @@ class RenderSettings:
     # alpha_inter_ratio 0); 1.0 is min(cos, 0), NeuS's annealed end, which does not overstate the slope of oblique
     # rays on long sections (an option: docs/FIDELITY.md).
     cos_anneal_ratio: float = 0.0
-    # The release's free-space skipping (occupancy grid + step opacity >= 0.01 + transmittance stop); off renders
-    # every section.
+    # The release's free-space skipping (occupancy grid + step opacity >= min(0.01, mean occupancy) + transmittance
+    # stop); off renders every section.
     skip_free_space: bool = True
     # render_with_loss keeps chunk graphs (one pass instead of two) while they fit in this share of the memory free
     # when it starts; the guidance's UNet calls run while they are held, hence not all of it. 0: always two passes.

@@ -33,7 +33,7 @@ from .occupancy_grid import UPDATE_EVERY
 
 log = logging.getLogger("GeoDream")
 
-CHECKPOINT_FORMAT = 3  # bump when the checkpoint's layout changes: older files are then refused, never misread
+CHECKPOINT_FORMAT = 4  # bump when the checkpoint's layout changes: older files are then refused, never misread
 RELEASE_OPTIMISER_STEPS = 60000  # geodream-neus.yaml trainer.max_steps, in Lightning's optimiser steps
 RELEASE_ITERATIONS = RELEASE_OPTIMISER_STEPS // 3  # three optimisers per iteration
 
@@ -151,7 +151,7 @@ class Refinement:
         size = render_size(step, s)
         grid = self.field.occupancy
         if s.render.skip_free_space and (step % UPDATE_EVERY == 0 or not grid.updated):
-            grid.update(self.field)
+            grid.update(self.field, step)
         self.optimizer.zero_grad(set_to_none=True)
         loss, _ = render_with_loss(self.field, cameras, size, size, self._loss_fn(cameras, step), s.render,
                                    background, self.generator)
@@ -208,14 +208,15 @@ class Refinement:
 
     def load_checkpoint(self) -> None:
         state = run_store.load(self.checkpoint_path, self.device, CHECKPOINT_FORMAT)
-        self.field.load_state_dict(state["field"])
-        if "optimizer" in state:
-            self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"].cpu())
-        if "guidance" in state:
-            state["guidance"]["generator"] = state["guidance"]["generator"].cpu()
-            self.guidance_fn.load_state_dict(state["guidance"])
-        self.step, self.skipped, self.bad_run = state["step"], state["skipped"], state["bad_run"]
+        with run_store.restoring(self.checkpoint_path):
+            self.field.load_state_dict(state["field"])
+            if "optimizer" in state:
+                self.optimizer.load_state_dict(state["optimizer"])
+            self.generator.set_state(state["generator"].cpu())
+            if "guidance" in state:
+                state["guidance"]["generator"] = state["guidance"]["generator"].cpu()
+                self.guidance_fn.load_state_dict(state["guidance"])
+            self.step, self.skipped, self.bad_run = state["step"], state["skipped"], state["bad_run"]
         self.settings = replace(self.settings, schedule_steps=state["schedule_steps"])
         log.info("GeoDream: resuming refinement at step %d of %d (schedules of a %d-step run) from %s", self.step,
                  self.settings.steps, self.settings.schedule_length, self.checkpoint_path)
