@@ -10,6 +10,8 @@ from ..geodream_ops.images import to_pil
 from ..geodream_ops.mesh.mesh_finetune import (CHECKPOINT_FORMAT, GEOMETRY_GUIDANCE, TEXTURE_GUIDANCE, FineTuneConfig,
                                            MeshFineTuner, resumable_settings)
 from ..geodream_ops.mesh.texture_bake import bake_texture
+from ..geodream_ops.guidance.reconstruction import ReconstructionTarget
+from ..geodream_ops.texture.grid_presets import GRID_PRESETS, TOOLTIP as GRID_TOOLTIP
 from . import categories
 from . import edge_types as T
 from . import host
@@ -48,7 +50,8 @@ class GeoDreamDMTetFineTune:
         return {"required": {
             "field": (T.FIELD, {"tooltip": "The refined field from VSDRefineNeuS (its SDF gives the starting mesh)."}),
             "guidance": (T.GUIDANCE, {"tooltip": "The Stable Diffusion guidance (SDS on normals for the shape, "
-                                                 "VSD with its LoRA for the texture)."}),
+                                                 "VSD with its LoRA for the texture), or GeoDream Reconstruction "
+                                                 "Guidance (the known object's normal maps and colours)."}),
             "prompt": ("STRING", {"multiline": True, "default": "",
                                   "tooltip": "The text the object should match; the same prompt as refinement."}),
             "tet_resolution": ("INT", {"default": 256, "min": 8, "max": 512, "step": 8, "tooltip":
@@ -74,21 +77,24 @@ class GeoDreamDMTetFineTune:
             "texture_size": ("INT", {"default": 1024, "min": 64, "max": 8192, "step": 64,
                                      "tooltip": "Side of the baked texture image, in pixels."}),
             "keep_unfinished_runs": resuming.RETENTION_INPUT,
+            "texture_grid": (list(GRID_PRESETS), {"default": "release", "tooltip": GRID_TOOLTIP}),
         }}
 
     @host.needs_autograd
     def run(self, field, guidance, prompt, tet_resolution, geometry_steps, texture_steps, render_size, seed,
             preview_every, resume=True, geometry_batch=8, texture_size=1024,
-            keep_unfinished_runs=resuming.KEEP_UNFINISHED_RUNS):
+            keep_unfinished_runs=resuming.KEEP_UNFINISHED_RUNS, texture_grid="release"):
         for name in ("sdf", "color", "bbox"):
             if not hasattr(field, name):
                 raise ValueError(f"GeoDream: 'field' has no '{name}'; connect the field output of VSDRefineNeuS.")
-        if not prompt.strip() and geometry_steps + texture_steps > 0:
+        reconstruction = isinstance(guidance, ReconstructionTarget)
+        if not prompt.strip() and geometry_steps + texture_steps > 0 and not reconstruction:
             raise ValueError("GeoDream: the prompt is empty; give the text the object should match.")
         from ..geodream_ops.guidance.score_distillation import make_guidance_fn
 
         config = FineTuneConfig(tet_resolution=tet_resolution, geometry_steps=geometry_steps,
-                                texture_steps=texture_steps, render_size=render_size, geometry_batch=geometry_batch)
+                                texture_steps=texture_steps, render_size=render_size, geometry_batch=geometry_batch,
+                                texture_grid=GRID_PRESETS[texture_grid])
         device = host.device()
         folder = host.output_dir() / "GeoDream" / "checkpoints"
         family = "dmtet-" + run_family(field, guidance, prompt, config, texture_size)
@@ -97,8 +103,12 @@ class GeoDreamDMTetFineTune:
         run_store.prune(folder, keep_unfinished_runs, checkpoint)
         torch.manual_seed(seed)
         # The reference shapes with SDS on normals and textures with VSD, each with its own schedule.
-        geometry_fn = make_guidance_fn(guidance, prompt, seed=seed, **GEOMETRY_GUIDANCE) if geometry_steps else None
-        texture_fn = make_guidance_fn(guidance, prompt, seed=seed, **TEXTURE_GUIDANCE) if texture_steps else None
+        # A reconstruction compares normal maps and colours with the known object's instead.
+        if reconstruction:
+            geometry_fn, texture_fn = guidance.guidance_fn("normals"), guidance.guidance_fn("colors")
+        else:
+            geometry_fn = make_guidance_fn(guidance, prompt, seed=seed, **GEOMETRY_GUIDANCE) if geometry_steps else None
+            texture_fn = make_guidance_fn(guidance, prompt, seed=seed, **TEXTURE_GUIDANCE) if texture_steps else None
         tuner = MeshFineTuner(field, geometry_fn, texture_fn, config, seed, device, family)
         tuner.resume(checkpoint)
 

@@ -8,10 +8,12 @@ from ..geodream_ops import run_store
 from ..geodream_ops.prior.cost_volume import CostVolume, check_volume
 from ..geodream_ops.tensor_checks import require_finite
 from ..geodream_ops.images import to_pil
-from ..geodream_ops.refine.neus_field import NeuSField
-from ..geodream_ops.refine.neus_renderer import render
+from ..geodream_ops.refine.neus_field import FieldSettings, NeuSField
+from ..geodream_ops.refine.neus_renderer import RenderSettings, render
+from ..geodream_ops.texture.grid_presets import GRID_PRESETS, TOOLTIP as GRID_TOOLTIP
 from ..geodream_ops.refine.refine_neus import (CHECKPOINT_FORMAT, NonFiniteError, Refinement, RefineSettings,
                                         evaluation_cameras, turntable)
+from ..geodream_ops.guidance.reconstruction import ReconstructionTarget
 from ..geodream_ops.guidance.score_distillation import make_guidance_fn
 from ..geodream_ops.guidance.sd_guidance import Guidance
 from . import categories
@@ -30,7 +32,8 @@ def run_family(cost_volume: CostVolume, guidance: Guidance, prompt: str, setting
     digest.update(cost_volume.volume.detach().float().cpu().numpy().tobytes())
     for tensor in cost_volume.decoder.state_dict().values():
         digest.update(tensor.detach().float().cpu().numpy().tobytes())
-    digest.update(json.dumps([CHECKPOINT_FORMAT, prompt, guidance.name, settings.resolution]).encode())
+    digest.update(json.dumps([CHECKPOINT_FORMAT, prompt, guidance.name, settings.resolution, settings.render.n_coarse,
+                              settings.field.hash_grid, settings.lr]).encode())
     return digest.hexdigest()[:16]
 
 
@@ -49,7 +52,8 @@ class GeoDreamVSDRefineNeuS:
     def INPUT_TYPES(cls):
         return {"required": {
             "cost_volume": (T.COST_VOLUME, {"tooltip": "The 3D prior from BuildCostVolume."}),
-            "guidance": (T.GUIDANCE, {"tooltip": "Stable Diffusion from GeoDream Load VSD Guidance."}),
+            "guidance": (T.GUIDANCE, {"tooltip": "Stable Diffusion from GeoDream Load VSD Guidance (or a known "
+                                                 "object's truth from GeoDream Reconstruction Guidance)."}),
             "prompt": ("STRING", {"multiline": True, "default": "", "tooltip":
                        "What the object is. ', front view' / ', side view' / ', back view' is appended per camera."}),
             "steps": ("INT", {"default": RefineSettings.steps, "min": 1, "max": 100000, "tooltip":
@@ -70,26 +74,41 @@ class GeoDreamVSDRefineNeuS:
                                  "Write a checkpoint every this many steps (~0.8 GB each at the release's size: "
                                  "the 150^3 volume, the hash grid and their optimiser moments)."}),
             "keep_unfinished_runs": resuming.RETENTION_INPUT,
+            "samples_per_ray": ("INT", {"default": RenderSettings.n_coarse, "min": 16, "max": 2048, "tooltip":
+                                "Samples along each ray through the box (512: the release's step). Fewer is faster "
+                                "and misses thin parts."}),
+            "texture_grid": (list(GRID_PRESETS), {"default": "release", "tooltip": GRID_TOOLTIP}),
+            "learning_rate_scale": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 100.0, "step": 0.1, "tooltip":
+                                    "x the release's learning rates (1). A run of a few hundred steps at the "
+                                    "release's rates barely moves V (its rate falls to 1e-4 after the warm-up); "
+                                    "the known-object demo uses 10."}),
         }}
 
     @host.needs_autograd
     def refine(self, cost_volume, guidance, prompt, steps, resolution, seed, preview_every, resume,
-               checkpoint_every=500, keep_unfinished_runs=resuming.KEEP_UNFINISHED_RUNS):
+               checkpoint_every=500, keep_unfinished_runs=resuming.KEEP_UNFINISHED_RUNS,
+               samples_per_ray=RenderSettings.n_coarse, texture_grid="release", learning_rate_scale=1.0):
         if not isinstance(cost_volume, CostVolume):
             raise TypeError("GeoDream: 'cost_volume' must come from a BuildCostVolume node.")
-        if not isinstance(guidance, Guidance):
-            raise TypeError("GeoDream: 'guidance' must come from a GeoDream Load VSD Guidance node.")
-        if not prompt.strip():
+        reconstruction = isinstance(guidance, ReconstructionTarget)
+        if not (reconstruction or isinstance(guidance, Guidance)):
+            raise TypeError("GeoDream: 'guidance' must come from GeoDream Load VSD Guidance (or GeoDream "
+                            "Reconstruction Guidance).")
+        if not (prompt.strip() or reconstruction):
             raise ValueError("GeoDream: the prompt is empty; describe the object (e.g. 'a ceramic teapot').")
         check_volume(cost_volume.volume, cost_volume.bbox, "VSD Refine NeuS's input 'cost_volume'",
                      "Build or load the cost volume again.")
         folder = host.output_dir() / "GeoDream" / "refine"
-        settings = RefineSettings(resolution=resolution, checkpoint_every=checkpoint_every)
+        settings = RefineSettings(resolution=resolution, checkpoint_every=checkpoint_every,
+                                  render=RenderSettings(n_coarse=samples_per_ray),
+                                  field=FieldSettings(hash_grid=GRID_PRESETS[texture_grid].to_dict()))
+        settings.lr = {group: lr * learning_rate_scale for group, lr in settings.lr.items()}
         family = run_family(cost_volume, guidance, prompt, settings)
         path, seed, steps, note = resuming.plan(folder, family, seed, steps, resume)
         settings.steps, settings.seed = steps, seed
         run_store.prune(folder, keep_unfinished_runs, path)
-        fn = make_guidance_fn(guidance, prompt.strip(), mode="vsd", seed=seed)
+        fn = guidance.guidance_fn("colors") if reconstruction else make_guidance_fn(guidance, prompt.strip(),
+                                                                                     mode="vsd", seed=seed)
         run = Refinement(cost_volume, fn, settings, host.device(), path, family)
         progress = host.Progress(steps, "GeoDream VSD", note)
 

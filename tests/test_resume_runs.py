@@ -223,7 +223,7 @@ def test_workflows_saved_before_keep_unfinished_runs_still_load():
         assert {k: inputs[k] for k in old_names} == dict(zip(old_names, values))
         assert "keep_unfinished_runs" not in inputs
         names = [name for name, _ in workflow.widget_names(classes[node_type])]
-        assert names[:len(old_names)] == old_names and names[-1] == "keep_unfinished_runs"
+        assert names[:len(old_names) + 1] == old_names + ["keep_unfinished_runs"]
         function = getattr(classes[node_type], classes[node_type].FUNCTION)
         default = inspect.signature(function).parameters["keep_unfinished_runs"].default
         assert default == resume.KEEP_UNFINISHED_RUNS == resume.RETENTION_INPUT[1]["default"]

@@ -130,9 +130,14 @@ class Refinement:
 
     # --- one iteration --------------------------------------------------------------------------------------
     def _loss_fn(self, cameras: Cameras, step: int):
+        # A guidance that compares opacity too (reconstruction.py's) says so with ``uses_opacity``.
+        wants_opacity = getattr(self.guidance_fn, "uses_opacity", False)
+
         def loss_fn(images):
             rgb = images["rgb"].permute(0, 3, 1, 2)
-            return self.guidance_fn(rgb, cameras, step, self.settings.schedule_length) + regularisers(images["opacity"], step, self.settings)
+            extra = {"opacity": images["opacity"][..., 0]} if wants_opacity else {}
+            return (self.guidance_fn(rgb, cameras, step, self.settings.schedule_length, **extra)
+                    + regularisers(images["opacity"], step, self.settings))
         return loss_fn
 
     def train_step(self) -> float:
