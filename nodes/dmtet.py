@@ -61,8 +61,7 @@ class GeoDreamDMTetFineTune:
             "render_size": ("INT", {"default": 1024, "min": 64, "max": 2048, "step": 64, "tooltip":
                                     "Texture-pass render size (reference 1024, downsampled to 512 for the VAE; "
                                     "VRAM grows with its square). The shape pass renders at min(this, 512)."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip":
-                             resuming.seed_tooltip("the cameras, the noise and the fresh texture field")}),
+            "seed": resuming.seed_input("the cameras, the noise and the fresh texture field", 0xFFFFFFFFFFFFFFFF),
             "preview_every": ("INT", {"default": 500, "min": 0, "max": 100000, "tooltip":
                                       "Show a render in the progress bar every this many steps (0: never)."}),
         }, "optional": {

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..geodream_ops import model_manifest, model_paths
+from ..geodream_ops import cancel, model_manifest, model_paths
 
 log = logging.getLogger("GeoDream")
 
@@ -59,6 +59,10 @@ def check_interrupt() -> None:
     if _interrupt.is_set():
         _interrupt.clear()
         raise Interrupted("interrupted by request")
+
+
+# The library's long loops (render chunks, grid queries, bakes) check between pieces (geodream_ops/cancel.py).
+cancel.install(check_interrupt)
 
 
 def needs_autograd(function):

@@ -16,6 +16,7 @@ from ..geodream_ops.multiview.object_preprocess import object_on_grey, resize_sq
 from . import categories
 from . import edge_types as T
 from . import host
+from . import resume as resuming
 
 log = logging.getLogger("GeoDream")
 
@@ -179,8 +180,7 @@ class GeoDreamMultiViewGenerate:
                              "Classifier-free guidance scale; 0 uses the release's (Zero123++ 4, MVDream 10). 1 "
                              "turns guidance off and halves the time per step, but the views follow the prompt "
                              "or image far less."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 63 - 1, "tooltip":
-                         "Same seed, same inputs: the same views."}),
+                "seed": resuming.seed_input("the views' diffusion noise", 2 ** 63 - 1, upstream=True),
             },
             "optional": {
                 "image": ("IMAGE", {"tooltip": "Zero123++: one image of the object, ideally square and centred."}),
@@ -271,8 +271,8 @@ class GeoDreamExpandViews:
             "guidance": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 50.0, "step": 0.1, "tooltip":
                          "Classifier-free guidance; 0 uses the release's 4. 1 halves the time but follows the "
                          "view far less."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 63 - 1, "tooltip":
-                     "View k is expanded with seed + k: same seed, same inputs, the same views."}),
+            "seed": resuming.seed_input("the added views' diffusion noise (view k is expanded with seed + k)",
+                                        2 ** 63 - 1, upstream=True),
         }, "optional": {
             "matting": (list(MATTING_METHODS), {"default": "auto", "tooltip": MATTING_TOOLTIP}),
             "precision": (list(PRECISIONS), {"default": "auto", "tooltip": PRECISION_TOOLTIP}),

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from .cost_volume import CostVolume
+from .. import cancel
 from ..errors import GeoDreamError
 from ..mesh.textured_mesh import TexturedMesh
 from ..mesh.mesh_repair import clean_faces
@@ -20,7 +21,7 @@ def sdf_grid(cost_volume: CostVolume, resolution: int, check=lambda: None) -> to
     z, y, x = torch.meshgrid(*axes, indexing="ij")
     points = torch.stack([x, y, z], dim=-1).reshape(-1, 3).to(cost_volume.volume.device)
     values = []
-    for chunk in points.split(CHUNK):
+    for chunk in cancel.each(points.split(CHUNK)):
         values.append(cost_volume.sdf(chunk)[0].float().cpu())
         check()
     return torch.cat(values).reshape(resolution, resolution, resolution)
