@@ -1,5 +1,6 @@
 """Every example workflow, as shipped in example_workflows/ (UI format), runs headlessly on tiny twins installed
-under the file names the workflows name; only sizes and step counts are overridden to keep CI fast."""
+under the file names the workflows name; only sizes and step counts are overridden to keep CI fast. Every GLB they
+write passes the Khronos glTF validator without an error or a warning (tests/gltf_validator.py)."""
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from geodream_pack.geodream_ops.uni3d.uni3d_text import save_text_tower
 from headless.pack import PACK_ROOT
 from headless.run import run_workflow
 from tests import twins_multiview, twins_prior, twins_sd, twins_uni3d
+from tests.gltf_validator import assert_valid
 
 WORKFLOWS = PACK_ROOT / "example_workflows"
 TINY = {
@@ -59,6 +61,7 @@ def _run(name, log):
 
 
 def _check_glb(path):
+    assert_valid([path])
     mesh = trimesh.load(path, force="mesh", process=False)
     assert len(mesh.faces) > 0 and np.isfinite(mesh.vertices).all()
     return mesh
