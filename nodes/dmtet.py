@@ -94,30 +94,30 @@ class GeoDreamDMTetFineTune:
         checkpoint, seed, total, note = resuming.plan(folder, family, seed, geometry_steps + texture_steps, resume)
         texture_steps = config.texture_steps = total - geometry_steps
         run_store.prune(folder, keep_unfinished_runs, checkpoint)
-        torch.manual_seed(seed)
-        # The reference shapes with SDS on normals and textures with VSD, each with its own schedule.
-        geometry_fn = make_guidance_fn(guidance, prompt, seed=seed, **GEOMETRY_GUIDANCE) if geometry_steps else None
-        texture_fn = make_guidance_fn(guidance, prompt, seed=seed, **TEXTURE_GUIDANCE) if texture_steps else None
-        tuner = MeshFineTuner(field, geometry_fn, texture_fn, config, seed, device, family)
-        tuner.resume(checkpoint)
+        with host.on_device(guidance.modules(), move=guidance.to):
+            torch.manual_seed(seed)
+            # The reference shapes with SDS on normals and textures with VSD, each with its own schedule.
+            geometry_fn = make_guidance_fn(guidance, prompt, seed=seed, **GEOMETRY_GUIDANCE) if geometry_steps else None
+            texture_fn = make_guidance_fn(guidance, prompt, seed=seed, **TEXTURE_GUIDANCE) if texture_steps else None
+            tuner = MeshFineTuner(field, geometry_fn, texture_fn, config, seed, device, family)
+            tuner.resume(checkpoint)
 
-        progress = host.Progress(tuner.total_steps, "GeoDream DMTet", note)
-        # A resumed run shows where it stands (and from which checkpoint) before its first new step.
-        progress.update(tuner.step, to_pil(tuner.preview()) if note and preview_every else None)
+            progress = host.Progress(tuner.total_steps, "GeoDream DMTet", note)
+            # A resumed run shows where it stands (and from which checkpoint) before its first new step.
+            progress.update(tuner.step, to_pil(tuner.preview()) if note and preview_every else None)
 
-        def report(stage, step, total, preview):
-            progress.update(step, None if preview is None else to_pil(preview))
-            host.check_interrupt()
+            def report(stage, step, total, preview):
+                progress.update(step, None if preview is None else to_pil(preview))
+                host.check_interrupt()
 
-        try:
-            vertices, faces = tuner.run(report, checkpoint, preview_every)
-        finally:
-            progress.close()
-            run_store.prune(folder, keep_unfinished_runs, checkpoint, tuner.step < tuner.total_steps)
-        color_fn = tuner.texture if texture_steps else field.color
-        mesh = bake_texture(vertices, faces, color_fn, texture_size, rasterizer=tuner.renderer.rasterizer)
-        host.soft_empty_cache()
-        return mesh, tuner.preview(min(render_size, 512))[None]
+            try:
+                vertices, faces = tuner.run(report, checkpoint, preview_every)
+            finally:
+                progress.close()
+                run_store.prune(folder, keep_unfinished_runs, checkpoint, tuner.step < tuner.total_steps)
+            color_fn = tuner.texture if texture_steps else field.color
+            mesh = bake_texture(vertices, faces, color_fn, texture_size, rasterizer=tuner.renderer.rasterizer)
+            return mesh, tuner.preview(min(render_size, 512))[None]
 
 
 NODES = {"GeoDreamDMTetFineTune": (GeoDreamDMTetFineTune, "GeoDream DMTet Fine-Tune")}

@@ -59,24 +59,19 @@ def model_dtype(kind: str, precision: str) -> torch.dtype:
 
 
 def run_on_device(mv_model, dtype, desc, steps, generate):
-    """Moves the model to the device in ``dtype``, runs ``generate(on_step)`` with a progress bar and interrupts,
-    and offloads the model afterwards whatever happens."""
+    """Moves the model to the device in ``dtype`` once ComfyUI has made room for it (host.on_device), runs
+    ``generate(on_step)`` with a progress bar and interrupts, and offloads the model afterwards whatever happens."""
     progress = host.Progress(steps, desc)
 
     def on_step(step):
         progress.update(step + 1)
         host.check_interrupt()
 
-    device = host.device()
-    for module in mv_model.modules():
-        module.to(device, dtype)
     try:
-        return generate(on_step)
+        with host.on_device(mv_model.modules(), dtype):
+            return generate(on_step)
     finally:
         progress.close()
-        for module in mv_model.modules():
-            module.to(host.offload_device())
-        host.soft_empty_cache()
 
 
 class GeoDreamLoadZero123Plus:

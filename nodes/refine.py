@@ -86,39 +86,42 @@ class GeoDreamVSDRefineNeuS:
         path, seed, steps, note = resuming.plan(folder, family, seed, steps, resume)
         settings.steps, settings.seed = steps, seed
         run_store.prune(folder, keep_unfinished_runs, path)
-        fn = make_guidance_fn(guidance, prompt.strip(), mode="vsd", seed=seed)
-        run = Refinement(cost_volume, fn, settings, host.device(), path, family)
-        progress = host.Progress(steps, "GeoDream VSD", note)
+        # The trained volume's value, gradient and two Adam moments, in float32, beside the guidance's networks.
+        working = 4 * cost_volume.volume.numel() * 4
+        with host.on_device(guidance.modules(), working_bytes=working, move=guidance.to):
+            fn = make_guidance_fn(guidance, prompt.strip(), mode="vsd", seed=seed)
+            run = Refinement(cost_volume, fn, settings, host.device(), path, family)
+            progress = host.Progress(steps, "GeoDream VSD", note)
 
-        def preview(step):
-            camera = evaluation_cameras(run.field, (step * 7.5) % 360)
-            size = min(PREVIEW_SIZE, render_size(step, settings))
-            with torch.no_grad():
-                return to_pil(render(run.field, camera, size, size, preview_settings(settings.render))["rgb"][0])
+            def preview(step):
+                camera = evaluation_cameras(run.field, (step * 7.5) % 360)
+                size = min(PREVIEW_SIZE, render_size(step, settings))
+                with torch.no_grad():
+                    image = render(run.field, camera, size, size, preview_settings(settings.render))["rgb"][0]
+                return to_pil(image)
 
-        finished = run.step >= steps
-        # A resumed run shows where it stands (and from which checkpoint) before its first new step.
-        progress.update(run.step, preview(run.step) if note and preview_every and not finished else None)
+            finished = run.step >= steps
+            # A resumed run shows where it stands (and from which checkpoint) before its first new step.
+            progress.update(run.step, preview(run.step) if note and preview_every and not finished else None)
 
-        def on_step(step, refinement):
-            progress.update(step, preview(step) if preview_every and step % preview_every == 0 else None)
-            host.check_interrupt()
+            def on_step(step, refinement):
+                progress.update(step, preview(step) if preview_every and step % preview_every == 0 else None)
+                host.check_interrupt()
 
-        try:
-            field = run.run(on_step)
-        except NonFiniteError as error:
-            raise RuntimeError(str(error)) from None
-        finally:
-            progress.close()
-            run_store.prune(folder, keep_unfinished_runs, path, current_unfinished=run.step < steps)
-        field.eval()
-        # A finished run queued again returns the turntable kept with it instead of rendering it again.
-        frames = run_store.kept_preview(path, run.step)
-        if frames is None:
-            with torch.no_grad():
-                frames = turntable(field, size=min(resolution, 256), settings=settings.render)
-            run_store.keep_preview(path, run.step, frames)
-        host.soft_empty_cache()
+            try:
+                field = run.run(on_step)
+            except NonFiniteError as error:
+                raise RuntimeError(str(error)) from None
+            finally:
+                progress.close()
+                run_store.prune(folder, keep_unfinished_runs, path, current_unfinished=run.step < steps)
+            field.eval()
+            # A finished run queued again returns the turntable kept with it instead of rendering it again.
+            frames = run_store.kept_preview(path, run.step)
+            if frames is None:
+                with torch.no_grad():
+                    frames = turntable(field, size=min(resolution, 256), settings=settings.render)
+                run_store.keep_preview(path, run.step, frames)
         return (field, frames)
 
 

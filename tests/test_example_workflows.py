@@ -10,7 +10,8 @@ from PIL import Image
 from geodream_pack.geodream_ops.uni3d.uni3d_text import save_text_tower
 from headless.pack import PACK_ROOT
 from headless.run import run_workflow
-from tests import twins_multiview, twins_prior, twins_sd, twins_uni3d
+from tests import twins_multiview, twins_uni3d
+from tests.twins_install import install_pipeline_twins
 from tests.gltf_validator import assert_valid
 
 WORKFLOWS = PACK_ROOT / "example_workflows"
@@ -32,14 +33,7 @@ TINY = {
 def twins(pack_dirs, tmp_path, monkeypatch):
     """Tiny twins under the names the workflows use, and the input files they load."""
     models = pack_dirs["models"]
-    twins_multiview.write_mvdream_single_file(models / "checkpoints" / "sd-v2.1-base-4view.pt")
-    twins_multiview.write_zero123plus(models / "diffusers" / "zero123plus-v1.2")
-    twins_multiview.write_zero123plus(models / "diffusers" / "zero123plus-v1.1")
-    # f_g starts as a sphere, so every stage downstream of the random prior has a surface to work on.
-    twins_prior.write_prior_checkpoint(models / "geodream", sphere_radius=0.5)
-    twins_sd.save_diffusers_folder(models / "diffusers" / "stable-diffusion-2-1-base")
-    # VSD's LoRA on SD 2.1 (768, v-prediction), as the workflows (and the release) put it
-    twins_sd.save_diffusers_folder(models / "diffusers" / "stable-diffusion-2-1", seed=1, prediction_type="v_prediction")
+    install_pipeline_twins(models)
     twins_uni3d.register_twin_size(monkeypatch)
     twins_uni3d.register_twin_clip(tmp_path / "clip_configs")
     twins_uni3d.save_uni3d_twin(models / "geodream" / "uni3d-g.pt")
