@@ -125,13 +125,18 @@ RUN_IN_EDITOR = """async ({ui, interruptAt}) => {
     const refine = app.graph._nodes.find((n) => n.type === 'GeoDreamVSDRefineNeuS');
     const seed = () => refine?.widgets.find((w) => w.name === 'seed')?.value;
     const used = seed();
+    // The seed of every node as queued (a control acts after queueing).
+    const seeds = Object.fromEntries(app.graph._nodes.filter((n) => n.widgets?.some((w) => w.name === 'seed'))
+        .map((n) => [n.type, n.widgets.find((w) => w.name === 'seed').value]));
     const ended = new Promise((resolve) => {
         const done = (kind) => () => resolve(kind);
         for (const kind of ['execution_success', 'execution_interrupted', 'execution_error']) {
             api.addEventListener(kind, done(kind), {once: true});
         }
     });
+    let first = null;  // the refinement's first progress value: the step it started (or resumed) at
     const onProgress = ({detail}) => {
+        if (String(detail.node) === String(refine.id) && first === null) first = detail.value;
         if (interruptAt && String(detail.node) === String(refine.id) && detail.value >= interruptAt) {
             api.removeEventListener('progress', onProgress);
             api.interrupt();
@@ -141,9 +146,8 @@ RUN_IN_EDITOR = """async ({ui, interruptAt}) => {
     await app.queuePrompt(0, 1);
     const end = await ended;
     api.removeEventListener('progress', onProgress);
-    const seeds = Object.fromEntries(app.graph._nodes.filter((n) => n.widgets?.some((w) => w.name === 'seed'))
-        .map((n) => [n.type, n.widgets.find((w) => w.name === 'seed').value]));
-    return {end, used, next: seed(), seeds, caption: refine?.geodreamPreview?.caption?.textContent ?? null};
+    return {end, used, next: seed(), seeds, first,
+            caption: refine?.geodreamPreview?.caption?.textContent ?? null};
 }"""
 
 # The 4-view text graph, node by node as a user builds it from the node library: each node made by LiteGraph (so
@@ -193,29 +197,31 @@ BUILD_FROM_LIBRARY = """({nodes, links, overrides}) => {
 
 def resume_in_library_graph(page, overrides) -> tuple[bool, str]:
     """A graph built from the node library (seeds and their controls as a new node has them), Run, Cancel during
-    refinement, Run: the second run keeps every seed, reuses the views and resumes the cancelled run (its preview
-    caption names the checkpoint). Then, with Multi-View Generate's control set to randomize, a third Run makes a
-    new object: new views, refinement from step 0."""
+    refinement, Run: the second run keeps every seed and resumes the cancelled run (it starts at the step the first
+    reached, and its preview caption names the checkpoint). Then Multi-View Generate's control set to randomize:
+    the next Run still resumes (the control acts after queueing), the one after makes a new object (new views,
+    refinement from step 0). Every run after the first is cancelled at its first refinement step, so no check waits
+    for a run to end."""
     graph = json.loads(json.dumps(LIBRARY_GRAPH))
     # A prompt of its own, so no run left by an earlier check is found.
     tag = uuid.uuid4().hex[:8]
     for key in ("views", "refine"):
         graph["nodes"][key][1]["prompt"] += f" ({tag})"
     defaults = page.evaluate(BUILD_FROM_LIBRARY, {**graph, "overrides": overrides})
-    first = page.evaluate(RUN_IN_EDITOR, {"ui": None, "interruptAt": 2})
-    second = page.evaluate(RUN_IN_EDITOR, {"ui": None, "interruptAt": 0})
+    runs = [page.evaluate(RUN_IN_EDITOR, {"ui": None, "interruptAt": 2})]
+    runs.append(page.evaluate(RUN_IN_EDITOR, {"ui": None, "interruptAt": 1}))
     page.evaluate("""() => { const n = window.app.graph._nodes.find((n) => n.type === 'GeoDreamMultiViewGenerate');
                              n.widgets.find((w) => w.name === 'seed').linkedWidgets[0].value = 'randomize'; }""")
-    third = page.evaluate(RUN_IN_EDITOR, {"ui": None, "interruptAt": 0})
-    fourth = page.evaluate(RUN_IN_EDITOR, {"ui": None, "interruptAt": 0})
+    runs += [page.evaluate(RUN_IN_EDITOR, {"ui": None, "interruptAt": 1}) for _ in range(2)]
+    first, second, third, fourth = runs
     ok = (all(control == "fixed" for _, control in defaults.values())
-          and first["end"] == "execution_interrupted" and second["end"] == "execution_success"
-          and first["seeds"] == second["seeds"] and "resumed" in (second["caption"] or "")
-          and third["end"] == fourth["end"] == "execution_success"
-          and third["seeds"]["GeoDreamMultiViewGenerate"] != fourth["seeds"]["GeoDreamMultiViewGenerate"]
-          and "resumed" not in (fourth["caption"] or ""))
-    return ok, (f"new nodes' seeds {defaults}; Run (cancelled) {first}; Run again {second}; with randomize: {third}, "
-                f"then {fourth}")
+          and all(r["end"] == "execution_interrupted" for r in runs)
+          and first["seeds"] == second["seeds"] == third["seeds"] and second["first"] >= 2
+          and "resumed" in (second["caption"] or "") and third["first"] >= 2
+          and fourth["seeds"]["GeoDreamMultiViewGenerate"] != first["seeds"]["GeoDreamMultiViewGenerate"]
+          and fourth["first"] == 0)
+    return ok, f"new nodes' seeds (value, control) {defaults}; runs: " + "; ".join(
+        f"{r['end']}, seeds {r['seeds']}, refinement from step {r['first']}, caption {r['caption']!r}" for r in runs)
 
 
 CANCEL_IN_RENDER = """async ({waitAfterLastStep}) => {
