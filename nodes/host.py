@@ -134,7 +134,9 @@ def on_device(modules, dtype: torch.dtype | None = None, working_bytes: int = 0,
             move(where)
             return
         for module in modules:
-            module.to(where, with_dtype) if with_dtype is not None else module.to(where)
+            module.to(where)
+            if with_dtype is not None and any(p.dtype != with_dtype for p in module.parameters()):
+                module.to(with_dtype)  # only a real cast: diffusers warns at every dtype it is given
 
     move_all(target, dtype)
     try:

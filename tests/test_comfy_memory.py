@@ -58,8 +58,8 @@ def test_stage_frees_room_before_moving_and_offloads_after(comfy):
     out = multiview.run_on_device(mv_model, torch.float16, "test", 1, lambda on_step: comfy.append(("work",)) or 7)
     assert out == 7
     # fp16 halves the 110 parameters' 440 bytes: ComfyUI frees 220 bytes plus its reserve before the move.
-    assert comfy == [("free_memory", 220 + RESERVE, torch.device("cpu")), ("to", "cpu", "torch.float16"), ("work",),
-                     ("to", "cpu"), ("soft_empty_cache",)]
+    assert comfy == [("free_memory", 220 + RESERVE, torch.device("cpu")), ("to", "cpu"), ("to", "torch.float16"),
+                     ("work",), ("to", "cpu"), ("soft_empty_cache",)]
 
 
 def test_a_failing_stage_still_offloads(comfy):

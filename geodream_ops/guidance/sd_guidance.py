@@ -209,5 +209,7 @@ def load_guidance(path, lora_path=None, device: torch.device | str = "cpu", half
     name = Path(path).name + (f" + {Path(lora_path).name}" if lora_path else "")
     guidance = Guidance(base, lora, device, dtype, name)
     for module in guidance.modules():
-        module.to(device, dtype)
+        module.to(device)
+        if dtype != torch.float32:  # only a real cast: diffusers warns at every dtype it is given
+            module.to(dtype)
     return guidance
