@@ -118,19 +118,25 @@ DEMO = """async (glb) => {
 
 RUN_IN_EDITOR = """async ({ui, interruptAt}) => {
     // Queue from the editor as a user does (so seed controls act), optionally cancelling when the refinement node
-    // reports step `interruptAt`; resolves to how the run ended and the seed each node used.
+    // reports step `interruptAt`; resolves to how the run ended and the seed each node used. ui null: the graph the
+    // editor holds.
     const app = window.app, api = app.api;
-    await app.loadGraphData(ui);
+    if (ui) await app.loadGraphData(ui);
     const refine = app.graph._nodes.find((n) => n.type === 'GeoDreamVSDRefineNeuS');
     const seed = () => refine?.widgets.find((w) => w.name === 'seed')?.value;
     const used = seed();
+    // The seed of every node as queued (a control acts after queueing).
+    const seeds = Object.fromEntries(app.graph._nodes.filter((n) => n.widgets?.some((w) => w.name === 'seed'))
+        .map((n) => [n.type, n.widgets.find((w) => w.name === 'seed').value]));
     const ended = new Promise((resolve) => {
         const done = (kind) => () => resolve(kind);
         for (const kind of ['execution_success', 'execution_interrupted', 'execution_error']) {
             api.addEventListener(kind, done(kind), {once: true});
         }
     });
+    let first = null;  // the refinement's first progress value: the step it started (or resumed) at
     const onProgress = ({detail}) => {
+        if (String(detail.node) === String(refine.id) && first === null) first = detail.value;
         if (interruptAt && String(detail.node) === String(refine.id) && detail.value >= interruptAt) {
             api.removeEventListener('progress', onProgress);
             api.interrupt();
@@ -140,8 +146,116 @@ RUN_IN_EDITOR = """async ({ui, interruptAt}) => {
     await app.queuePrompt(0, 1);
     const end = await ended;
     api.removeEventListener('progress', onProgress);
-    return {end, used, next: seed(), caption: refine?.geodreamPreview?.caption?.textContent ?? null};
+    return {end, used, next: seed(), seeds, first,
+            caption: refine?.geodreamPreview?.caption?.textContent ?? null};
 }"""
+
+# The 4-view text graph, node by node as a user builds it from the node library: each node made by LiteGraph (so
+# every widget, seeds and their controls included, starts at what a new node gets), then only the widgets named
+# here set, and the links made by socket name. {key: [type, {widget: value}]}, [[from, output slot, to, input]].
+LIBRARY_GRAPH = {
+    "nodes": {
+        "mv": ["GeoDreamLoadMVDream", {"model": "checkpoints/sd-v2.1-base-4view.pt"}],
+        "views": ["GeoDreamMultiViewGenerate", {"prompt": "a ceramic owl"}],
+        "prior": ["GeoDreamLoadPrior", {}],
+        "volume": ["GeoDreamBuildCostVolume", {}],
+        "sd": ["GeoDreamLoadVSDGuidance", {"model": "diffusers/stable-diffusion-2-1-base",
+                                           "lora_model": "diffusers/stable-diffusion-2-1"}],
+        "refine": ["GeoDreamVSDRefineNeuS", {"prompt": "a ceramic owl", "preview_every": 1, "checkpoint_every": 1}],
+        "show": ["PreviewImage", {}],
+    },
+    "links": [["mv", 0, "views", "mv_model"], ["views", 0, "volume", "views"], ["views", 1, "volume", "cameras"],
+              ["prior", 0, "volume", "prior"], ["volume", 0, "refine", "cost_volume"], ["sd", 0, "refine", "guidance"],
+              ["refine", 1, "show", "images"]],
+}
+
+BUILD_FROM_LIBRARY = """({nodes, links, overrides}) => {
+    const app = window.app, LG = window.LiteGraph ?? globalThis.LiteGraph;
+    app.graph.clear();
+    const made = {};
+    let x = 0;
+    for (const [key, [type, widgets]] of Object.entries(nodes)) {
+        const node = LG.createNode(type);
+        node.pos = [x, 100]; x += 360;
+        app.graph.add(node);
+        for (const [name, value] of Object.entries({...widgets, ...(overrides[type] ?? {})})) {
+            const widget = node.widgets?.find((w) => w.name === name);
+            if (!widget) throw new Error(`${type} has no widget ${name}`);
+            widget.value = value;
+        }
+        made[key] = node;
+    }
+    for (const [from, slot, to, input] of links) {
+        made[from].connect(slot, made[to], made[to].inputs.findIndex((i) => i.name === input));
+    }
+    // What a new node's seeds start on: {type: [seed, control]}
+    return Object.fromEntries(Object.values(made).filter((n) => n.widgets?.some((w) => w.name === 'seed'))
+        .map((n) => { const w = n.widgets.find((w) => w.name === 'seed');
+                      return [n.type, [w.value, w.linkedWidgets?.[0]?.value ?? null]]; }));
+}"""
+
+
+def resume_in_library_graph(page, overrides) -> tuple[bool, str]:
+    """A graph built from the node library (seeds and their controls as a new node has them), Run, Cancel during
+    refinement, Run: the second run keeps every seed and resumes the cancelled run (it starts at the step the first
+    reached, and its preview caption names the checkpoint). Then Multi-View Generate's control set to randomize:
+    the next Run still resumes (the control acts after queueing), the one after makes a new object (new views,
+    refinement from step 0). Every run after the first is cancelled at its first refinement step, so no check waits
+    for a run to end."""
+    graph = json.loads(json.dumps(LIBRARY_GRAPH))
+    # A prompt of its own, so no run left by an earlier check is found.
+    tag = uuid.uuid4().hex[:8]
+    for key in ("views", "refine"):
+        graph["nodes"][key][1]["prompt"] += f" ({tag})"
+    defaults = page.evaluate(BUILD_FROM_LIBRARY, {**graph, "overrides": overrides})
+    runs = [page.evaluate(RUN_IN_EDITOR, {"ui": None, "interruptAt": 2})]
+    runs.append(page.evaluate(RUN_IN_EDITOR, {"ui": None, "interruptAt": 1}))
+    page.evaluate("""() => { const n = window.app.graph._nodes.find((n) => n.type === 'GeoDreamMultiViewGenerate');
+                             n.widgets.find((w) => w.name === 'seed').linkedWidgets[0].value = 'randomize'; }""")
+    runs += [page.evaluate(RUN_IN_EDITOR, {"ui": None, "interruptAt": 1}) for _ in range(2)]
+    first, second, third, fourth = runs
+    ok = (all(control == "fixed" for _, control in defaults.values())
+          and all(r["end"] == "execution_interrupted" for r in runs)
+          and first["seeds"] == second["seeds"] == third["seeds"] and second["first"] >= 2
+          and "resumed" in (second["caption"] or "") and third["first"] >= 2
+          and fourth["seeds"]["GeoDreamMultiViewGenerate"] != first["seeds"]["GeoDreamMultiViewGenerate"]
+          and fourth["first"] == 0)
+    return ok, f"new nodes' seeds (value, control) {defaults}; runs: " + "; ".join(
+        f"{r['end']}, seeds {r['seeds']}, refinement from step {r['first']}, caption {r['caption']!r}" for r in runs)
+
+
+CANCEL_IN_RENDER = """async ({waitAfterLastStep}) => {
+    // Run the graph the editor holds; once refinement has done its last step (its turntable is rendering), wait,
+    // then Cancel: milliseconds from /interrupt to execution_interrupted.
+    const app = window.app, api = app.api;
+    const refine = app.graph._nodes.find((n) => n.type === 'GeoDreamVSDRefineNeuS');
+    let asked = null;
+    const ended = new Promise((resolve) => {
+        for (const kind of ['execution_success', 'execution_interrupted', 'execution_error']) {
+            api.addEventListener(kind, () => resolve({kind, ms: asked === null ? null : performance.now() - asked}),
+                                 {once: true});
+        }
+    });
+    const onProgress = ({detail}) => {
+        if (String(detail.node) === String(refine.id) && detail.value >= detail.max) {
+            api.removeEventListener('progress', onProgress);
+            setTimeout(() => { asked = performance.now(); api.interrupt(); }, waitAfterLastStep);
+        }
+    };
+    api.addEventListener('progress', onProgress);
+    await app.queuePrompt(0, 1);
+    return await ended;
+}"""
+
+
+def cancel_inside_render(page, overrides) -> tuple[bool, str]:
+    """Cancel while refinement renders its turntable (one step at 32 px, then 8 frames at the resolution): the
+    latency from /interrupt to execution_interrupted."""
+    graph = json.loads(json.dumps(LIBRARY_GRAPH))
+    graph["nodes"]["refine"][1].update({"prompt": f"a ceramic owl ({uuid.uuid4().hex[:8]})", "preview_every": 0})
+    page.evaluate(BUILD_FROM_LIBRARY, {**graph, "overrides": overrides})
+    result = page.evaluate(CANCEL_IN_RENDER, {"waitAfterLastStep": 5000})
+    return result["kind"] == "execution_interrupted" and result["ms"] is not None, f"{result}"
 
 
 def resume_in_editor(page, ui) -> tuple[bool, str]:
@@ -307,6 +421,12 @@ def main():
                         "(example_workflows redraws the shipped ones; default: a temporary folder)")
     parser.add_argument("--resume-check", action="store_true", help="with --editor: Run, Cancel, Run with the "
                         "refinement seed on randomize; the second run must resume the first")
+    parser.add_argument("--no-score-check", action="store_true", help="with --editor: leave out the Uni3D template "
+                        "(a server without the Uni3D twins)")
+    parser.add_argument("--library-resume-check", action="store_true", help="with --editor: a graph built from the "
+                        "node library, Run, Cancel, Run: the second run resumes; with randomize, a new object")
+    parser.add_argument("--cancel-check", type=Path, help="with --editor: JSON {node type: {input: value}} for a "
+                        "library-built graph whose refinement's turntable takes a while; Cancel inside it, timed")
     parser.add_argument("--screenshot", type=Path, help="with --editor: the README screenshot (PNG)")
     parser.add_argument("--result-glb", type=Path, help="with --editor: a GLB to show in core Preview3D ...")
     parser.add_argument("--result-screenshot", type=Path, default=Path("result.png"), help="... saved here")
@@ -338,8 +458,16 @@ def main():
         paths = sorted((ROOT / "example_workflows").glob("*.json"))
         folder = args.thumbnails or Path(tempfile.mkdtemp(prefix="geodream-thumbnails-"))
         folder.mkdir(parents=True, exist_ok=True)
-        runs = {"Uni3D score on the node": (score_in_editor, with_overrides(
-            workflow.load(ROOT / "example_workflows" / "mesh_to_uni3d_score.json"), overrides), folder / "score.png")}
+        runs = {}
+        if not args.no_score_check:
+            runs["Uni3D score on the node"] = (score_in_editor, with_overrides(
+                workflow.load(ROOT / "example_workflows" / "mesh_to_uni3d_score.json"), overrides), folder / "score.png")
+        if args.library_resume_check:
+            runs["resume after cancel in a graph built from the library"] = (
+                lambda page, _ui: resume_in_library_graph(page, overrides), None)
+        if args.cancel_check:
+            runs["Cancel inside a render"] = (
+                lambda page, _ui: cancel_inside_render(page, json.loads(args.cancel_check.read_text())), None)
         if args.resume_check:
             runs["resume after cancel, seed randomised"] = (resume_in_editor, with_overrides(
                 workflow.load(ROOT / "example_workflows" / "text_to_3d_mvdream.json"), overrides))

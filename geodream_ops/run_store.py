@@ -10,8 +10,9 @@ apart from the seed and the length (the input's content, the prompt, the guidanc
 - a finished run of the queued seed returns at once; asked for more steps, the family's latest finished run
   continues (whatever the seed), its schedules staying those of the length it started with, as threestudio's
   absolute milestones do when a run is resumed longer; the same length with another seed is a new run;
-- a finished run keeps only its result (the optimiser moments, two thirds of a checkpoint, are dropped), and at
-  most ``keep_unfinished`` unfinished runs stay in a stage's folder, the most recently written first.
+- a finished run keeps only its result (the optimiser moments, two thirds of a checkpoint, are dropped) and the
+  images its node returned (``<checkpoint>.preview.safetensors``, so queueing it again returns at once), and at most
+  ``keep_unfinished`` unfinished runs stay in a stage's folder, the most recently written first.
 
 Files appear whole or not at all (atomic.py): the .pt is replaced before its .json, so a .json never describes a
 checkpoint that is not there."""
@@ -25,6 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from .atomic import CheckpointMismatch, atomic_write, remove_stale
 from .errors import GeoDreamError
@@ -138,9 +141,31 @@ def choose(folder: Path, family: str, seed: int, steps: int) -> tuple[Path, RunI
     return None, None
 
 
+def preview_path(checkpoint: Path) -> Path:
+    return Path(checkpoint).with_suffix(".preview.safetensors")
+
+
+def keep_preview(checkpoint: Path, step: int, images: torch.Tensor) -> None:
+    """Keep the images [N, H, W, 3] a run's node returned at ``step`` beside its checkpoint (atomically)."""
+    with atomic_write(preview_path(checkpoint)) as tmp:
+        save_file({"images": images.detach().cpu().contiguous()}, str(tmp), metadata={"step": str(int(step))})
+
+
+def kept_preview(checkpoint: Path, step: int) -> torch.Tensor | None:
+    """The images kept for the run at ``step``; None when there are none, they are of another step (the run went
+    on since) or the file is unreadable (then they are rendered again)."""
+    try:
+        with safe_open(str(preview_path(checkpoint)), "pt") as f:
+            if (f.metadata() or {}).get("step") != str(step):
+                return None
+            return f.get_tensor("images")
+    except (OSError, RuntimeError, ValueError, SafetensorError):
+        return None
+
+
 def remove(path: Path) -> None:
-    """A checkpoint and its .json (either may be missing)."""
-    for p in (Path(path), info_path(path)):
+    """A checkpoint, its .json and its kept preview (any may be missing)."""
+    for p in (Path(path), info_path(path), preview_path(path)):
         p.unlink(missing_ok=True)
 
 

@@ -177,6 +177,60 @@ def _verify(path: Path, digests: dict, what: str) -> None:
                                 "source has changed and models.json needs updating.")
 
 
+def _free_bytes(folder: Path) -> int:
+    """Free space of the disk ``folder`` is (or will be) on: its nearest existing parent's."""
+    folder = Path(folder).resolve()
+    while not folder.exists():
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def _disk(folder: Path) -> int:
+    folder = Path(folder).resolve()
+    while not folder.exists():
+        folder = folder.parent
+    return folder.stat().st_dev
+
+
+def download_summary(entries, models_dir=None, out=print) -> None:
+    """Before the first byte: what each model takes (already there, or its size less what a cut transfer left),
+    the total, and the free space of each target folder's disk; a GeoDreamError with the figures when a disk cannot
+    hold what goes to it (with 1% of its free space to spare)."""
+    needs: dict[int, list] = {}
+    total = 0
+    for entry in entries:
+        folders = search_folders(entry.folder, models_dir)
+        status = mm.model_status(entry, folders)
+        root = folders[0]
+        if status.verified and _problems(entry, status) == []:
+            out(f"  {entry.key:<22} already there ({status.path})")
+            continue
+        _, files = _hub_files(entry)
+        final, stage = root / entry.name, mm.staging_dir(root) / entry.key
+        need = 0
+        for rel, _, size, digests in files:
+            if size is None:
+                continue
+            if _already_here(entry, folders, final, rel, size, digests) is not None:
+                continue
+            part = stage / (_fetched_name(entry) if rel == "." else rel)
+            staged = max((p.stat().st_size for p in (part, part.with_name(part.name + ".part")) if p.is_file()),
+                         default=0)
+            need += max(size - staged, 0)
+        out(f"  {entry.key:<22} {_human(need):>10} to fetch into {root}")
+        needs.setdefault(_disk(root), []).append((root, need))
+        total += need
+    out(f"total to fetch: {_human(total)}")
+    for targets in needs.values():
+        need, root = sum(n for _, n in targets), targets[0][0]
+        free = _free_bytes(root)
+        out(f"free space at {root}: {_human(free)}")
+        if need > 0.99 * free:
+            raise GeoDreamError(f"GeoDream: the models need {_human(need)} at {root} but its disk has "
+                                f"{_human(free)} free; free space there, or give another folder with --models-dir "
+                                "(or in ComfyUI's extra_model_paths.yaml). Nothing was downloaded.")
+
+
 def download(entry, models_dir=None, out=print) -> Path:
     """Fetch one model into the first folder ComfyUI searches for it, verified, appearing whole or not at all."""
     folders = search_folders(entry.folder, models_dir)
@@ -194,8 +248,7 @@ def download(entry, models_dir=None, out=print) -> Path:
         part = stage / (_fetched_name(entry) if rel == "." else rel)
         # A file already here that checks out is used as it is: placed by hand, by an earlier run of a folder
         # model, or (for a kept text tower) the full CLIP file under its published name.
-        here = [r / n for r in folders for n in entry.also_named] if entry.keep else [final / rel]
-        existing = next((path for path in here if _checks_out(path, size, digests)), None)
+        existing = _already_here(entry, folders, final, rel, size, digests)
         if existing is not None and not entry.keep:
             record[rel] = {"size": size, **digests}
             in_place.add(rel)
@@ -214,6 +267,13 @@ def download(entry, models_dir=None, out=print) -> Path:
     shutil.rmtree(stage, ignore_errors=True)
     out(f"{entry.key}: installed at {final}")
     return final
+
+
+def _already_here(entry, folders, final: Path, rel: str, size: int | None, digests: dict) -> Path | None:
+    """A file that checks out and serves for ``rel``: in place under ``final``, or for a kept text tower the full
+    file under one of its published names in any of ``folders``."""
+    here = [r / n for r in folders for n in entry.also_named] if entry.keep else [final / rel]
+    return next((path for path in here if _checks_out(path, size, digests)), None)
 
 
 def _checks_out(path: Path, size: int | None, digests: dict) -> bool:
@@ -312,6 +372,7 @@ def main(argv=None, manifest=None) -> int:
                 print(f"would fetch {entry.key} ({entry.size}) from {entry.origin} to "
                       f"{search_folders(entry.folder, args.models_dir)[0] / entry.name}")
             return 0
+        download_summary(entries, args.models_dir)
         for entry in entries:
             current = entry
             download(entry, args.models_dir)

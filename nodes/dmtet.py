@@ -64,8 +64,7 @@ class GeoDreamDMTetFineTune:
             "render_size": ("INT", {"default": 1024, "min": 64, "max": 2048, "step": 64, "tooltip":
                                     "Texture-pass render size (reference 1024, downsampled to 512 for the VAE; "
                                     "VRAM grows with its square). The shape pass renders at min(this, 512)."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip":
-                             resuming.seed_tooltip("the cameras, the noise and the fresh texture field")}),
+            "seed": resuming.seed_input("the cameras, the noise and the fresh texture field", 0xFFFFFFFFFFFFFFFF),
             "preview_every": ("INT", {"default": 500, "min": 0, "max": 100000, "tooltip":
                                       "Show a render in the progress bar every this many steps (0: never)."}),
         }, "optional": {
@@ -101,34 +100,36 @@ class GeoDreamDMTetFineTune:
         checkpoint, seed, total, note = resuming.plan(folder, family, seed, geometry_steps + texture_steps, resume)
         texture_steps = config.texture_steps = total - geometry_steps
         run_store.prune(folder, keep_unfinished_runs, checkpoint)
-        torch.manual_seed(seed)
-        # The reference shapes with SDS on normals and textures with VSD, each with its own schedule.
-        # A reconstruction compares normal maps and colours with the known object's instead.
-        if reconstruction:
-            geometry_fn, texture_fn = guidance.guidance_fn("normals"), guidance.guidance_fn("colors")
-        else:
-            geometry_fn = make_guidance_fn(guidance, prompt, seed=seed, **GEOMETRY_GUIDANCE) if geometry_steps else None
-            texture_fn = make_guidance_fn(guidance, prompt, seed=seed, **TEXTURE_GUIDANCE) if texture_steps else None
-        tuner = MeshFineTuner(field, geometry_fn, texture_fn, config, seed, device, family)
-        tuner.resume(checkpoint)
+        with host.on_device(guidance.modules(), move=guidance.to):
+            torch.manual_seed(seed)
+            # The reference shapes with SDS on normals and textures with VSD, each with its own schedule.
+            # A reconstruction compares normal maps and colours with the known object's instead.
+            if reconstruction:
+                geometry_fn, texture_fn = guidance.guidance_fn("normals"), guidance.guidance_fn("colors")
+            else:
+                geometry_fn = (make_guidance_fn(guidance, prompt, seed=seed, **GEOMETRY_GUIDANCE)
+                               if geometry_steps else None)
+                texture_fn = (make_guidance_fn(guidance, prompt, seed=seed, **TEXTURE_GUIDANCE)
+                              if texture_steps else None)
+            tuner = MeshFineTuner(field, geometry_fn, texture_fn, config, seed, device, family)
+            tuner.resume(checkpoint)
 
-        progress = host.Progress(tuner.total_steps, "GeoDream DMTet", note)
-        # A resumed run shows where it stands (and from which checkpoint) before its first new step.
-        progress.update(tuner.step, to_pil(tuner.preview()) if note and preview_every else None)
+            progress = host.Progress(tuner.total_steps, "GeoDream DMTet", note)
+            # A resumed run shows where it stands (and from which checkpoint) before its first new step.
+            progress.update(tuner.step, to_pil(tuner.preview()) if note and preview_every else None)
 
-        def report(stage, step, total, preview):
-            progress.update(step, None if preview is None else to_pil(preview))
-            host.check_interrupt()
+            def report(stage, step, total, preview):
+                progress.update(step, None if preview is None else to_pil(preview))
+                host.check_interrupt()
 
-        try:
-            vertices, faces = tuner.run(report, checkpoint, preview_every)
-        finally:
-            progress.close()
-            run_store.prune(folder, keep_unfinished_runs, checkpoint, tuner.step < tuner.total_steps)
-        color_fn = tuner.texture if texture_steps else field.color
-        mesh = bake_texture(vertices, faces, color_fn, texture_size, rasterizer=tuner.renderer.rasterizer)
-        host.soft_empty_cache()
-        return mesh, tuner.preview(min(render_size, 512))[None]
+            try:
+                vertices, faces = tuner.run(report, checkpoint, preview_every)
+            finally:
+                progress.close()
+                run_store.prune(folder, keep_unfinished_runs, checkpoint, tuner.step < tuner.total_steps)
+            color_fn = tuner.texture if texture_steps else field.color
+            mesh = bake_texture(vertices, faces, color_fn, texture_size, rasterizer=tuner.renderer.rasterizer)
+            return mesh, tuner.preview(min(render_size, 512))[None]
 
 
 NODES = {"GeoDreamDMTetFineTune": (GeoDreamDMTetFineTune, "GeoDream DMTet Fine-Tune")}

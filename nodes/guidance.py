@@ -52,8 +52,9 @@ class GeoDreamLoadVSDGuidance:
     def load(self, model, lora_model, precision):
         path = _resolve(model, "model")
         lora_path = None if lora_model == SAME else _resolve(lora_model, "lora_model")
-        half = None if precision == "auto" else precision == "fp16"
-        return (load_guidance(path, lora_path, host.device(), half),)
+        # Loaded where ComfyUI offloads models; the stages that use it move it to the GPU (host.on_device).
+        half = host.device().type == "cuda" if precision == "auto" else precision == "fp16"
+        return (load_guidance(path, lora_path, host.offload_device(), half),)
 
 
 NODES = {"GeoDreamLoadVSDGuidance": (GeoDreamLoadVSDGuidance, "GeoDream Load VSD Guidance")}

@@ -1,9 +1,11 @@
 """The only module that touches ComfyUI. Outside ComfyUI (tests, the headless runner) it falls back to plain
-equivalents: tqdm progress, a cooperative interrupt flag, cuda-if-available, model folders under
+equivalents: tqdm progress, a cooperative interrupt flag, cuda-if-available, CUDA's cache for ComfyUI's memory
+manager, model folders under
 ``$GEODREAM_MODELS_DIR`` (else the ComfyUI install the pack sits in, else ``./models``; geodream_ops/model_paths.py)
 and output under ``$GEODREAM_OUTPUT_DIR`` (default ``./output``)."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..geodream_ops import atomic, model_manifest, model_paths, output_names
+from ..geodream_ops import atomic, cancel, model_manifest, model_paths, output_names
 
 log = logging.getLogger("GeoDream")
 
@@ -61,6 +63,10 @@ def check_interrupt() -> None:
         raise Interrupted("interrupted by request")
 
 
+# The library's long loops (render chunks, grid queries, bakes) check between pieces (geodream_ops/cancel.py).
+cancel.install(check_interrupt)
+
+
 def needs_autograd(function):
     """For node functions that optimise, or load models that are backpropagated through: ComfyUI runs every node
     under torch.inference_mode(), whose tensors autograd refuses."""
@@ -92,6 +98,52 @@ def soft_empty_cache() -> None:
         comfy[0].soft_empty_cache()
     elif torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def module_bytes(modules, dtype: torch.dtype | None = None) -> int:
+    """Bytes of the parameters and buffers of ``modules`` (each tensor once), in ``dtype`` where given."""
+    tensors = {id(t): t for m in modules for t in (*m.parameters(), *m.buffers())}.values()
+    return sum(t.numel() * (torch.finfo(dtype).bits // 8 if dtype is not None and t.is_floating_point()
+                            else t.element_size()) for t in tensors)
+
+
+def make_room(bytes_needed: int, target: torch.device | None = None) -> None:
+    """Before our models move to ``target`` (default: the compute device): in ComfyUI, its memory manager frees
+    ``bytes_needed`` plus its inference reserve there, unloading (offloading) the other models it holds, as core
+    nodes do before they load theirs; elsewhere CUDA's cache is emptied."""
+    target = torch.device(target or device())
+    comfy = _comfy()
+    if comfy is not None:
+        mm = comfy[0]
+        mm.free_memory(int(bytes_needed) + mm.minimum_inference_memory(), target)
+    elif target.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+@contextlib.contextmanager
+def on_device(modules, dtype: torch.dtype | None = None, working_bytes: int = 0, move=None):
+    """Runs the block with ``modules`` on the compute device (yielded): room is made first (make_room: their size
+    in ``dtype`` plus ``working_bytes``), and afterwards, whatever happens, they go back to ComfyUI's offload device
+    (the CPU elsewhere) and the cache is emptied. ``move(device)`` moves objects that keep their own device (e.g.
+    the guidance); by default each module's ``to(device, dtype)``."""
+    target = device()
+    make_room(module_bytes(modules, dtype) + working_bytes, target)
+
+    def move_all(where, with_dtype):
+        if move is not None:
+            move(where)
+            return
+        for module in modules:
+            module.to(where)
+            if with_dtype is not None and any(p.dtype != with_dtype for p in module.parameters()):
+                module.to(with_dtype)  # only a real cast: diffusers warns at every dtype it is given
+
+    move_all(target, dtype)
+    try:
+        yield target
+    finally:
+        move_all(offload_device(), None)
+        soft_empty_cache()
 
 
 class Progress:

@@ -17,6 +17,7 @@ from ..geodream_ops.tensor_checks import require_finite_views
 from . import categories
 from . import edge_types as T
 from . import host
+from . import resume as resuming
 
 log = logging.getLogger("GeoDream")
 
@@ -60,24 +61,19 @@ def model_dtype(kind: str, precision: str) -> torch.dtype:
 
 
 def run_on_device(mv_model, dtype, desc, steps, generate):
-    """Moves the model to the device in ``dtype``, runs ``generate(on_step)`` with a progress bar and interrupts,
-    and offloads the model afterwards whatever happens."""
+    """Moves the model to the device in ``dtype`` once ComfyUI has made room for it (host.on_device), runs
+    ``generate(on_step)`` with a progress bar and interrupts, and offloads the model afterwards whatever happens."""
     progress = host.Progress(steps, desc)
 
     def on_step(step):
         progress.update(step + 1)
         host.check_interrupt()
 
-    device = host.device()
-    for module in mv_model.modules():
-        module.to(device, dtype)
     try:
-        return generate(on_step)
+        with host.on_device(mv_model.modules(), dtype):
+            return generate(on_step)
     finally:
         progress.close()
-        for module in mv_model.modules():
-            module.to(host.offload_device())
-        host.soft_empty_cache()
 
 
 class GeoDreamLoadZero123Plus:
@@ -246,8 +242,7 @@ class GeoDreamMultiViewGenerate:
                              "Classifier-free guidance scale; 0 uses the release's (Zero123++ 4, MVDream 10, Zero123 3). 1 "
                              "turns guidance off and halves the time per step, but the views follow the prompt "
                              "or image far less."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 63 - 1, "tooltip":
-                         "Same seed, same inputs: the same views."}),
+                "seed": resuming.seed_input("the views' diffusion noise", 2 ** 63 - 1, upstream=True),
             },
             "optional": {
                 "image": ("IMAGE", {"tooltip": "Zero123++ / Zero123: one image of the object, ideally square and "
@@ -369,8 +364,8 @@ class GeoDreamExpandViews:
             "guidance": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 50.0, "step": 0.1, "tooltip":
                          "Classifier-free guidance; 0 uses the release's 4. 1 halves the time but follows the "
                          "view far less."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 63 - 1, "tooltip":
-                     "View k is expanded with seed + k: same seed, same inputs, the same views."}),
+            "seed": resuming.seed_input("the added views' diffusion noise (view k is expanded with seed + k)",
+                                        2 ** 63 - 1, upstream=True),
         }, "optional": {
             "matting": (list(MATTING_METHODS), {"default": "auto", "tooltip": MATTING_TOOLTIP}),
             "precision": (list(PRECISIONS), {"default": "auto", "tooltip": PRECISION_TOOLTIP}),

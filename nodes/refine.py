@@ -9,10 +9,10 @@ from ..geodream_ops.prior.cost_volume import CostVolume, check_volume
 from ..geodream_ops.tensor_checks import require_finite
 from ..geodream_ops.images import to_pil
 from ..geodream_ops.refine.neus_field import FieldSettings, NeuSField
-from ..geodream_ops.refine.neus_renderer import RenderSettings, render
+from ..geodream_ops.refine.neus_renderer import RenderSettings, preview_settings, render
 from ..geodream_ops.texture.grid_presets import GRID_PRESETS, TOOLTIP as GRID_TOOLTIP
 from ..geodream_ops.refine.refine_neus import (CHECKPOINT_FORMAT, NonFiniteError, Refinement, RefineSettings,
-                                        evaluation_cameras, turntable)
+                                        evaluation_cameras, render_size, turntable)
 from ..geodream_ops.guidance.reconstruction import ReconstructionTarget
 from ..geodream_ops.guidance.score_distillation import make_guidance_fn
 from ..geodream_ops.guidance.sd_guidance import Guidance
@@ -63,11 +63,12 @@ class GeoDreamVSDRefineNeuS:
             "resolution": ("INT", {"default": 512, "min": 32, "max": 1024, "step": 16, "tooltip":
                            "Render size after the first 5% of the run (which renders at half). 512 as released; "
                            "256 needs roughly half the VRAM and time."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 31 - 1, "tooltip": resuming.seed_tooltip(
-                     "cameras, noise, timesteps and the fresh networks")}),
+            "seed": resuming.seed_input("the cameras, noise, timesteps and the fresh networks", 2 ** 31 - 1),
             "preview_every": ("INT", {"default": 250, "min": 0, "max": 100000, "tooltip":
-                              "Send a preview render to the editor every this many steps (0: never). Each costs a "
-                              f"{PREVIEW_SIZE}px render."}),
+                              "Send a preview render to the editor every this many steps (0: never). A preview is "
+                              f"for looking: one view at {PREVIEW_SIZE} px (or the step's render size if smaller) "
+                              "with a quarter of the run's samples per ray and no autograd, a small fraction of a "
+                              "training step's time and memory."}),
             "resume": ("BOOLEAN", {"default": True, "tooltip": resuming.RESUME_TOOLTIP}),
         }, "optional": {
             "checkpoint_every": ("INT", {"default": 500, "min": 1, "max": 100000, "tooltip":
@@ -107,34 +108,43 @@ class GeoDreamVSDRefineNeuS:
         path, seed, steps, note = resuming.plan(folder, family, seed, steps, resume)
         settings.steps, settings.seed = steps, seed
         run_store.prune(folder, keep_unfinished_runs, path)
-        fn = guidance.guidance_fn("colors") if reconstruction else make_guidance_fn(guidance, prompt.strip(),
-                                                                                     mode="vsd", seed=seed)
-        run = Refinement(cost_volume, fn, settings, host.device(), path, family)
-        progress = host.Progress(steps, "GeoDream VSD", note)
+        # The trained volume's value, gradient and two Adam moments, in float32, beside the guidance's networks.
+        working = 4 * cost_volume.volume.numel() * 4
+        with host.on_device(guidance.modules(), working_bytes=working, move=guidance.to):
+            fn = guidance.guidance_fn("colors") if reconstruction else make_guidance_fn(guidance, prompt.strip(),
+                                                                                         mode="vsd", seed=seed)
+            run = Refinement(cost_volume, fn, settings, host.device(), path, family)
+            progress = host.Progress(steps, "GeoDream VSD", note)
 
-        def preview(step):
-            camera = evaluation_cameras(run.field, (step * 7.5) % 360)
-            with torch.no_grad():
-                return to_pil(render(run.field, camera, PREVIEW_SIZE, PREVIEW_SIZE, settings.render)["rgb"][0])
+            def preview(step):
+                camera = evaluation_cameras(run.field, (step * 7.5) % 360)
+                size = min(PREVIEW_SIZE, render_size(step, settings))
+                with torch.no_grad():
+                    image = render(run.field, camera, size, size, preview_settings(settings.render))["rgb"][0]
+                return to_pil(image)
 
-        # A resumed run shows where it stands (and from which checkpoint) before its first new step.
-        progress.update(run.step, preview(run.step) if note and preview_every else None)
+            finished = run.step >= steps
+            # A resumed run shows where it stands (and from which checkpoint) before its first new step.
+            progress.update(run.step, preview(run.step) if note and preview_every and not finished else None)
 
-        def on_step(step, refinement):
-            progress.update(step, preview(step) if preview_every and step % preview_every == 0 else None)
-            host.check_interrupt()
+            def on_step(step, refinement):
+                progress.update(step, preview(step) if preview_every and step % preview_every == 0 else None)
+                host.check_interrupt()
 
-        try:
-            field = run.run(on_step)
-        except NonFiniteError as error:
-            raise RuntimeError(str(error)) from None
-        finally:
-            progress.close()
-            run_store.prune(folder, keep_unfinished_runs, path, current_unfinished=run.step < steps)
-        field.eval()
-        with torch.no_grad():
-            frames = turntable(field, size=min(resolution, 256), settings=settings.render)
-        host.soft_empty_cache()
+            try:
+                field = run.run(on_step)
+            except NonFiniteError as error:
+                raise RuntimeError(str(error)) from None
+            finally:
+                progress.close()
+                run_store.prune(folder, keep_unfinished_runs, path, current_unfinished=run.step < steps)
+            field.eval()
+            # A finished run queued again returns the turntable kept with it instead of rendering it again.
+            frames = run_store.kept_preview(path, run.step)
+            if frames is None:
+                with torch.no_grad():
+                    frames = turntable(field, size=min(resolution, 256), settings=settings.render)
+                run_store.keep_preview(path, run.step, frames)
         return (field, frames)
 
 

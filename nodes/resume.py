@@ -15,12 +15,28 @@ RETENTION_INPUT = ("INT", {"default": KEEP_UNFINISHED_RUNS, "min": 1, "max": 100
                            "ones are deleted when a run starts or ends. A finished run keeps only its result."})
 
 
-def seed_tooltip(seeds_what: str) -> str:
-    """The seed widget's promise, exactly as far as it holds (README, 'Resuming and disk use')."""
-    return (f"Seeds {seeds_what}. The same seed reproduces a run bit for bit on one CPU thread; with more threads "
-            "(ComfyUI's default) or on a GPU, summation order makes two runs differ slightly. An unfinished run of "
-            "the same inputs is continued with its own seed whatever this says (the seed control may change it "
-            "between Run, Cancel and Run); turn resume off to start this seed instead.")
+SEED_CONTROL_NOTE = ("Its 'control after generate' starts on fixed in nodes made from the library (GeoDream's "
+                     "editor extension), so Run, Cancel, Run continues the same run; randomize, or another seed, "
+                     "makes a new object")
+
+
+def seed_tooltip(seeds_what: str, upstream: bool = False) -> str:
+    """The seed widget's promise, exactly as far as it holds (README, 'Resuming and disk use'). ``upstream``: the
+    seed shapes what the long stages are named after (views, hence the cost volume), so changing it starts them
+    over; otherwise an unfinished run of the same inputs is continued whatever it says."""
+    promise = (f"Seeds {seeds_what}. The same seed reproduces a run bit for bit on one CPU thread; with more threads "
+               "(ComfyUI's default) or on a GPU, summation order makes two runs differ slightly. ")
+    if upstream:
+        return promise + (f"Another seed gives other views, so refinement and the mesh stage start over. "
+                          f"{SEED_CONTROL_NOTE} (and starts both long stages from step 0).")
+    return promise + ("An unfinished run of the same inputs is continued with its own seed whatever this says; turn "
+                      f"resume off to start this seed instead. {SEED_CONTROL_NOTE} once this run has finished.")
+
+
+def seed_input(seeds_what: str, maximum: int, upstream: bool = False) -> tuple:
+    """A seed widget: INT with its control widget declared (not left to the frontend's 'seed' name rule)."""
+    return ("INT", {"default": 0, "min": 0, "max": maximum, "control_after_generate": True,
+                    "tooltip": seed_tooltip(seeds_what, upstream)})
 
 
 def plan(folder, family: str, seed: int, steps: int, resume: bool) -> tuple:

@@ -226,4 +226,23 @@ def test_score_panel_shows_the_uni3d_nodes_number(page):
 def test_comfyui_loads_no_vendored_file_as_an_extension():
     """ComfyUI imports every .js under the web directory as an editor extension: only the pack's own modules."""
     names = sorted(p.relative_to(PACK_ROOT / "web").as_posix() for p in (PACK_ROOT / "web").rglob("*.js"))
-    assert names == ["geodream.js", "preview.js", "score.js", "viewer.js"]
+    assert names == ["geodream.js", "preview.js", "score.js", "seed_control.js", "viewer.js"]
+
+
+def test_seed_controls_of_a_new_node_start_on_fixed(page):
+    """Widgets as both frontends build them (1.27.10 and 1.58.1: the INT widget's linkedWidgets holds its control
+    combo, made with "randomize"): every seed control is set to fixed, nothing else changes."""
+    result = page.evaluate("""() => {
+        const control = () => ({type: 'combo', name: 'control_after_generate', value: 'randomize',
+                                options: {values: ['fixed', 'increment', 'decrement', 'randomize']}});
+        const seed = {type: 'number', name: 'seed', value: 123, linkedWidgets: [control()]};
+        const other = {type: 'number', name: 'steps', value: 5};
+        const combo = {type: 'combo', name: 'matting', value: 'auto', options: {values: ['auto', 'none']}};
+        const node = {widgets: [seed, seed.linkedWidgets[0], other, combo]};
+        const set = window.geodream.fixSeedControls(node);
+        return {set, control: seed.linkedWidgets[0].value, seed: seed.value, steps: other.value,
+                matting: combo.value, none: window.geodream.fixSeedControls({}),
+                found: window.geodream.seedControls(node).length};
+    }""")
+    assert result == {"set": 1, "control": "fixed", "seed": 123, "steps": 5, "matting": "auto", "none": 0,
+                      "found": 1}

@@ -91,3 +91,28 @@ def test_a_mesh_replaced_under_its_name_is_read_again_in_a_running_comfyui(tmp_p
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=60)
     assert "ends with a folder separator" in refused.value.read().decode()
+
+
+def test_library_built_graph_resumes_after_cancel_and_cancel_lands_inside_a_render(tmp_path):
+    """As a user works: the 4-view text graph built node by node from the library in the real editor (seeds as a
+    new node has them), Run, Cancel, Run resumes; randomize then gives a new object. And Cancel while refinement
+    renders its turntable ends the run (the latency is printed). Needs the pipeline's twins in the server's models/
+    (python -m tests.twins_install MODELS_DIR)."""
+    import json
+
+    overrides = {}
+    if os.environ.get("GEODREAM_COMFYUI_OVERRIDES"):
+        with open(os.environ["GEODREAM_COMFYUI_OVERRIDES"], encoding="utf-8") as f:
+            overrides = json.load(f)
+    one_step = tmp_path / "one_step.json"
+    one_step.write_text(json.dumps({**overrides, "GeoDreamVSDRefineNeuS": {
+        **overrides.get("GeoDreamVSDRefineNeuS", {}), "steps": 1}}))
+    stems = [p.stem for p in (PACK_ROOT / "example_workflows").glob("*.json")]
+    command = [sys.executable, str(PACK_ROOT / "bench" / "comfyui_check.py"), "--url", URL, "--skip", *stems,
+               "--editor", "--no-score-check", "--library-resume-check", "--cancel-check", str(one_step)]
+    if os.environ.get("GEODREAM_COMFYUI_OVERRIDES"):
+        command += ["--overrides", os.environ["GEODREAM_COMFYUI_OVERRIDES"]]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+    assert "resume after cancel in a graph built from the library: ok" in result.stdout, result.stdout[-3000:]
+    assert "Cancel inside a render: ok" in result.stdout, result.stdout[-3000:]
+    assert result.returncode == 0, result.stdout[-3000:]

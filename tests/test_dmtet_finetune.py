@@ -310,13 +310,17 @@ def simple_guidance(monkeypatch):
     return calls
 
 
+# What the node asks of the guidance beside the guidance functions: its name, its networks and a move (none here).
+_STAND_IN = types.SimpleNamespace(name="stand-in", modules=lambda: [], to=lambda device: None)
+
+
 def test_node_end_to_end_then_save_and_convert(pack_dirs, simple_guidance):
     from geodream_pack.nodes.dmtet import GeoDreamDMTetFineTune
     from geodream_pack.nodes.host import StandInMesh
     from geodream_pack.nodes.mesh_io import GeoDreamMeshToCoreMesh, GeoDreamSaveMesh
 
     node = GeoDreamDMTetFineTune()
-    args = dict(field=SphereField(), guidance=types.SimpleNamespace(name="stand-in"), prompt="a red ball", tet_resolution=12, geometry_steps=2,
+    args = dict(field=SphereField(), guidance=_STAND_IN, prompt="a red ball", tet_resolution=12, geometry_steps=2,
                 texture_steps=2, render_size=32, seed=1, preview_every=1, geometry_batch=1, texture_size=64)
     mesh, preview = node.run(**args)
     assert simple_guidance == ["sds", "vsd"]
@@ -350,7 +354,7 @@ def test_node_stops_on_interrupt_and_resumes_from_its_checkpoint(pack_dirs, simp
     from geodream_pack.nodes import host
     from geodream_pack.nodes.dmtet import GeoDreamDMTetFineTune
 
-    args = dict(field=SphereField(), guidance=types.SimpleNamespace(name="stand-in"), prompt="a red ball", tet_resolution=8, geometry_steps=2,
+    args = dict(field=SphereField(), guidance=_STAND_IN, prompt="a red ball", tet_resolution=8, geometry_steps=2,
                 texture_steps=2, render_size=32, seed=5, preview_every=0, geometry_batch=1, texture_size=32)
     reference, _ = GeoDreamDMTetFineTune().run(**args, resume=False)
     for path in (pack_dirs["output"] / "GeoDream" / "checkpoints").iterdir():

@@ -1,5 +1,6 @@
 """Every example workflow, as shipped in example_workflows/ (UI format), runs headlessly on tiny twins installed
-under the file names the workflows name; only sizes and step counts are overridden to keep CI fast."""
+under the file names the workflows name; only sizes and step counts are overridden to keep CI fast. Every GLB they
+write passes the Khronos glTF validator without an error or a warning (tests/gltf_validator.py)."""
 
 import numpy as np
 import pytest
@@ -11,7 +12,9 @@ from headless import workflow
 from headless.installed import node_classes
 from headless.pack import PACK_ROOT
 from headless.run import run_workflow
-from tests import twins_multiview, twins_prior, twins_sd, twins_uni3d
+from tests import twins_multiview, twins_uni3d
+from tests.twins_install import install_pipeline_twins
+from tests.gltf_validator import assert_valid
 
 WORKFLOWS = PACK_ROOT / "example_workflows"
 TINY = {
@@ -39,15 +42,7 @@ def tiny_for(path) -> dict:
 def twins(pack_dirs, tmp_path, monkeypatch):
     """Tiny twins under the names the workflows use, and the input files they load."""
     models = pack_dirs["models"]
-    twins_multiview.write_mvdream_single_file(models / "checkpoints" / "sd-v2.1-base-4view.pt")
-    twins_multiview.write_zero123plus(models / "diffusers" / "zero123plus-v1.2")
-    twins_multiview.write_zero123plus(models / "diffusers" / "zero123plus-v1.1")
-    twins_multiview.write_zero123_checkpoint(models / "checkpoints" / "zero123-xl.ckpt")
-    # f_g starts as a sphere, so every stage downstream of the random prior has a surface to work on.
-    twins_prior.write_prior_checkpoint(models / "geodream", sphere_radius=0.5)
-    twins_sd.save_diffusers_folder(models / "diffusers" / "stable-diffusion-2-1-base")
-    # VSD's LoRA on SD 2.1 (768, v-prediction), as the workflows (and the release) put it
-    twins_sd.save_diffusers_folder(models / "diffusers" / "stable-diffusion-2-1", seed=1, prediction_type="v_prediction")
+    install_pipeline_twins(models)
     twins_uni3d.register_twin_size(monkeypatch)
     twins_uni3d.register_twin_clip(tmp_path / "clip_configs")
     twins_uni3d.save_uni3d_twin(models / "geodream" / "uni3d-g.pt")
@@ -69,6 +64,7 @@ def _run(name, log):
 
 
 def _check_glb(path):
+    assert_valid([path])
     mesh = trimesh.load(path, force="mesh", process=False)
     assert len(mesh.faces) > 0 and np.isfinite(mesh.vertices).all()
     return mesh

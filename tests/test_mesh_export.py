@@ -1,5 +1,8 @@
 """UV baking and GLB / OBJ export: the baked texture holds the colour field at each vertex's UV, files reload with
 trimesh with the same counts, UVs and texture, and a failed export leaves no file behind."""
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -57,6 +60,32 @@ def test_glb_round_trip(baked, tmp_path):
     assert torch.equal(torch.tensor(np.asarray(image.convert("RGB"))), (baked.texture * 255).round().to(torch.uint8))
 
 
+def _glb_json(path) -> dict:
+    """The JSON chunk of a GLB, read from its bytes (header 12 bytes, then the chunk's length and type)."""
+    data = Path(path).read_bytes()
+    length = int.from_bytes(data[12:16], "little")
+    assert data[16:20] == b"JSON"
+    return json.loads(data[20:20 + length])
+
+
+@pytest.mark.parametrize("colours", [False, True])
+def test_untextured_glb_gets_a_plain_non_metallic_material(tmp_path, colours):
+    """glTF without a material means metallic 1 (dark metal in spec-following viewers): every primitive we write
+    names a material with metallic 0 and roughness 1, white, so vertex colours (COLOR_0) come through as they are."""
+    box = trimesh.creation.box()
+    vertices, faces = torch.tensor(box.vertices, dtype=torch.float32), torch.tensor(box.faces)
+    mesh = TexturedMesh(vertices, faces, vertex_colors=torch.rand(len(vertices), 3) if colours else None)
+    (path,) = save_mesh(mesh, tmp_path / "prior.glb", "glb")
+    gltf = _glb_json(path)
+    (primitive,) = gltf["meshes"][0]["primitives"]
+    material = gltf["materials"][primitive["material"]]["pbrMetallicRoughness"]
+    assert material["metallicFactor"] == 0.0 and material["roughnessFactor"] == 1.0
+    assert material.get("baseColorFactor", [1, 1, 1, 1]) == [1, 1, 1, 1]
+    assert ("COLOR_0" in primitive["attributes"]) == colours
+    written = save_mesh(mesh, tmp_path / "prior.obj", "obj")  # OBJ still writes whole
+    assert trimesh.load(written[0], process=False).vertices.shape == box.vertices.shape
+
+
 def test_obj_round_trip_writes_obj_mtl_and_png(baked, tmp_path):
     written = save_mesh(baked, tmp_path / "ball_00001_.obj", "obj")
     assert sorted(p.name for p in written) == ["ball_00001_.mtl", "ball_00001_.obj", "ball_00001_.png"]
@@ -98,3 +127,26 @@ def test_load_mesh_node_round_trips_a_saved_glb(pack_dirs):
     assert (loaded.texture - texture).abs().max() <= 0.5 / 255 + 1e-6
     as_z_up, = GeoDreamLoadMesh().load("tet.glb", "Z (GeoDream frame)")
     assert torch.allclose(as_z_up.vertices, to_gltf_frame(vertices), atol=1e-6)
+
+
+def test_gltf_validator_passes_our_glbs_and_flags_a_broken_one(baked, tmp_path):
+    """The validator the example-workflow tests run (tests/gltf_validator.py) can fail: a GLB whose JSON names an
+    accessor that does not exist has errors; ours (textured, and untextured with vertex colours) have none."""
+    from tests.gltf_validator import assert_valid, validate
+
+    (textured,) = save_mesh(baked, tmp_path / "ball.glb", "glb")
+    plain = TexturedMesh(baked.vertices, baked.faces, vertex_colors=torch.rand(len(baked.vertices), 3))
+    (untextured,) = save_mesh(plain, tmp_path / "plain.glb", "glb")
+    assert_valid([textured, untextured])
+    gltf = _glb_json(untextured)
+    gltf["meshes"][0]["primitives"][0]["attributes"]["POSITION"] = 99
+    text = json.dumps(gltf).encode()
+    text += b" " * (-len(text) % 4)
+    data = untextured.read_bytes()
+    old = int.from_bytes(data[12:16], "little")
+    rest = data[20 + old:]
+    body = len(text).to_bytes(4, "little") + b"JSON" + text + rest
+    broken = tmp_path / "broken.glb"
+    broken.write_bytes(data[:8] + (12 + len(body)).to_bytes(4, "little") + body)
+    (report,) = validate([broken])
+    assert report["errors"] > 0, report

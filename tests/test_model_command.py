@@ -291,3 +291,39 @@ def test_a_gated_model_says_which_licence_to_accept_and_how_to_pass_a_token(hub,
     assert "huggingface.co/stabilityai/stable-zero123" in err and "accept" in err and "HF_TOKEN" in err
     assert "Check the connection" not in err  # the refusal is the licence's, not the network's
     assert not (pack_dirs["models"] / "checkpoints" / "stable_zero123.ckpt").exists()
+
+
+def test_download_says_what_it_will_take_and_refuses_when_the_disk_cannot_hold_it(hub, pack_dirs, monkeypatch,
+                                                                                  capsys):
+    """Before the first byte: each model's size (what the hub serves, less a cut transfer's part), the total, the
+    target disk's free space; a disk too small is refused with those figures and nothing is fetched."""
+    import shutil as shell
+
+    prior = len(hub.repos["One-2-3-45/code"][PRIOR_FILE])
+    served = hub.repos["sudo-ai/zero123plus-v1.2"]
+    zero123plus = sum(len(v) for k, v in served.items() if k not in ("README.md", "unet/diffusion_pytorch_model.bin"))
+    part = pack_dirs["models"] / mm.STAGING_NAME / "sparseneus-lod0" / "ckpt_215000.pth.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(hub.repos["One-2-3-45/code"][PRIOR_FILE][:1000])
+    real = shell.disk_usage
+    free = {"bytes": prior + zero123plus - 1000 - 1}  # one byte short
+    monkeypatch.setattr(command.shutil, "disk_usage",
+                        lambda path: real(path)._replace(free=free["bytes"]))
+    hub.requests.clear()
+    assert _run(hub, "download", "zero123plus-v1.2", "sparseneus-lod0") == 1
+    out, err = capsys.readouterr()
+    assert f"zero123plus-v1.2       {command._human(zero123plus):>10} to fetch" in out
+    assert f"sparseneus-lod0        {command._human(prior - 1000):>10} to fetch" in out
+    assert f"total to fetch: {command._human(prior + zero123plus - 1000)}" in out
+    assert f"free space at {pack_dirs['models'] / 'diffusers'}: {command._human(free['bytes'])}" in out
+    assert "but its disk has" in err and "Nothing was downloaded" in err
+    assert not [r for r in hub.requests if r[0] == "GET" and "/resolve/" in r[1]]  # not a byte
+    # With room, the same command fetches them; run again, it says they are there and fetches nothing.
+    free["bytes"] = 10 * (prior + zero123plus)
+    assert _run(hub, "download", "zero123plus-v1.2", "sparseneus-lod0") == 0
+    capsys.readouterr()
+    hub.requests.clear()
+    assert _run(hub, "download", "zero123plus-v1.2", "sparseneus-lod0") == 0
+    out = capsys.readouterr().out
+    assert "zero123plus-v1.2       already there" in out and "total to fetch: 0 B" in out
+    assert not hub.requests

@@ -46,14 +46,19 @@ def test_node_runs_resumes_and_saves(guidance, pack_dirs, monkeypatch):
     field, frames = _refine(guidance)
     assert isinstance(field, NeuSField)
     assert frames.shape == (8, 32, 32, 3) and 0 <= frames.min() and frames.max() <= 1
-    assert previews == [(2, (128, 128))]  # every preview_every steps, to the node's live preview
+    # Every preview_every steps, to the node's live preview, at the step's render size (under 128 px here).
+    assert previews == [(2, (32, 32))]
     checkpoints = list((pack_dirs["output"] / "GeoDream" / "refine").glob("*.pt"))
     assert len(checkpoints) == 1 and torch.load(checkpoints[0], weights_only=True)["step"] == 3
 
-    # The same inputs again: the finished checkpoint is picked up and no step runs.
+    # The same inputs again: the finished checkpoint is picked up, no step runs and nothing is rendered: the
+    # turntable kept with the run comes back as it was.
     monkeypatch.setattr(host, "check_interrupt", lambda: pytest.fail("a finished run must not step again"))
-    again, _ = _refine(guidance)
+    monkeypatch.setattr(refine, "turntable", lambda *a, **k: pytest.fail("a finished run must not render again"))
+    monkeypatch.setattr(refine, "render", lambda *a, **k: pytest.fail("a finished run must not render again"))
+    again, frames_again = _refine(guidance)
     torch.testing.assert_close(again.volume, field.volume, rtol=0, atol=0)
+    torch.testing.assert_close(frames_again, frames, rtol=0, atol=0)
 
     ui = GeoDreamSaveField().save(field, "GeoDream/field")["ui"]["files"]
     saved = load_file(pack_dirs["output"] / "GeoDream" / ui[0]["filename"])

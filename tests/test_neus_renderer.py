@@ -134,3 +134,55 @@ def test_sample_pdf_follows_weights():
     weights = torch.tensor([[0.0, 0.0, 1.0, 0.0]])
     t = sample_pdf(edges, weights, torch.linspace(0.01, 0.99, 50)[None])
     assert ((t > 0.5 - 1e-3) & (t < 0.75 + 1e-3)).float().mean() > 0.95
+
+
+def test_render_without_graph_stops_between_chunks_and_chunking_keeps_the_numbers(monkeypatch):
+    """A Cancel lands inside a render, within one chunk (cancel.py); chunks sized by time and memory give the same
+    image as one chunk of every ray."""
+    from geodream_pack.geodream_ops import cancel
+    from geodream_pack.geodream_ops.refine import neus_renderer
+
+    field, cams, size = SphereField(), _camera(), 24
+    settings = RenderSettings(n_coarse=32, n_importance=0, chunk_rays=size * size)
+    monkeypatch.setattr(neus_renderer, "timed_chunks", lambda count, spr, limit: [slice(0, count)])
+    whole = render(field, cams, size, size, settings)
+    monkeypatch.undo()
+    monkeypatch.setattr(neus_renderer, "FIRST_CHUNK_SAMPLES", 32 * 10)  # 10 rays, then sized by time
+    monkeypatch.setattr(neus_renderer, "CHUNK_SECONDS", 1e-9)  # ... to one ray each
+    checks = []
+    cancel.install(lambda: checks.append(1))
+    try:
+        chunked = render(field, cams, size, size, settings)
+        assert len(checks) == size * size - 10 + 1  # one check before each chunk: 10 rays, then one ray at a time
+        for key in whole:
+            torch.testing.assert_close(chunked[key], whole[key], rtol=0, atol=1e-6)
+
+        class Stop(Exception):
+            pass
+
+        def stop_at_third():
+            checks.append(1)
+            if len(checks) == 3:
+                raise Stop
+
+        checks.clear()
+        cancel.install(stop_at_third)
+        with pytest.raises(Stop):
+            render(field, cams, size, size, settings)
+        assert len(checks) == 3  # stopped at the third chunk, not at the end of the render
+    finally:
+        cancel.install(None)
+
+
+def test_no_graph_chunks_fit_the_memory_share(monkeypatch):
+    from geodream_pack.geodream_ops.refine import neus_renderer
+
+    settings = RenderSettings(n_coarse=512, chunk_rays=8192)
+    monkeypatch.setattr(neus_renderer, "free_bytes", lambda device: 8 * 2 ** 30)
+    rays = neus_renderer.no_graph_chunk_rays(settings, "cpu")
+    # A quarter of 8 GB over 512 samples of 4 KB each: 1,024 rays (not the 8,192 x 512 x 4 KB = 16 GB of before).
+    assert rays == int(0.25 * 8 * 2 ** 30) // (512 * neus_renderer.BYTES_PER_SAMPLE) == 1024
+    monkeypatch.setattr(neus_renderer, "free_bytes", lambda device: 0)  # unknown: the settings' own chunk
+    assert neus_renderer.no_graph_chunk_rays(settings, "cpu") == 8192
+    preview = neus_renderer.preview_settings(RenderSettings(n_coarse=512, n_importance=64))
+    assert (preview.n_coarse, preview.n_importance) == (128, 16)

@@ -21,6 +21,24 @@ def test_exports():
     assert {"GeoDreamCameraRig", "GeoDreamCustomCameras", "GeoDreamSaveCameras"} <= set(pack.NODE_CLASS_MAPPINGS)
 
 
+def test_node_mappings_are_a_literal_static_readers_see_and_match_every_modules_nodes():
+    """comfy-test lint and the registry read NODE_CLASS_MAPPINGS without importing the pack: a dict literal with
+    string keys. It must hold exactly the nodes the modules declare in NODES, each the same class."""
+    import ast
+
+    from geodream_pack.nodes import declared_nodes
+
+    declared = declared_nodes()
+    assert {k: v[0] for k, v in declared.items()} == pack.NODE_CLASS_MAPPINGS, \
+        "add each module's new NODES entries to the literal in nodes/__init__.py"
+    tree = ast.parse((PACK_ROOT / "nodes" / "__init__.py").read_text(encoding="utf-8"))
+    (literal,) = [n.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                  and any(isinstance(t, ast.Name) and t.id == "NODE_CLASS_MAPPINGS" for t in n.targets)]
+    assert isinstance(literal, ast.Dict)
+    assert [k.value for k in literal.keys if isinstance(k, ast.Constant)] == list(pack.NODE_CLASS_MAPPINGS)
+    assert set(declared) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
+
+
 def test_import_by_path_in_a_clean_interpreter():
     """As ComfyUI does it, with nothing of ours on sys.path and no optional CUDA package importable."""
     code = (

@@ -1,10 +1,12 @@
 // GeoDream editor extension: live refinement previews on the running node, the Uni3D score on the node that
-// computed it, and a 3D viewer on our nodes that report a saved mesh (GLB or OBJ). Core SaveGLB / Preview3D keep
-// their own viewer; ours only covers GeoDream nodes.
+// computed it, a 3D viewer on our nodes that report a saved mesh (GLB or OBJ), and seeds that start on "fixed" in
+// nodes made from the library (seed_control.js). Core SaveGLB / Preview3D keep their own viewer; ours only covers
+// GeoDream nodes.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { PREVIEW_EVENT, PreviewPanel, handlePreview } from "./preview.js";
 import { ScorePanel, scoreResult } from "./score.js";
+import { fixSeedControls } from "./seed_control.js";
 
 const WIDGET_HEIGHT = 256;
 const SCORE_HEIGHT = 64;
@@ -71,7 +73,8 @@ async function showMesh(node, file, format) {
 }
 
 app.registerExtension({
-  name: "GeoDream.Editor",
+  // Under the pack's registry namespace (pyproject.toml [tool.comfy] PublisherId), as comfy-test lint asks.
+  name: "geodream.Editor",
 
   setup() {
     api.addEventListener(PREVIEW_EVENT, ({ detail }) => {
@@ -84,6 +87,12 @@ app.registerExtension({
 
   beforeRegisterNodeDef(nodeType, nodeData) {
     if (!isOurs(nodeData)) return;
+    const onNodeCreated = nodeType.prototype.onNodeCreated;
+    nodeType.prototype.onNodeCreated = function () {
+      const result = onNodeCreated?.apply(this, arguments);
+      fixSeedControls(this);
+      return result;
+    };
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (output) {
       onExecuted?.apply(this, arguments);

@@ -67,6 +67,14 @@ class ReconstructionTarget:
         self.target, self.weight, self.mask_weight = target, weight, mask_weight
         self.name = f"reconstruction:{target.name}:{weight:g}:{mask_weight:g}"
 
+    def modules(self) -> list:
+        """No networks to place on a device (the stages' host.on_device contract): the truth is rendered where the
+        stage's images are."""
+        return []
+
+    def to(self, device) -> "ReconstructionTarget":
+        return self
+
     def guidance_fn(self, kind: str) -> ReconstructionGuidance:
         """The guidance of a pass: 'colors' (refinement, texture) or 'normals' (DMTet geometry)."""
         return ReconstructionGuidance(self.target, kind, self.weight, self.mask_weight)

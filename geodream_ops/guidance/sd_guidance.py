@@ -52,6 +52,18 @@ class Guidance:
     def shared(self) -> bool:
         return self.lora.unet is self.base.unet
 
+    def modules(self) -> list[torch.nn.Module]:
+        """The networks, each once (the LoRA branch's UNet is the base's when shared)."""
+        found = (self.base.unet, self.base.vae, self.base.text_encoder, self.lora.unet)
+        return list({id(m): m for m in found if m is not None}.values())
+
+    def to(self, device) -> "Guidance":
+        """Moves every network (with any LoRA layers in them) to ``device``, which later inputs follow."""
+        self.device = torch.device(device)
+        for module in self.modules():
+            module.to(self.device)
+        return self
+
     @property
     def image_size(self) -> int:
         """Renders are resized to this before the VAE (512 for SD 2.1-base)."""
@@ -185,7 +197,8 @@ def load_model(path: Path, config_dir: Path | None = None, unet_only: bool = Fal
 
 def load_guidance(path, lora_path=None, device: torch.device | str = "cpu", half: bool | None = None,
                   config_dir: Path | None = None, lora_config_dir: Path | None = None) -> Guidance:
-    """The frozen eps-model (``path``) and, when given, a second UNet for the LoRA branch (``lora_path``)."""
+    """The frozen eps-model (``path``) and, when given, a second UNet for the LoRA branch (``lora_path``), on
+    ``device``, in fp16 when ``half`` (None: fp16 exactly on CUDA)."""
     device = torch.device(device)
     dtype = torch.float16 if (device.type == "cuda" if half is None else half) else torch.float32
     base = load_model(path, config_dir)
@@ -193,9 +206,10 @@ def load_guidance(path, lora_path=None, device: torch.device | str = "cpu", half
         raise ValueError(f"GeoDream: '{Path(path).name}' predicts '{base.prediction_type}', but VSD's pretrained "
                          "branch needs an epsilon-prediction model: use Stable Diffusion 2.1-base (512 px).")
     lora = load_model(lora_path, lora_config_dir, unet_only=True) if lora_path else base
-    for module in {id(m): m for m in (base.unet, base.vae, base.text_encoder, lora.unet)}.values():
-        module.to(device)
-        if dtype != torch.float32:
-            module.to(dtype)
     name = Path(path).name + (f" + {Path(lora_path).name}" if lora_path else "")
-    return Guidance(base, lora, device, dtype, name)
+    guidance = Guidance(base, lora, device, dtype, name)
+    for module in guidance.modules():
+        module.to(device)
+        if dtype != torch.float32:  # only a real cast: diffusers warns at every dtype it is given
+            module.to(dtype)
+    return guidance

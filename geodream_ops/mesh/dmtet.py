@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import cancel
 from ..errors import GeoDreamError
 from .marching_tets import marching_tets
 from .tet_grid import TetGrid
@@ -31,7 +32,7 @@ DEFORMATION_CELLS = 0.5
 
 def _field_sdf(field, grid: TetGrid, threshold: float) -> torch.Tensor:
     """The field's SDF minus ``threshold`` at the grid's vertices [V], queried in chunks."""
-    values = [field.sdf(chunk).reshape(-1).float().to(grid.device) for chunk in grid.vertices.split(QUERY_CHUNK)]
+    values = [field.sdf(chunk).reshape(-1).float().to(grid.device) for chunk in cancel.each(grid.vertices.split(QUERY_CHUNK))]
     sdf = torch.cat(values) - threshold
     bad = int((~torch.isfinite(sdf)).sum())
     if bad:  # marching tetrahedra would place NaN vertices, which no later stage can mesh or unwrap

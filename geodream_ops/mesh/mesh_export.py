@@ -19,7 +19,8 @@ FORMATS = ("glb", "obj")
 
 
 def to_trimesh(mesh: TexturedMesh, name: str = "material", linear_colours: bool = False):
-    """``linear_colours``: vertex colours written in linear light, as glTF's COLOR_0 is defined (mesh_import)."""
+    """``linear_colours``: for glTF: vertex colours written in linear light, as its COLOR_0 is defined
+    (mesh_import), and a plain material when there is no texture (plain_material)."""
     import trimesh
 
     vertices = to_gltf_frame(mesh.vertices).detach().cpu().numpy()
@@ -30,13 +31,17 @@ def to_trimesh(mesh: TexturedMesh, name: str = "material", linear_colours: bool 
         colors = (srgb_to_linear(colors) if linear_colours else colors) * 255
         colors = np.concatenate([colors.round().astype(np.uint8), np.full_like(colors[:, :1], 255, np.uint8)], 1)
     if mesh.texture is not None and mesh.uvs is not None:
-        material = trimesh.visual.material.PBRMaterial(baseColorTexture=to_pil(mesh.texture), metallicFactor=0.0,
-                                                       roughnessFactor=1.0,
-                                                       baseColorFactor=[255, 255, 255, 255], name=name)
-        visual = trimesh.visual.TextureVisuals(uv=mesh.uvs.detach().cpu().numpy(), material=material)
+        visual = trimesh.visual.TextureVisuals(uv=mesh.uvs.detach().cpu().numpy(),
+                                               material=plain_material(name, to_pil(mesh.texture)))
         if colors is not None:  # multiplying the texture; glTF writes them as COLOR_0
             visual.vertex_attributes["color"] = colors
-    elif colors is not None:
+    elif linear_colours:
+        # glTF without a texture: a plain non-metallic material. Without one glTF's default (metallic 1,
+        # roughness 1) draws the mesh as dark metal in spec-following viewers, and Blender gives it none at all.
+        visual = trimesh.visual.TextureVisuals(material=plain_material(name))
+        if colors is not None:  # the base colour, written as COLOR_0
+            visual.vertex_attributes["color"] = colors
+    elif colors is not None:  # OBJ / PLY: colours on the vertex lines, no material needed
         visual = trimesh.visual.ColorVisuals(vertex_colors=colors)
     else:
         visual = None
@@ -47,6 +52,15 @@ def safe_stem(stem: str) -> str:
     """``stem`` as a name every OBJ reader parses in ``mtllib`` / ``map_Kd`` lines: OBJ has no quoting, so a space
     splits the name in two and ``#`` starts a comment; such characters become ``_``."""
     return re.sub(r"[^\w.\-]", "_", stem)
+
+
+def plain_material(name: str = "material", texture=None):
+    """White (or ``texture``, a PIL image, as the base colour), non-metallic, fully rough: every mesh we write is
+    drawn with it (vertex colours multiply it)."""
+    import trimesh
+
+    return trimesh.visual.material.PBRMaterial(baseColorTexture=texture, metallicFactor=0.0, roughnessFactor=1.0,
+                                               baseColorFactor=[255, 255, 255, 255], name=name)
 
 
 def suffixes(mesh: TexturedMesh, file_format: str) -> tuple[str, ...]:

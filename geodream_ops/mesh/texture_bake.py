@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import cancel
 from ..errors import GeoDreamError
 from .textured_mesh import TexturedMesh
 from .mesh_repair import clean_faces
@@ -59,6 +60,6 @@ def bake_texture(vertices: torch.Tensor, faces: torch.Tensor, color_fn, size: in
     covered = rast[0, ..., 3] > 0
     texture = torch.full((size, size, 3), 0.5, device=vertices.device)
     surface = points[covered]
-    texture[covered] = torch.cat([color_fn(chunk).float() for chunk in surface.split(QUERY_CHUNK)]).clamp(0, 1)
+    texture[covered] = torch.cat([color_fn(chunk).float() for chunk in cancel.each(surface.split(QUERY_CHUNK))]).clamp(0, 1)
     texture = dilate(texture, covered, padding).flip(0)  # row 0 at the top, as images are stored
     return TexturedMesh(new_vertices.float().cpu(), uv_faces.cpu(), uvs=uvs.cpu(), texture=texture.cpu())

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .cost_volume import CostVolume
+from .. import cancel
 from ..errors import GeoDreamError
 from ..mesh.textured_mesh import TexturedMesh
 from ..mesh.mesh_repair import clean_faces
@@ -24,7 +25,7 @@ BAND_SAFETY = 1.5
 
 def _query(cost_volume: CostVolume, points: torch.Tensor, check) -> torch.Tensor:
     values = []
-    for chunk in points.split(CHUNK):
+    for chunk in cancel.each(points.split(CHUNK)):
         values.append(cost_volume.sdf_values(chunk.to(cost_volume.volume.device)).float().cpu())
         check()
     return torch.cat(values) if values else torch.zeros(0)

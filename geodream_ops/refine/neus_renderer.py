@@ -16,14 +16,18 @@ normalised SDF gradient, composited) -- each [N, H, W, C].
 Memory stays bounded at any resolution: rays go through in chunks, and ``render_with_loss`` backpropagates a loss
 on the whole image chunk by chunk. A chunk whose graph fits the memory budget keeps it (one pass); the others are
 rendered without a graph and re-rendered with one when the image gradient is known (two passes; the samples are
-fixed beforehand, so both passes see the same rays). Either way the numbers are the same."""
+fixed beforehand, so both passes see the same rays). Either way the numbers are the same. Renders without a graph
+(previews, turntables) take chunks that fit a share of the device's free memory and a bounded number of samples,
+checking for a Cancel between them (cancel.py); chunking never changes the numbers."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
+from .. import cancel
 from ..cameras import Cameras
 from ..device_memory import GraphBytes, free_bytes
 from .occupancy_grid import contributing, maybe_occupied
@@ -44,6 +48,49 @@ class RenderSettings:
     # render_with_loss keeps chunk graphs (one pass instead of two) while they fit in this share of the memory free
     # when it starts; the guidance's UNet calls run while they are held, hence not all of it. 0: always two passes.
     keep_graph_fraction: float = 0.5
+
+
+# A render without a graph holds about this many bytes per sample of a chunk at its peak (positions, SDF and gradient,
+# hash-grid features, colour and the compositing buffers, float32): 3,801 measured with the release's f_g and hash
+# grid on the CPU (bench/bench_preview.py). A chunk takes at most NO_GRAPH_MEMORY_SHARE of the device's free memory.
+BYTES_PER_SAMPLE = 4096
+NO_GRAPH_MEMORY_SHARE = 0.25
+# Chunks are sized to take about CHUNK_SECONDS each (the first one, FIRST_CHUNK_SAMPLES, measures the rate), so a
+# Cancel is answered within about that long whatever the device's speed (cancel.py).
+CHUNK_SECONDS = 0.5
+FIRST_CHUNK_SAMPLES = 2 ** 14
+# A live preview renders with this fraction of the run's samples per ray, enough to see the shape.
+PREVIEW_SAMPLE_FRACTION = 0.25
+
+
+def preview_settings(settings: RenderSettings) -> RenderSettings:
+    """The run's render settings with a quarter of its samples per ray (at least 32 coarse ones), for previews."""
+    return replace(settings, n_coarse=max(32, int(settings.n_coarse * PREVIEW_SAMPLE_FRACTION)),
+                   n_importance=int(settings.n_importance * PREVIEW_SAMPLE_FRACTION))
+
+
+def no_graph_chunk_rays(settings: RenderSettings, device) -> int:
+    """The most rays a chunk of a render without a graph takes: ``settings.chunk_rays``, and within
+    NO_GRAPH_MEMORY_SHARE of the free memory of ``device`` (where it is known)."""
+    samples = settings.n_coarse + settings.n_importance
+    free = free_bytes(torch.device(device))
+    if free <= 0:
+        return settings.chunk_rays
+    return max(1, min(settings.chunk_rays, int(NO_GRAPH_MEMORY_SHARE * free) // (samples * BYTES_PER_SAMPLE)))
+
+
+def timed_chunks(count: int, samples_per_ray: int, limit: int):
+    """Slices covering ``count`` rays, each about CHUNK_SECONDS of work at the rate the previous ones ran (at most
+    ``limit`` rays), with a Cancel check before each. The caller computes a chunk before asking for the next."""
+    clock = time.perf_counter
+    size, start = max(1, min(limit, FIRST_CHUNK_SAMPLES // samples_per_ray)), 0
+    while start < count:
+        cancel.check()
+        began = clock()
+        yield slice(start, min(start + size, count))
+        done, start = min(size, count - start), start + size
+        seconds_per_ray = (clock() - began) / done
+        size = max(1, min(limit, int(CHUNK_SECONDS / max(seconds_per_ray, 1e-12))))
 
 
 def ray_box(origins: torch.Tensor, dirs: torch.Tensor, bbox: torch.Tensor):
@@ -184,9 +231,11 @@ def _composite_chunk(field, rays: Rays, c: slice, t: torch.Tensor, create_graph:
 
 
 def _render_without_graph(field, rays: Rays, n: int, height: int, width: int, settings: RenderSettings):
-    """Images [n, H, W, C] rendered chunk by chunk."""
+    """Images [n, H, W, C] rendered chunk by chunk (timed_chunks within no_graph_chunk_rays), checking for a
+    Cancel between chunks."""
+    limit = no_graph_chunk_rays(settings, rays.origins.device)
     parts = []
-    for c in rays.chunks:
+    for c in timed_chunks(rays.origins.shape[0], settings.n_coarse + settings.n_importance, limit):
         t = sample_along_rays(field, rays.origins[c], rays.dirs[c], settings, rays.u_coarse[c], rays.u_fine[c])
         with torch.no_grad():
             parts.append(_composite_chunk(field, rays, c, t, False, settings))
