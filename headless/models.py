@@ -349,7 +349,9 @@ def main(argv=None, manifest=None) -> int:
     get.add_argument("--dry-run", action="store_true", help="say what would be fetched, fetch nothing")
     args = parser.parse_args(argv)
     print(models_folder_reason(args.models_dir))
-    current = None  # the model being fetched, for the licence hint of a gated one
+    # The models asked for, and the one being fetched: a gated one's licence hint names it (the size summary asks
+    # the hub about every model before the first is fetched, so a refusal can come before any download starts).
+    entries, current = [], None
     try:
         manifest = manifest or mm.load_manifest()
         if args.command == "list":
@@ -383,8 +385,10 @@ def main(argv=None, manifest=None) -> int:
         print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
         # A gated publisher refuses (401/403) until its licence is accepted: then say where and how, not "connection".
         refused = getattr(getattr(err, "response", None), "status_code", None) in (401, 403)
-        if refused and current is not None and current.extra.get("licence"):
-            print(current.extra["licence"], file=sys.stderr)
+        gated = [e for e in ([current] if current is not None else entries) if e.extra.get("licence")]
+        if refused and gated:
+            for entry in gated:
+                print(entry.extra["licence"], file=sys.stderr)
         else:
             print(f"Check the connection to {_endpoint() or 'huggingface.co'} and run the command again: verified "
                   "files are kept and a cut transfer resumes.", file=sys.stderr)

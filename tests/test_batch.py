@@ -68,7 +68,8 @@ def _refine_workflow(path):
     api = {i: n for i, n in _text_to_3d().items() if n["class_type"] not in (
         "GeoDreamDMTetFineTune", "GeoDreamSaveMesh", "Preview3D", "PreviewImage")}
     refine = next(i for i, n in api.items() if n["class_type"] == "GeoDreamVSDRefineNeuS")
-    api[refine]["inputs"].update(steps=REFINE_STEPS, checkpoint_every=1)
+    # A kill and a resume are what this graph tests, not the render: a small hash grid and few samples per ray.
+    api[refine]["inputs"].update(steps=REFINE_STEPS, checkpoint_every=1, samples_per_ray=64, texture_grid="small (CPU)")
     api["20"] = {"class_type": "PreviewImage", "inputs": {"images": [refine, 1]}}
     path.write_text(json.dumps(api))
     return path

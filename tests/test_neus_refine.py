@@ -156,3 +156,22 @@ def test_a_checkpoint_of_another_layout_is_refused_by_name(tmp_path):
     torch.save({"step": 3, "field": {"encoding.params": torch.zeros(4)}}, path)
     with pytest.raises(CheckpointMismatch, match=r"old\.pt was written by another version.*resume off"):
         Refinement(sphere_cost_volume(), lambda *a: torch.zeros(()), tiny_settings(), torch.device("cpu"), path)
+
+
+def test_the_field_trains_a_copy_of_the_input_volume():
+    """ComfyUI runs nodes under inference mode and caches their outputs: a cost volume made there (channels-last
+    float32, as the field keeps V) becomes the field's own parameter, and training never writes into the input."""
+    with torch.inference_mode():
+        cost_volume = sphere_cost_volume()
+        cost_volume.volume = torch.randn(1, 4, 8, 8, 8).contiguous(memory_format=torch.channels_last_3d)
+    before = cost_volume.volume.clone()
+    settings = tiny_settings(steps=2, resolution=8, checkpoint_every=10 ** 9)
+    settings.lr = {k: 10 * v for k, v in settings.lr.items()}
+
+    def pull(images, cameras, step, total):
+        return images.mean()
+
+    run = Refinement(cost_volume, pull, settings)
+    run.run()
+    assert not torch.equal(run.field.volume.detach(), before)  # V was trained
+    assert torch.equal(cost_volume.volume, before)  # the input was not

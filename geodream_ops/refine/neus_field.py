@@ -50,8 +50,9 @@ class NeuSField(torch.nn.Module):
         # A copy of f_g, so freezing it here never touches the prior's own decoder.
         self.decoder = copy.deepcopy(cost_volume.decoder).requires_grad_(False)
         # Channels-last: V's rows are the [D*H*W, C] table the written-out SDF gathers from (sdf_gradient.py), with
-        # no copy forwards and its gradient in the same layout backwards.
-        self.volume = torch.nn.Parameter(cost_volume.volume.detach().float().contiguous(
+        # no copy forwards and its gradient in the same layout backwards. Always a copy: the optimiser must never
+        # write into the input volume (ComfyUI caches it for other nodes), which may also be an inference tensor.
+        self.volume = torch.nn.Parameter(cost_volume.volume.detach().float().clone(
             memory_format=torch.channels_last_3d))
         self.register_buffer("bbox", cost_volume.bbox.detach().clone().float())
         self.cost_volume = CostVolume(self.volume, self.decoder, self.bbox)
