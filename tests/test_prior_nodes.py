@@ -36,7 +36,7 @@ def _build(prior, backend="dense"):
 def test_views_to_cost_volume_to_sdf_to_mesh(prior):
     volume = _build(prior)
     assert volume.volume.shape == (1, 16, RESOLUTION, RESOLUTION, RESOLUTION)
-    assert torch.allclose(volume.bbox, R.view_set_box(C.mvdream_rig()))  # the box of these 4 views' frusta
+    assert torch.allclose(volume.bbox, R.prior_box(C.mvdream_rig()))  # 4 views: the pose table's box (prior_box)
     assert volume.volume.abs().sum() > 0 and torch.isfinite(volume.volume).all()
     sdf, feature = volume.sdf(torch.rand(64, 3) - 0.5)
     assert sdf.shape == (64,) and feature.shape == (64, 127)

@@ -191,3 +191,18 @@ def test_a_cost_volume_saved_before_boxes_followed_the_views_loads_in_the_table_
     torch.testing.assert_close(loaded.decoder.frame, R.BBOX)
     points = torch.rand(16, 3) - 0.5
     torch.testing.assert_close(loaded.sdf(points)[0], old.sdf(points)[0])
+
+
+def test_sparse_rigs_keep_the_pose_tables_box_unless_switched_to_the_release_rule(monkeypatch):
+    """Four views 90 degrees apart at the release's distance and focal bound a box a third smaller than the table's;
+    such a set is built in the table's box (FLOOR_AT_POSE_TABLE), the release's rule only with the switch off. The
+    release's own sets are untouched: the text path's is the table's, Zero123's larger one is its own."""
+    fovy = math.degrees(2 * math.atan(128 / 280))
+    sparse = C.Cameras.from_spherical([15.0] * 4, [0.0, 90.0, 180.0, 270.0], 1.2, fovy)
+    own = R.view_set_box(sparse)
+    assert float(R.box_scale(own)) < 0.8 * float(R.box_scale(R.BBOX))
+    torch.testing.assert_close(R.prior_box(sparse), R.BBOX)
+    zero123 = zero123_recipe.recipe_cameras()[list(zero123_recipe.PRIOR_VIEWS)]
+    torch.testing.assert_close(R.prior_box(zero123), R.view_set_box(zero123))
+    monkeypatch.setattr(R, "FLOOR_AT_POSE_TABLE", False)
+    torch.testing.assert_close(R.prior_box(sparse), own)

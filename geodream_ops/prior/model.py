@@ -157,16 +157,16 @@ def build_cost_volume(model: PriorModel, views: torch.Tensor, cameras: Cameras,
                       grid_size: int = release_frame.RELEASE_GRID, image_size: int = release_frame.RELEASE_IMAGE_SIZE,
                       backend: str | None = None, check=lambda: None, statistics: str = "batch") -> CostVolume:
     """V_p and f_g from N views [N, H, W, 3] in 0..1 (on white) and their cameras (pack frame), over the box the
-    release's data loader computes from these cameras (release_frame.view_set_box: the pose table's for the text
-    path's 14 views, a 4 % larger one for Zero123's 31). ``statistics`` picks the batch norms' statistics
+    release's data loader computes from these cameras (release_frame.prior_box: the pose table's for the text
+    path's 14 views, a 4 % larger one for Zero123's 31; the pose table's for sparser sets). ``statistics`` picks the batch norms' statistics
     (NORM_STATISTICS; "batch" is the release's export). ``check`` is called between steps (interrupts)."""
     if views.shape[0] != len(cameras):
         raise ValueError(f"GeoDream: {views.shape[0]} views but {len(cameras)} cameras; give one camera per view.")
     backend = select_backend(backend, model.device())
     log.info("GeoDream: building the cost volume (%d views, %d^3 grid) with the %s sparse backend, %s statistics",
              len(cameras), grid_size, backend, statistics)
-    box = release_frame.view_set_box(cameras)
-    log.info("GeoDream: the views' normalisation box has half side %.4f, centre %s (release_frame.view_set_box)",
+    box = release_frame.prior_box(cameras)
+    log.info("GeoDream: the views' normalisation box has half side %.4f, centre %s (release_frame.prior_box)",
              float(release_frame.box_scale(box)), [round(v, 4) for v in release_frame.box_centre(box).tolist()])
     with norm_statistics(model, statistics):
         features = view_features(model, views, image_size)
@@ -187,9 +187,9 @@ def build_cost_volume(model: PriorModel, views: torch.Tensor, cameras: Cameras,
 def cost_volume_from_release(volume: torch.Tensor, model: PriorModel, cameras: Cameras | None = None) -> CostVolume:
     """A volume saved by GeoDream's release (con_volume_lod_150.pth, [1, 16, X_r, Y_r, Z_r]) in the pack's frame,
     with the prior's f_g (the release refines it with the same frozen decoder). The file holds no scale_mat: the box
-    is recomputed from ``cameras``, those of the views it was built from (release_frame.view_set_box), or is the
+    is recomputed from ``cameras``, those of the views it was built from (release_frame.prior_box), or is the
     pose table's (the text path) without them."""
     if volume.ndim != 5 or volume.shape[:2] != (1, LATENT_CHANNELS):
         raise ValueError(f"GeoDream: a release cost volume is [1, {LATENT_CHANNELS}, X, Y, Z], got {tuple(volume.shape)}.")
-    box = release_frame.BBOX if cameras is None else release_frame.view_set_box(cameras)
+    box = release_frame.BBOX if cameras is None else release_frame.prior_box(cameras)
     return model.cost_volume(volume.to(model.device(), torch.float32), box)
