@@ -18,7 +18,6 @@ normals of the flat faces; ``normal_image`` is the geometry pass's picture of th
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -121,6 +120,7 @@ class KnownObject:
 
     @property
     def face_normals(self) -> torch.Tensor:
+        """[F, 3] outward unit normals (faces are counter-clockwise seen from outside)."""
         a, b, c = (self.vertices[self.faces[:, k]] for k in range(3))
         return F.normalize(torch.linalg.cross(b - a, c - a, dim=-1), dim=-1)
 
@@ -233,12 +233,3 @@ def held_out_cameras(count: int = 6, distance: float = 1.6, fovy_deg: float = 45
 def posed_views(obj: KnownObject, cameras: Cameras, size: int) -> torch.Tensor:
     """IMAGE [N, size, size, 3]: the object on white, as Build Cost Volume and the start volume take views."""
     return render_truth(obj, cameras, size)["rgb"]
-
-
-def fibonacci_directions(count: int) -> torch.Tensor:
-    """[count, 3] unit directions spread evenly over the sphere."""
-    k = torch.arange(count, dtype=torch.float32) + 0.5
-    z = 1 - 2 * k / count
-    phi = k * math.pi * (3 - math.sqrt(5))
-    r = (1 - z * z).sqrt()
-    return torch.stack([r * phi.cos(), r * phi.sin(), z], dim=-1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 
 from .workflow import WorkflowError, declared_inputs, is_link, is_widget
 
@@ -84,28 +85,36 @@ def _choice_hint(class_type: str, input_name: str) -> str:
             f"{PACK_ROOT}) -- {offers}; or put your own file there")
 
 
-def _value_problem(name: str, spec, value) -> str | None:
+def _checked_value(name: str, spec, value):
+    """(problem or None, the value as the node will get it): numbers given as text become numbers, as ComfyUI's
+    validate_inputs converts them; NaN, a number out of range, a non-boolean for a BOOLEAN are problems."""
     kind = spec[0]
     options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
     if isinstance(kind, (list, tuple)):
         if value not in kind:
             shown = list(kind) if len(kind) <= 20 else f"{len(kind)} choices, e.g. {list(kind)[:5]}"
-            return f"'{value}' is not a choice for '{name}'; available: {shown}"
-        return None
-    converters = {"INT": int, "FLOAT": float, "BOOLEAN": bool, "STRING": str}
-    if kind in converters:
-        if kind in ("INT", "FLOAT") and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"'{value}' is not a choice for '{name}'; available: {shown}", value
+        return None, value
+    if kind == "BOOLEAN" and not isinstance(value, bool):
+        return f"{name}={value!r} is not true or false (BOOLEAN expected)", value
+    if kind in ("INT", "FLOAT"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             try:
-                value = converters[kind](value)
+                value = float(value) if kind == "FLOAT" else float(str(value).strip())
             except (TypeError, ValueError):
-                return f"{name}={value!r} is not a number ({kind} expected)"
-        if kind == "INT" and isinstance(value, float) and not value.is_integer():
-            return f"{name}={value!r} is not a whole number (INT expected)"
-        if kind in ("INT", "FLOAT"):
-            low, high = options.get("min"), options.get("max")
-            if low is not None and value < low or high is not None and value > high:
-                return f"{name}={value} is outside [{low}, {high}]"
-    return None
+                return f"{name}={value!r} is not a number ({kind} expected)", value
+        if not math.isfinite(value):
+            return f"{name}={value} is not a finite number", value
+        if kind == "FLOAT":
+            value = float(value)
+        elif kind == "INT":
+            if not float(value).is_integer():
+                return f"{name}={value!r} is not a whole number (INT expected)", value
+            value = int(value)
+        low, high = options.get("min"), options.get("max")
+        if low is not None and value < low or high is not None and value > high:
+            return f"{name}={value} is outside [{low}, {high}]", value
+    return None, value
 
 
 def _node_problems(node_id: str, api: dict, node_classes: dict) -> list[str]:
@@ -144,7 +153,7 @@ def _node_problems(node_id: str, api: dict, node_classes: dict) -> list[str]:
         elif not is_widget(spec):
             problems.append(f"{label} input '{name}' takes {spec[0]} from a link, not the value {value!r}")
         elif name not in custom:
-            reason = _value_problem(name, spec, value)
+            reason, inputs[name] = _checked_value(name, spec, value)
             if reason:
                 hint = _choice_hint(class_type, name) if isinstance(spec[0], (list, tuple)) else ""
                 problems.append(f"{label}: {reason}{hint}")

@@ -186,8 +186,9 @@ class GeoDreamLoadZero123:
                          "prior reads (the input's own view and 30 neighbours), so Build Cost Volume sees what the "
                          "release's did. all 40: every view, e.g. to look at them or pick your own."}),
             "resolution": ("INT", {"default": zero123.RESOLUTION, "min": 16, "max": 1024, "step": 8, "tooltip":
-                           "Side of the input and of each view in pixels, a multiple of 8. Both published models were "
-                           "trained at 256; other sizes degrade them. Time and memory grow with the square of this."}),
+                           "Side of the input and of each view in pixels: a multiple of the model's total downsampling "
+                           "(64 for both published models; checked as the file loads). Both were trained at 256; other "
+                           "sizes degrade them. Time and memory grow with the square of this."}),
         }}
 
     def load(self, model, variant, view_set, resolution):
@@ -309,6 +310,7 @@ class GeoDreamMultiViewGenerate:
         views = run_on_device(mv_model, model_dtype("zero123", precision), f"GeoDream {mv_model.variant}",
                               zero123_recipe.total_steps(first, neighbours, input_elevation), generate)
         views, masks = matte(views[keep], "none" if matting == "auto" else matting)
+        require_finite_views(views, "Multi-View Generate's views")
         return (views, zero123_recipe.recipe_cameras(input_elevation)[keep], masks)
 
     @staticmethod

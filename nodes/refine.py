@@ -30,9 +30,11 @@ def run_family(cost_volume: CostVolume, guidance: Guidance, prompt: str, setting
     same family, whose runs resume one another (geodream_ops/run_store.py)."""
     digest = hashlib.sha1()
     digest.update(cost_volume.volume.detach().float().cpu().numpy().tobytes())
-    for tensor in cost_volume.decoder.state_dict().values():
+    # The decoder's weights, and what the state dict leaves out: its frame box, the volume's box and sharpness.
+    for tensor in (*cost_volume.decoder.state_dict().values(), getattr(cost_volume.decoder, "frame", torch.zeros(0)),
+                   cost_volume.bbox):
         digest.update(tensor.detach().float().cpu().numpy().tobytes())
-    digest.update(json.dumps([CHECKPOINT_FORMAT, prompt, guidance.name, settings.resolution, settings.render.n_coarse,
+    digest.update(json.dumps([CHECKPOINT_FORMAT, cost_volume.inv_s, prompt, guidance.name, settings.resolution, settings.render.n_coarse,
                               settings.field.hash_grid, settings.lr]).encode())
     return digest.hexdigest()[:16]
 
@@ -41,7 +43,7 @@ class GeoDreamVSDRefineNeuS:
     DESCRIPTION = ("Refines the 3D prior into a textured NeuS field by Variational Score Distillation (GeoDream stage "
                    "1): the cost volume V is optimised (its decoder stays frozen), colour comes from a fresh hash grid, "
                    "and SD 2.1 guides random views while a camera-conditioned LoRA learns alongside. The release "
-                   "runs 8,337 iterations (~25 GB VRAM at 512 px). Checkpoints go to output/GeoDream/refine/ every "
+                   "runs 20,000 iterations (~25 GB VRAM at 512 px). Checkpoints go to output/GeoDream/refine/ every "
                    "checkpoint_every steps: queueing the same inputs again resumes, and a finished run returns at once.")
     CATEGORY = categories.REFINEMENT
     RETURN_TYPES = (T.FIELD, "IMAGE")
@@ -90,7 +92,7 @@ class GeoDreamVSDRefineNeuS:
                checkpoint_every=500, keep_unfinished_runs=resuming.KEEP_UNFINISHED_RUNS,
                samples_per_ray=RenderSettings.n_coarse, texture_grid="release", learning_rate_scale=1.0):
         if not isinstance(cost_volume, CostVolume):
-            raise TypeError("GeoDream: 'cost_volume' must come from a BuildCostVolume node.")
+            raise TypeError("GeoDream: 'cost_volume' must come from Build Cost Volume, Load Cost Volume or Start Volume.")
         reconstruction = isinstance(guidance, ReconstructionTarget)
         if not (reconstruction or isinstance(guidance, Guidance)):
             raise TypeError("GeoDream: 'guidance' must come from GeoDream Load VSD Guidance (or GeoDream "
@@ -114,7 +116,7 @@ class GeoDreamVSDRefineNeuS:
             fn = guidance.guidance_fn("colors") if reconstruction else make_guidance_fn(guidance, prompt.strip(),
                                                                                          mode="vsd", seed=seed)
             run = Refinement(cost_volume, fn, settings, host.device(), path, family)
-            progress = host.Progress(steps, "GeoDream VSD", note)
+            progress = host.Progress(steps, "GeoDream reconstruction" if reconstruction else "GeoDream VSD", note)
 
             def preview(step):
                 camera = evaluation_cameras(run.field, (step * 7.5) % 360)

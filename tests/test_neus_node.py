@@ -93,7 +93,7 @@ def test_interrupt_keeps_the_last_checkpoint_and_rerun_resumes(guidance, pack_di
 def test_clear_errors(guidance):
     with pytest.raises(ValueError, match="prompt is empty"):
         _refine(guidance, prompt="  ")
-    with pytest.raises(TypeError, match="BuildCostVolume"):
+    with pytest.raises(TypeError, match="Build Cost Volume, Load Cost Volume or Start Volume"):
         _refine(guidance, cost_volume=torch.zeros(1))
     with pytest.raises(FileNotFoundError, match="models/diffusers"):
         GeoDreamLoadVSDGuidance().load("diffusers/missing", SAME, "auto")

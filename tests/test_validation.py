@@ -143,3 +143,20 @@ def test_headless_imports_go_one_way():
     circles = sorted(m for m in graph if reaches(m, m))
     assert circles == [], f"modules on an import circle: {circles}"
     assert "executor" in graph["run"] and "validation" in graph["executor"] and "executor" not in graph["validation"]
+
+
+def test_values_reach_the_node_as_comfyui_converts_them_and_nan_or_text_for_a_boolean_is_refused(pack_dirs):
+    """As ComfyUI's validate_inputs: a number given as text is converted for the node (not only checked); NaN
+    passes no range, and a BOOLEAN takes true or false only (the text "no" would read as true)."""
+    api = _graph()
+    api["1"]["inputs"]["distance"] = "2.5"
+    api["1"]["inputs"]["fovy"] = 40  # an int for a FLOAT
+    assert validation.validate(api, node_classes())
+    assert api["1"]["inputs"]["distance"] == 2.5 and isinstance(api["1"]["inputs"]["fovy"], float)
+    api = {"1": {"class_type": "GeoDreamStartVolume", "inputs": {}}}
+    spec_int = ("INT", {"min": 8, "max": 256})
+    assert validation._checked_value("resolution", spec_int, "48") == (None, 48)
+    assert "not a whole number" in validation._checked_value("resolution", spec_int, "48.5")[0]
+    assert "not a finite number" in validation._checked_value("sharpness", ("FLOAT", {"min": 1.0}), float("nan"))[0]
+    assert "not true or false" in validation._checked_value("resume", ("BOOLEAN", {}), "no")[0]
+    assert validation._checked_value("resume", ("BOOLEAN", {}), False) == (None, False)

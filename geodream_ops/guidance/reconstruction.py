@@ -73,6 +73,7 @@ class ReconstructionTarget:
         return []
 
     def to(self, device) -> "ReconstructionTarget":
+        """Itself: nothing to move (see ``modules``)."""
         return self
 
     def guidance_fn(self, kind: str) -> ReconstructionGuidance:

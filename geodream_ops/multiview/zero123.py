@@ -112,6 +112,8 @@ def relative_angles(source, targets) -> tuple[torch.Tensor, torch.Tensor]:
 
 @dataclass
 class Zero123:
+    """A loaded Zero123-XL / Stable Zero123 (load_checkpoint): the 8-channel UNet, the VAE, the CLIP ViT-L/14 image
+    tower and cc_projection (772 -> 768), with the variant that sets the camera term's 4th entry."""
     unet: torch.nn.Module
     vae: torch.nn.Module
     image_encoder: torch.nn.Module
@@ -123,6 +125,7 @@ class Zero123:
     kind = "zero123"
 
     def modules(self) -> list[torch.nn.Module]:
+        """Every network, for host.on_device."""
         return [self.unet, self.vae, self.image_encoder, self.cc_projection]
 
     @property
@@ -133,10 +136,12 @@ class Zero123:
 
     @property
     def dtype(self) -> torch.dtype:
+        """The networks' dtype (cc_projection's)."""
         return self.cc_projection.weight.dtype
 
     @property
     def device(self) -> torch.device:
+        """The networks' device (cc_projection's)."""
         return self.cc_projection.weight.device
 
     @torch.no_grad()
@@ -183,8 +188,8 @@ class Zero123:
 
 
 def variant_from_name(name: str) -> str | None:
-    """'stable-zero123' for names like stable_zero123.ckpt, 'zero123-xl' for zero123-xl / 105000.ckpt-style
-    Zero123 names, None when the name says neither."""
+    """'stable-zero123' for names like stable_zero123.ckpt, 'zero123-xl' for other names saying zero123 (or
+    zero-1-to-3), None when the name says neither (then the loader's variant must be set)."""
     low = name.lower().replace("_", "-")
     if "stable" in low and "zero123" in low:
         return "stable-zero123"

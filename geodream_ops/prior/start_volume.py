@@ -26,6 +26,7 @@ class PlainDecoder(nn.Module):
     """s(x) = V_0(x) (world units); the feature is the rest of V(x), [P, C - 1]. Has no weights."""
 
     def forward(self, points: torch.Tensor, features: torch.Tensor):
+        """points [P, 3] (unused), V(x) [P, C] -> (s [P], feature [P, C - 1])."""
         return features[:, 0], features[:, 1:]
 
 
