@@ -8,13 +8,12 @@ without Stable Diffusion. Each case runs in a fresh process so that peak RSS bel
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from stage_timing import write_section  # bench/ is the script's folder
+from stage_timing import peak_rss_mb, write_section  # bench/ is the script's folder
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADING = "## DMTetFineTune"
@@ -25,7 +24,7 @@ def _peak_mb(device) -> float:
 
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated() / 2 ** 20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_rss_mb()
 
 
 def run_case(case: dict) -> dict:

@@ -20,15 +20,10 @@ import threading
 import time
 from pathlib import Path
 
-from stage_timing import write_section  # bench/ is the script's folder
+from stage_timing import rss_mb, write_section  # bench/ is the script's folder
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## Loading diffusers models (accelerate)"
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
 
 
 def child(model: str, accelerate: bool, folder: Path) -> dict:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -20,15 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from stage_timing import write_section  # bench/ is the script's folder
+from stage_timing import peak_rss_mb, write_section  # bench/ is the script's folder
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADING = "## MultiViewGenerate"
 BACKENDS = ("zero123plus", "mvdream", "zero123")
-
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure(backend: str, steps: int, threads: int) -> dict:
@@ -43,7 +38,7 @@ def measure(backend: str, steps: int, threads: int) -> dict:
     from tests import twins_multiview as tw
 
     torch.set_num_threads(threads)
-    baseline = _rss_mb()
+    baseline = peak_rss_mb()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         if backend == "zero123plus":
@@ -71,7 +66,7 @@ def measure(backend: str, steps: int, threads: int) -> dict:
     per_step = [b - a for a, b in zip(stamps, stamps[1:])]
     return {"backend": backend, "views": list(views.shape), "view_px": size, "steps": steps, "threads": threads,
             "write_and_load_s": load_s, "first_step_s": per_step[0], "step_s": statistics.median(per_step[1:]),
-            "generate_s": total, "rss_before_mb": baseline, "peak_rss_mb": _rss_mb()}
+            "generate_s": total, "rss_before_mb": baseline, "peak_rss_mb": peak_rss_mb()}
 
 
 def section(rows: list[dict]) -> str:

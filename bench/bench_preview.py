@@ -16,7 +16,6 @@ twins for the guidance. Each measurement runs in a fresh process, so its peak RS
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -24,19 +23,10 @@ import threading
 import time
 from pathlib import Path
 
-from stage_timing import write_section  # bench/ is the script's folder
+from stage_timing import peak_rss_mb, rss_mb, write_section  # bench/ is the script's folder
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## Previews and Cancel inside a render"
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
-
-
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def child(kind: str, resolution: int, threads: int) -> dict:
@@ -74,7 +64,7 @@ def child(kind: str, resolution: int, threads: int) -> dict:
         run.settings.resolution = resolution
         before, start = rss_mb(), time.perf_counter()
         run.train_step()
-        return {"seconds": time.perf_counter() - start, "peak_over_mb": peak_mb() - before}
+        return {"seconds": time.perf_counter() - start, "peak_over_mb": peak_rss_mb() - before}
     run = Refinement(cost_volume, lambda *a: torch.zeros(()), settings)  # the field only
     field, render_settings = run.field, settings.render
     camera = evaluation_cameras(field, 30.0)
@@ -106,7 +96,7 @@ def child(kind: str, resolution: int, threads: int) -> dict:
     before, start = rss_mb(), time.perf_counter()
     with torch.no_grad():
         neus_renderer.render(field, camera, size, size, used)
-    out = {"seconds": time.perf_counter() - start, "peak_over_mb": peak_mb() - before, "size": size,
+    out = {"seconds": time.perf_counter() - start, "peak_over_mb": peak_rss_mb() - before, "size": size,
            "samples_per_ray": used.n_coarse + used.n_importance,
            "chunk_rays": neus_renderer.no_graph_chunk_rays(used, "cpu")}
     if kind == "bytes per sample":

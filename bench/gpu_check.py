@@ -214,7 +214,7 @@ def stage_zero123xl(sizes, meter, device, dtype, ops, steps):
             x = torch.randn(2 * views, 8, side, side, device=device, dtype=dtype)
             context = torch.randn(2 * views, 1, width, device=device, dtype=dtype)
             per_step = meter.time(lambda: unet(x, 500, context), steps)
-            timesteps = len(zero123.ddim_timesteps(run_steps))
+            timesteps = len(ops.multiview.ldm_schedule.ddim_timesteps(run_steps))
             rows.append({"stage": f"MultiViewGenerate, Zero123-XL ({views} views, CFG 3)", "unit": "UNet step",
                          "seconds": per_step, "total": per_step * timesteps * runs,
                          "total_of": f"{runs} x {timesteps} DDIM steps (VAE and CLIP excluded)"})

@@ -1,7 +1,9 @@
 """Helpers the bench scripts share: splitting a refinement step's time between rendering and guidance, another
-revision of the pack to compare with, and replacing one section of bench/RESULTS.md (every bench script's --write)."""
+revision of the pack to compare with, this process's memory, and replacing one section of bench/RESULTS.md (every
+bench script's --write)."""
 from __future__ import annotations
 
+import resource
 import subprocess
 import sys
 import tempfile
@@ -42,6 +44,17 @@ def timed_guidance(fn, sync=lambda: None):
         return loss
 
     return wrapped, spent
+
+
+def rss_mb() -> float:
+    """This process's resident memory now, in MiB (Linux /proc)."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (getrusage's ru_maxrss is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def export(revision: str) -> Path:

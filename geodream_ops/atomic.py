@@ -70,15 +70,24 @@ def _os_errno(err: BaseException) -> int | None:
     return None
 
 
-def _free_bytes(folder: Path) -> int | None:
+def existing_folder(folder: Path) -> Path:
+    """``folder`` (resolved) or, where it does not exist yet, its nearest existing parent: the disk it is on."""
+    folder = Path(folder).resolve()
+    while not folder.exists():
+        folder = folder.parent
+    return folder
+
+
+def free_bytes(folder: Path) -> int | None:
+    """Free bytes of the disk ``folder`` is (or will be) on; None where the system cannot say."""
     try:
-        return shutil.disk_usage(folder).free
+        return shutil.disk_usage(existing_folder(folder)).free
     except OSError:
         return None
 
 
 def _room_text(folder: Path, needed: int | None) -> str:
-    free = _free_bytes(folder)
+    free = free_bytes(folder)
     text = f"{free / _MB:.0f} MB are free there" if free is not None else "the free space is unknown"
     if needed:
         text += (f"; this file needs about {needed / _MB:.0f} MB, written beside the previous copy, which stays "
@@ -91,7 +100,7 @@ def failure(path: Path, err: BaseException, needed: int | None = None) -> WriteF
     code = _os_errno(err)
     folder = Path(path).parent
     if code is None and "inline_container" in str(err):  # torch's zip writer hides the errno it got
-        free = _free_bytes(folder)
+        free = free_bytes(folder)
         code = errno.ENOSPC if free is not None and free < max(needed or 0, 64 * _MB) else errno.EIO
     if code is None:
         return None
@@ -112,7 +121,7 @@ def failure(path: Path, err: BaseException, needed: int | None = None) -> WriteF
 def require_room(path: Path, needed: int) -> None:
     """Refuse, before anything is written, a file of ``needed`` bytes that cannot fit beside ``path``'s folder's
     other files (GeoDreamError saying how much is needed and free)."""
-    free = _free_bytes(Path(path).parent)
+    free = free_bytes(Path(path).parent)
     if free is not None and free < needed:
         raise WriteFailed(f"GeoDream: not enough room to write '{path}': {_room_text(Path(path).parent, needed)}. "
                           "Free some space or point the output folder at a larger disk, then queue again; earlier "

@@ -21,7 +21,7 @@ from .pack import PACK_ROOT
 if str(PACK_ROOT) not in sys.path:
     sys.path.insert(0, str(PACK_ROOT))
 from geodream_ops import model_manifest as mm  # noqa: E402
-from geodream_ops.atomic import atomic_write  # noqa: E402
+from geodream_ops.atomic import atomic_write, existing_folder, free_bytes  # noqa: E402
 from geodream_ops.errors import GeoDreamError  # noqa: E402
 from geodream_ops.model_paths import models_folder_reason, search_folders  # noqa: E402
 
@@ -177,21 +177,6 @@ def _verify(path: Path, digests: dict, what: str) -> None:
                                 "source has changed and models.json needs updating.")
 
 
-def _free_bytes(folder: Path) -> int:
-    """Free space of the disk ``folder`` is (or will be) on: its nearest existing parent's."""
-    folder = Path(folder).resolve()
-    while not folder.exists():
-        folder = folder.parent
-    return shutil.disk_usage(folder).free
-
-
-def _disk(folder: Path) -> int:
-    folder = Path(folder).resolve()
-    while not folder.exists():
-        folder = folder.parent
-    return folder.stat().st_dev
-
-
 def download_summary(entries, models_dir=None, out=print) -> None:
     """Before the first byte: what each model takes (already there, or its size less what a cut transfer left),
     the total, and the free space of each target folder's disk; a GeoDreamError with the figures when a disk cannot
@@ -218,12 +203,15 @@ def download_summary(entries, models_dir=None, out=print) -> None:
                          default=0)
             need += max(size - staged, 0)
         out(f"  {entry.key:<22} {_human(need):>10} to fetch into {root}")
-        needs.setdefault(_disk(root), []).append((root, need))
+        needs.setdefault(existing_folder(root).stat().st_dev, []).append((root, need))
         total += need
     out(f"total to fetch: {_human(total)}")
     for targets in needs.values():
         need, root = sum(n for _, n in targets), targets[0][0]
-        free = _free_bytes(root)
+        free = free_bytes(root)
+        if free is None:
+            out(f"free space at {root}: unknown")
+            continue
         out(f"free space at {root}: {_human(free)}")
         if need > 0.99 * free:
             raise GeoDreamError(f"GeoDream: the models need {_human(need)} at {root} but its disk has "

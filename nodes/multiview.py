@@ -6,7 +6,7 @@ import logging
 import torch
 
 from ..geodream_ops import cameras
-from ..geodream_ops.multiview import mvdream_pipeline, view_recipe, zero123, zero123_recipe, zero123plus
+from ..geodream_ops.multiview import ldm_schedule, mvdream_pipeline, view_recipe, zero123, zero123_recipe, zero123plus
 from ..geodream_ops.prior import release_frame
 from ..geodream_ops.errors import GeoDreamError
 from ..geodream_ops.images import resize_views
@@ -289,7 +289,7 @@ class GeoDreamMultiViewGenerate:
                 return mv_model.generate(condition, steps, guidance, seed, on_step)
             return mv_model.generate(prompt, negative_prompt, rig, steps, guidance, seed, on_step)
 
-        ticks = len(mvdream_pipeline.ddim_timesteps(steps)) if mv_model.kind == "mvdream" else steps
+        ticks = len(ldm_schedule.ddim_timesteps(steps)) if mv_model.kind == "mvdream" else steps
         views = run_on_device(mv_model, model_dtype(mv_model.kind, precision), f"GeoDream {mv_model.kind}", ticks,
                               generate)
         if mv_model.kind == "zero123plus" and resolve_method(matting, u2net_path()) == "rembg":

@@ -14,14 +14,20 @@ from headless.pack import PACK_ROOT
 URL = os.environ.get("GEODREAM_COMFYUI_URL")
 
 
-@pytest.mark.skipif(not URL, reason="no running ComfyUI given (GEODREAM_COMFYUI_URL)")
-def test_score_on_the_node_and_resume_after_cancel_in_a_running_comfyui(tmp_path):
+def _editor_check(*options, timeout):
+    """bench/comfyui_check.py against the server, in the editor only (no example workflow queued), with
+    GEODREAM_COMFYUI_OVERRIDES when given."""
     stems = [p.stem for p in (PACK_ROOT / "example_workflows").glob("*.json")]
     command = [sys.executable, str(PACK_ROOT / "bench" / "comfyui_check.py"), "--url", URL, "--skip", *stems,
-               "--editor", "--resume-check", "--thumbnails", str(tmp_path)]
+               "--editor", *options]
     if os.environ.get("GEODREAM_COMFYUI_OVERRIDES"):
         command += ["--overrides", os.environ["GEODREAM_COMFYUI_OVERRIDES"]]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.skipif(not URL, reason="no running ComfyUI given (GEODREAM_COMFYUI_URL)")
+def test_score_on_the_node_and_resume_after_cancel_in_a_running_comfyui(tmp_path):
+    result = _editor_check("--resume-check", "--thumbnails", str(tmp_path), timeout=1200)
     assert "Uni3D score on the node: ok" in result.stdout, result.stdout[-3000:]
     assert "resume after cancel, seed randomised: ok" in result.stdout, result.stdout[-3000:]
     assert result.returncode == 0, result.stdout[-3000:]
@@ -108,12 +114,7 @@ def test_library_built_graph_resumes_after_cancel_and_cancel_lands_inside_a_rend
     one_step = tmp_path / "one_step.json"
     one_step.write_text(json.dumps({**overrides, "GeoDreamVSDRefineNeuS": {
         **overrides.get("GeoDreamVSDRefineNeuS", {}), "steps": 1}}))
-    stems = [p.stem for p in (PACK_ROOT / "example_workflows").glob("*.json")]
-    command = [sys.executable, str(PACK_ROOT / "bench" / "comfyui_check.py"), "--url", URL, "--skip", *stems,
-               "--editor", "--no-score-check", "--library-resume-check", "--cancel-check", str(one_step)]
-    if os.environ.get("GEODREAM_COMFYUI_OVERRIDES"):
-        command += ["--overrides", os.environ["GEODREAM_COMFYUI_OVERRIDES"]]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+    result = _editor_check("--no-score-check", "--library-resume-check", "--cancel-check", str(one_step), timeout=3600)
     assert "resume after cancel in a graph built from the library: ok" in result.stdout, result.stdout[-3000:]
     assert "Cancel inside a render: ok" in result.stdout, result.stdout[-3000:]
     assert result.returncode == 0, result.stdout[-3000:]

@@ -9,7 +9,8 @@ import torch
 from tests import twins_multiview as tw
 
 from geodream_pack.geodream_ops import cameras
-from geodream_pack.geodream_ops.multiview import ldm_checkpoint, mvdream_pipeline, object_preprocess, zero123plus
+from geodream_pack.geodream_ops.multiview import (ldm_checkpoint, ldm_schedule, mvdream_pipeline, object_preprocess,
+                                                 zero123plus)
 from geodream_pack.geodream_ops.errors import GeoDreamError
 from geodream_pack.geodream_ops.multiview.mvdream_unet import MultiViewUNet, config_from_state_dict
 
@@ -253,10 +254,10 @@ def test_mvdream_timesteps_are_ldms_at_any_count(steps):
 
     c = 1000 // steps
     ldm = [t + 1 for t in range(0, 1000, c) if t + 1 < 1000][::-1]  # ldm fails on 1000 (27 steps: c = 37)
-    assert mvdream_pipeline.ddim_timesteps(steps).tolist() == ldm
+    assert ldm_schedule.ddim_timesteps(steps).flip(0).tolist() == ldm
     scheduler = DDIMScheduler.from_config(mvdream_pipeline.SCHEDULER_CONFIG)
     scheduler.set_timesteps(steps)
-    scheduler.timesteps = mvdream_pipeline.ddim_timesteps(steps)
+    scheduler.timesteps = ldm_schedule.ddim_timesteps(steps).flip(0)
     abar = scheduler.alphas_cumprod
     g = torch.Generator().manual_seed(0)
     x, eps = torch.randn(1, 4, 3, 3, generator=g), torch.randn(1, 4, 3, 3, generator=g)

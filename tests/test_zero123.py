@@ -9,7 +9,7 @@ import torch
 from tests import twins_multiview as tw
 
 from geodream_pack.geodream_ops.errors import GeoDreamError
-from geodream_pack.geodream_ops.multiview import zero123, zero123_recipe
+from geodream_pack.geodream_ops.multiview import ldm_schedule, zero123, zero123_recipe
 from geodream_pack.nodes.multiview import GeoDreamLoadZero123, GeoDreamMultiViewGenerate
 
 SIDE = 16  # twin image side (256 in the release)
@@ -75,7 +75,7 @@ def test_camera_term_is_the_release_one_for_both_models():
 
 def _release_ddim(model, x_cond, xs, ys, model_type, steps, scale, generator):
     """sample_model_batch + DDIMSampler.sample (eta 1) + p_sample_ddim, written out from the release's ldm code."""
-    acp = zero123.alphas_cumprod()  # register_schedule's float32 buffer (checked against it in the test)
+    acp = ldm_schedule.alphas_cumprod()  # register_schedule's float32 buffer (checked against it in the test)
     num_ddpm = 1000
     ddim_timesteps = np.asarray(list(range(0, num_ddpm, num_ddpm // steps))) + 1
     alphas = acp[ddim_timesteps]
@@ -113,8 +113,8 @@ def _release_ddim(model, x_cond, xs, ys, model_type, steps, scale, generator):
 def test_sampler_equals_the_release_ddim_with_the_same_noise(pack_dirs, variant, model_type):
     model = _load(pack_dirs, variant=variant)
     betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64).numpy() ** 2
-    assert torch.equal(zero123.alphas_cumprod(), torch.tensor(np.cumprod(1. - betas, axis=0)).float())
-    assert len(zero123.ddim_timesteps(75)) == 77 and len(zero123.ddim_timesteps(50)) == 50
+    assert torch.equal(ldm_schedule.alphas_cumprod(), torch.tensor(np.cumprod(1. - betas, axis=0)).float())
+    assert len(ldm_schedule.ddim_timesteps(75)) == 77 and len(ldm_schedule.ddim_timesteps(50)) == 50
     image = torch.rand(SIDE, SIDE, 3)
     xs, ys, steps = [0, -30, 10], [0, 120, 0], 8
     ours = model.generate(image, xs, ys, steps, 3.0, seed=5)

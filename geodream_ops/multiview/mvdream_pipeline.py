@@ -22,6 +22,7 @@ from .. import model_files
 from . import mv_files
 from ..cameras import Cameras, mvdream_camera_embedding
 from .ldm_checkpoint import UNET_PREFIX, VAE_PREFIX, vae_from_ldm
+from .ldm_schedule import ddim_timesteps
 from .mvdream_unet import HEAD_CHANNELS, MultiViewUNet, config_from_state_dict
 
 TEXT_PREFIX = "cond_stage_model.model."
@@ -33,19 +34,6 @@ SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0
 RESOLUTION = 256
 # MVDream's t2i script (and GeoDream's views) append this to every prompt.
 PROMPT_SUFFIX = ", 3d asset"
-
-
-def ddim_timesteps(steps: int) -> torch.Tensor:
-    """ldm's DDIM timesteps, descending (ldm/modules/diffusionmodules/util.py make_ddim_timesteps, "uniform"):
-    range(0, 1000, 1000 // steps) + 1. For a count dividing 1000 these are diffusers' "leading" ones; otherwise
-    there are more (30 -> 31 steps from 991; diffusers' 30 would start at 958). diffusers' DDIM step then takes
-    t - 1000 // steps as the previous step, which is ldm's previous one. Where ldm would reach t = 1000 (a step
-    of 1000 // steps dividing 999, e.g. 3 or 27 steps) it indexes past its 1000 alphas and fails; that one is left
-    out here."""
-    if not 1 <= steps <= 1000:
-        raise ValueError(f"GeoDream: MVDream's DDIM takes 1 to 1000 steps, got {steps}")
-    timesteps = torch.arange(0, 1000, 1000 // steps).flip(0) + 1
-    return timesteps[timesteps < 1000]
 
 
 # How GeoDream's release sampled its views (mv-diffusion/MVDream/t2i_single.py as step1-run-mv.sh calls it: DDIM
@@ -103,7 +91,9 @@ class MVDream:
         n = len(cameras)
         scheduler = DDIMScheduler.from_config(self.scheduler_config)
         scheduler.set_timesteps(steps, device=device)
-        scheduler.timesteps = ddim_timesteps(steps).to(device)  # ldm's, as MVDream's sampler steps
+        # ldm's, descending, as MVDream's sampler steps; diffusers' DDIM step then takes t - 1000 // steps as the
+        # previous step, which is ldm's previous one.
+        scheduler.timesteps = ddim_timesteps(steps).flip(0).to(device)
         if not prompt.rstrip().endswith(PROMPT_SUFFIX.strip(", ")):
             prompt = prompt + PROMPT_SUFFIX
         cond, uncond = self.encode_text([prompt, negative_prompt]).to(dtype).chunk(2)

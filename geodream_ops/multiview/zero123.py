@@ -27,13 +27,13 @@ import torch.nn.functional as F
 from .. import model_files
 from ..errors import GeoDreamError
 from . import ldm_checkpoint as ldm
+from .ldm_schedule import alphas_cumprod, ddim_timesteps
 
 VARIANTS = ("zero123-xl", "stable-zero123")
 # The 4th camera term: the release's model_type "zero123" -> 0, "sd-zero123" -> radians(90) (so does core ComfyUI).
 RADIUS_TERM = {"zero123-xl": 0.0, "stable-zero123": math.pi / 2}
 FILE_NAMES = {"zero123-xl": "zero123-xl.ckpt", "stable-zero123": "stable_zero123.ckpt"}
 UNET_HEADS = 8  # the config's num_heads (not visible in the tensor shapes)
-LINEAR_START, LINEAR_END, TRAIN_STEPS = 0.00085, 0.0120, 1000
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 RESOLUTION = 256
@@ -49,20 +49,6 @@ FIX = ("Put zero123-xl.ckpt (Hugging Face cvlab/zero123-weights) or stable_zero1
        "stabilityai/stable-zero123) in models/checkpoints/, or `python -m headless.models download zero123-xl`.")
 REQUIRED = ("cc_projection.weight", ldm.UNET_PREFIX + "input_blocks.0.0.weight", ldm.VAE_PREFIX + "post_quant_conv.weight",
             ldm.VISUAL_PREFIX + "conv1.weight")
-
-
-def alphas_cumprod() -> torch.Tensor:
-    """[1000] float32: ldm's register_schedule ("linear": betas = linspace(sqrt 0.00085, sqrt 0.012)^2, float64
-    cumprod, stored as float32)."""
-    betas = torch.linspace(LINEAR_START ** 0.5, LINEAR_END ** 0.5, TRAIN_STEPS, dtype=torch.float64) ** 2
-    return torch.cumprod(1 - betas, 0).float()
-
-
-def ddim_timesteps(steps: int) -> torch.Tensor:
-    """ldm's make_ddim_timesteps("uniform"): every (1000 // steps)-th step from 0, plus one; ascending [S']."""
-    if not 1 <= steps <= TRAIN_STEPS:
-        raise ValueError(f"GeoDream: DDIM steps must be 1..{TRAIN_STEPS}, got {steps}")
-    return torch.arange(0, TRAIN_STEPS, TRAIN_STEPS // steps) + 1
 
 
 def ddim_schedule(steps: int, eta: float):

@@ -4,7 +4,7 @@ utils/zero123_utils.py, utils/utils.py ``get_poses`` / ``gen_poses``, reconstruc
 - First stage, from the input: Zero123 at (delta polar, delta azimuth) of ``STAGE1_DELTAS`` (12 slots;
   ``predict_stage1_gradio``); the release fixes the input's polar angle at 90 (elevation 0), for which it runs slots
   0-3 and 8-11 (polar > 75: the views above); One-2-3-45's branch for a higher input (polar <= 75) runs slots 0-7.
-  75 DDIM steps (77 timesteps, see zero123.ddim_timesteps).
+  75 DDIM steps (77 timesteps, see ldm_schedule.ddim_timesteps).
 - Second stage, from each first-stage view: 4 neighbours at ``NEIGHBOUR_DELTAS`` (``zero123_infer``), 50 steps,
   conditioned on the first-stage view as saved to PNG (truncated to 8 bits) with every channel >= 253 set to 255.
 - Poses (``get_poses``): camera of slot s, neighbour k at polar = input polar + dpolar_s + dpolar_k and azimuth
@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from ..cameras import RELEASE_DISTANCE, RELEASE_FOVY_DEG, Cameras
-from .zero123 import ddim_timesteps
+from .ldm_schedule import ddim_timesteps
 
 STAGE1_DELTAS = tuple(zip([0] * 4 + [30] * 4 + [-30] * 4,
                           [0, 90, 180, 270] + [30 + 90 * i for i in range(4)] * 2))
