@@ -129,6 +129,7 @@ def measure_glb(path: Path, obj: KnownObject, truth, sizes: Sizes) -> dict:
 
 
 def export(mesh: TexturedMesh, path: Path) -> Path:
+    """The mesh as Save Mesh writes a GLB (mesh_export.save_mesh: Y up, glTF frame); the file's path."""
     return save_mesh(mesh, path, "glb")[0]
 
 
