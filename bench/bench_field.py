@@ -244,23 +244,60 @@ def object_like_cost_volume(ops, resolution: int = 150, state: dict | None = Non
     return ops.prior.cost_volume.CostVolume(volume, decoder.requires_grad_(False), ops.prior.release_frame.BBOX.clone())
 
 
-def measure_mesh(ops, before, resolution: int, rounds: int) -> dict:
-    """Median seconds of Prior To Mesh (each revision) and of marching cubes alone on the dense grid, interleaved;
-    the f_g queries this tree made; SystemExit when the meshes differ."""
+def crossed_corners(grid: torch.Tensor) -> torch.Tensor:
+    """[R, R, R] bool: the corners of the cells of ``grid`` [R, R, R] (values minus the level) that marching cubes
+    meshes (a sign change among their 8 corners): the fewest f_g queries that give the dense grid's mesh."""
+    n = grid.shape[0] - 1
+    cube = torch.stack([grid[i:n + i, j:n + j, k:n + k] for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+    crossed = (cube.amin(0) <= 0) & (cube.amax(0) >= 0)
+    corners = torch.zeros(grid.shape, dtype=torch.bool)
+    for i in (0, 1):
+        for j in (0, 1):
+            for k in (0, 1):
+                corners[i:n + i, j:n + j, k:n + k] |= crossed
+    return corners
+
+
+def measure_mesh(ops, before, resolution: int, rounds: int, threads: list[int], device=torch.device("cpu"),
+                 sync=lambda: None, volume_resolution: int = 150) -> dict:
+    """Median seconds of Prior To Mesh (each revision), of f_g alone at the crossed cells' corners (its floor, as
+    the node queries them: in chunks) at each of ``threads``, and of marching cubes alone on the dense grid (one
+    thread: skimage's), interleaved; the f_g queries this tree made; SystemExit when the meshes differ. This tree's
+    cost volume on ``device`` (``sync``: waits for it), the other revision's on the CPU."""
     from skimage.measure import marching_cubes
 
-    ours = object_like_cost_volume(ops)
+    mc = ops.prior.marching_cubes
+    ours = object_like_cost_volume(ops, volume_resolution)
+    ours = ops.prior.cost_volume.CostVolume(ours.volume.to(device), ours.decoder.to(device), ours.bbox.to(device))
     queries = []
     counting = ops.prior.cost_volume.CostVolume(ours.volume, ours.decoder, ours.bbox)
     counting.sdf_values = lambda points, volume=None: queries.append(len(points)) or ours.sdf_values(points, volume)
-    mesh = ops.prior.marching_cubes.extract_mesh(counting, resolution)
-    grid = ops.prior.marching_cubes.sdf_grid(ours, resolution, block=1).numpy()
+    mesh = mc.extract_mesh(counting, resolution)
+    grid = mc.sdf_grid(ours, resolution, block=1)
     spacing = tuple(((ours.bbox[1] - ours.bbox[0]) / (resolution - 1)).flip(0).tolist())
-    cases = [Case("Prior To Mesh", lambda: ops.prior.marching_cubes.extract_mesh(ours, resolution)),
-             Case("marching cubes alone", lambda: marching_cubes(grid, 0.0, spacing=spacing,
-                                                                 gradient_direction="ascent"))]
+    # The dense grid's mesh: the same signs everywhere, the same values at every corner of a meshed cell.
+    band, corners = mc.sdf_grid(ours, resolution), crossed_corners(grid)
+    if not torch.equal(band > 0, grid > 0) or not torch.equal(band[corners], grid[corners]):
+        raise SystemExit("bench_field: Prior To Mesh's grid does not give the dense grid's mesh")
+    index = corners.nonzero().to(device)
+    lo, hi = ours.bbox[0], ours.bbox[1]
+    floor_points = torch.stack([lo[k] + (hi[k] - lo[k]) * index[:, 2 - k] / (resolution - 1) for k in range(3)], -1)
+
+    def threaded(count, fn):
+        def run():
+            torch.set_num_threads(count)
+            fn()
+            sync()
+        return run
+
+    cases = [Case("marching cubes alone", threaded(1, lambda: marching_cubes(grid.numpy(), 0.0, spacing=spacing,
+                                                                              gradient_direction="ascent")))]
+    for count in threads:
+        cases.append(Case(f"Prior To Mesh, {count}", threaded(count, lambda: mc.extract_mesh(ours, resolution))))
+        cases.append(Case(f"floor, {count}", threaded(count, lambda: mc._query(ours, floor_points, lambda: None))))
     if before is not None:
-        old = object_like_cost_volume(before, state=ours.decoder.state_dict())
+        old = object_like_cost_volume(before, volume_resolution, state=ours.decoder.cpu().state_dict())
+        ours.decoder.to(device)
         old_mesh = before.prior.marching_cubes.extract_mesh(old, resolution)
         # Same faces; vertices as close as f_g's float32 rounding (the SDF row's own product sums in another order)
         # lets marching cubes' interpolation put them.
@@ -269,14 +306,16 @@ def measure_mesh(ops, before, resolution: int, rounds: int) -> dict:
         moved = float((mesh.vertices - old_mesh.vertices).abs().max())
         if moved > 1e-4:
             raise SystemExit(f"bench_field: Prior To Mesh's vertices moved by {moved:.2e} between the revisions")
-        cases.append(Case("Prior To Mesh (before)", lambda: before.prior.marching_cubes.extract_mesh(old, resolution)))
+        for count in threads:
+            cases.append(Case(f"Prior To Mesh (before), {count}",
+                              threaded(count, lambda: before.prior.marching_cubes.extract_mesh(old, resolution))))
     else:
         moved = None
     for _ in range(rounds):
         for case in cases:
             case.run(lambda: None)
     return {"cases": {case.name: case for case in cases}, "queries": sum(queries), "faces": mesh.faces.shape[0],
-            "moved": moved}
+            "moved": moved, "floor_points": len(floor_points), "threads": threads}
 
 
 def mesh_report(result: dict, resolution: int, rounds: int, before: str | None, where: str, command: str) -> str:
@@ -285,17 +324,33 @@ def mesh_report(result: dict, resolution: int, rounds: int, before: str | None, 
     lines = [MESH_SECTION, "",
              f"`{command}`: {where}, torch {torch.__version__}; {resolution}^3 grid over the release's box, the "
              "real f_g in NeuS's sphere start dented by a smooth random 16 x 150^3 V (object-like); median of "
-             f"{rounds} interleaved rounds; {result['faces']:,} faces"
-             + (f", the same in both revisions, vertices within {result['moved']:.1e} (checked in the run)"
-                if result["moved"] is not None else "")
-             + ". 'marching cubes alone': skimage's on the dense grid, as the node calls it.", "",
-             "| what | s | / marching cubes alone | f_g queries |", "|---|---:|---:|---:|"]
-    if before:
-        lines.append(f"| Prior To Mesh, {before} (before) | {cases['Prior To Mesh (before)'].seconds:.2f} | "
-                     f"{cases['Prior To Mesh (before)'].seconds / alone:.1f} | {resolution ** 3:,} |")
-    lines.append(f"| Prior To Mesh, this tree | {cases['Prior To Mesh'].seconds:.2f} | "
-                 f"{cases['Prior To Mesh'].seconds / alone:.1f} | {result['queries']:,} |")
-    lines.append(f"| marching cubes alone | {alone:.3f} | 1.0 | |")
+             f"{rounds} interleaved rounds; {result['faces']:,} faces, the dense grid's (checked in the run)"
+             + (f", the same in both revisions, vertices within {result['moved']:.1e}" if result["moved"] is not None
+                else "")
+             + ". 'marching cubes alone': skimage's on the dense grid, as the node calls it (one thread: skimage's "
+             "is not threaded). 'f_g at the crossed cells' corners': f_g alone at the corners of the cells marching "
+             "cubes meshes, the fewest queries that give this mesh (its floor on this machine).", "",
+             "| what | torch threads | s | / marching cubes alone | f_g queries |", "|---|---:|---:|---:|---:|"]
+    for count in result["threads"]:
+        if before:
+            old = cases[f"Prior To Mesh (before), {count}"].seconds
+            lines.append(f"| Prior To Mesh, {before} (before) | {count} | {old:.3f} | {old / alone:.1f} | |")
+        new = cases[f"Prior To Mesh, {count}"].seconds
+        lines.append(f"| Prior To Mesh, this tree | {count} | {new:.3f} | {new / alone:.1f} | "
+                     f"{result['queries']:,} |")
+        floor = cases[f"floor, {count}"].seconds
+        lines.append(f"| f_g at the crossed cells' corners | {count} | {floor:.3f} | {floor / alone:.1f} | "
+                     f"{result['floor_points']:,} |")
+    lines.append(f"| marching cubes alone | 1 | {alone:.3f} | 1.0 | |")
+    reading = []
+    for count in result["threads"]:
+        new, floor = cases[f"Prior To Mesh, {count}"].seconds, cases[f"floor, {count}"].seconds
+        speedup = f"{cases[f'Prior To Mesh (before), {count}'].seconds / new:.1f}x as fast as {before}'s, " if before else ""
+        reading.append(f"at {count} thread(s) Prior To Mesh is {speedup}{new / alone:.1f}x marching cubes alone, and "
+                       f"f_g alone at the fewest points {floor / alone:.1f}x")
+    lines += ["", "Read: " + "; ".join(reading) + f". It asks f_g at {result['queries'] / result['floor_points']:.1f}x "
+              "the fewest points. Wherever f_g alone at the fewest points costs more than marching cubes alone, no "
+              "Prior To Mesh that gives this mesh can come within 2x of marching cubes on that machine."]
     return "\n".join(lines) + "\n"
 
 
@@ -304,23 +359,26 @@ def main(argv=None):
     parser.add_argument("--before", help="revision to compare with (e.g. main)")
     parser.add_argument("--points", type=int, default=131072)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", default="1", help="torch threads; with --mesh a list, e.g. 1,2")
     parser.add_argument("--mesh", action="store_true", help="Prior To Mesh against marching cubes instead")
     parser.add_argument("--resolution", type=int, default=128, help="Prior To Mesh's grid (with --mesh)")
     parser.add_argument("--write", action="store_true", help="replace bench/RESULTS.md's section")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    threads = [int(count) for count in args.threads.split(",")]
+    torch.set_num_threads(threads[0])
     ops = load_pack().geodream_ops
     before = load_tree(export(args.before), "geodream_before").geodream_ops if args.before else None
     if args.mesh:
-        measured = measure_mesh(ops, before, args.resolution, args.rounds)
+        measured = measure_mesh(ops, before, args.resolution, args.rounds, threads)
         flags = " --mesh" + (f" --resolution {args.resolution}" if args.resolution != 128 else "")
+        flags += f" --threads {args.threads}" if args.threads != "1" else ""
     else:
         measured = measure(ops, torch.device("cpu"), args.points, args.rounds, before)
         flags = f" --points {args.points}" if args.points != 131072 else ""
     with open("/proc/loadavg", encoding="ascii") as f:
         load = f.read().split()[0]
     where = f"CPU {platform.machine()}, {args.threads} torch thread(s), load average {load} at the end"
+    where = f"CPU {platform.machine()}, load average {load} at the end" if args.mesh else where
     command = f"python bench/bench_field.py{flags}" + (f" --before {args.before}" if args.before else "") + " --write"
     if args.mesh:
         text = mesh_report(measured, args.resolution, args.rounds, args.before, where, command)

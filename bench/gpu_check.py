@@ -241,10 +241,16 @@ def stage_prior(sizes, meter, device, dtype, ops, steps):
         seconds = meter.time(build, max(1, steps // 2))
         peak = meter.peak_gb()
         meter.reset()
-        mesh = meter.time(lambda: ops.prior.marching_cubes.extract_mesh(built["volume"], sizes.mesh_resolution), 1)
+        # Prior To Mesh on an object-like prior (bench_field.py --mesh), against marching cubes alone and f_g alone
+        # at the fewest points that give its mesh: whether the node is within 2x of marching cubes here.
+        cases = bench_field.measure_mesh(ops, None, sizes.mesh_resolution, steps, [torch.get_num_threads()], device,
+                                         meter.sync, sizes.volume_resolution)["cases"]
+    alone, threads = cases["marching cubes alone"].seconds, torch.get_num_threads()
+    mesh, floor = cases[f"Prior To Mesh, {threads}"].seconds, cases[f"floor, {threads}"].seconds
     return [{"stage": f"BuildCostVolume ({sizes.prior_views} views, grid {sizes.prior_grid}, "
                       f"{sizes.volume_resolution}^3)", "unit": "build", "seconds": seconds, "peak_gb": peak},
-            {"stage": f"PriorToMesh ({sizes.mesh_resolution}^3)", "unit": "mesh", "seconds": mesh}]
+            {"stage": f"PriorToMesh ({sizes.mesh_resolution}^3, object-like: {mesh / alone:.1f}x marching cubes "
+                      f"alone, f_g at the fewest points {floor / alone:.1f}x)", "unit": "mesh", "seconds": mesh}]
 
 
 def stage_field(sizes, meter, device, dtype, ops, steps):

@@ -32,6 +32,9 @@ def test_smoke_run_times_every_stage_and_writes_its_section(tmp_path):
         if "Field step" in stage:  # samples/s and field/floor of the step, both from the same timing
             rate, ratio = re.search(r"([\d,]+) samples/s, field/floor ([\d.]+)", row).groups()
             assert float(rate.replace(",", "")) > 0 and float(ratio) > 0
+        if "PriorToMesh" in stage:  # the node and f_g's floor against marching cubes alone, timed in one run
+            mesh, floor = re.search(r"([\d.]+)x marching cubes alone, f_g at the fewest points ([\d.]+)x", row).groups()
+            assert float(mesh) > 0 and float(floor) > 0
         if "VSDRefineNeuS" in stage:
             share = float(cells[5].rstrip("%"))
             assert 0 < share < 100

@@ -44,6 +44,21 @@ def test_clean_faces_keeps_the_first_of_each_vertex_set_and_drops_degenerates():
     assert clean_faces(TRIANGLE, faces, "test").tolist() == [[0, 1, 2], [0, 1, 3]]
 
 
+def test_clean_faces_groups_vertex_sets_as_a_slow_loop_does():
+    """Many faces over few vertices (most are repeats in some order): the kept faces are, in order, the first face
+    of each vertex set naming three vertices, as a loop over Python sets finds them."""
+    torch.manual_seed(0)
+    vertices = torch.randn(9, 3)  # in general position: no face of three distinct vertices has zero area
+    faces = torch.randint(0, 9, (3000, 3))
+    seen, expected = set(), []
+    for face in faces.tolist():
+        if len(set(face)) == 3 and frozenset(face) not in seen:
+            seen.add(frozenset(face))
+            expected.append(face)
+    assert len(expected) == 84  # every set of 3 of the 9 vertices occurs
+    assert clean_faces(vertices, faces, "test").tolist() == expected
+
+
 def test_clean_faces_drops_collinear_faces_and_refuses_all_degenerate():
     line = torch.tensor([[0.0, 0, 0], [1, 0, 0], [2, 0, 0], [0, 1, 0]])
     assert clean_faces(line, torch.tensor([[0, 1, 2], [0, 1, 3]]), "test").tolist() == [[0, 1, 3]]

@@ -112,7 +112,7 @@ def test_evaluator_falls_back_to_eager_when_compiling_fails(monkeypatch, caplog)
 def test_clamped_softplus_is_the_release_softplus():
     """geometry_decoder.softplus (input floored at beta h = -40, no denormals) against torch's softplus(beta=100),
     the release's formulation, in float64: values and slopes within 1e-6 everywhere, identical above the floor;
-    with and without autograd (whose floor keeps no copy of the input)."""
+    with and without autograd (whose floor keeps no copy of the input), and floored in place for a fresh input."""
     import torch.nn.functional as F
 
     from geodream_pack.geodream_ops.prior.geometry_decoder import SOFTPLUS_FLOOR, softplus
@@ -128,6 +128,10 @@ def test_clamped_softplus_is_the_release_softplus():
     torch.testing.assert_close(slope, release_slope, atol=1e-6, rtol=0)
     with torch.no_grad():
         assert torch.equal(softplus(h), ours)
+    plain, fresh = h.detach(), h.detach().clone()
+    torch.testing.assert_close(softplus(plain), release.detach(), atol=1e-6, rtol=0)
+    assert torch.equal(softplus(fresh, fresh=True), softplus(plain))
+    assert torch.equal(fresh, plain.clamp_min(SOFTPLUS_FLOOR))
     assert float(release[~above].detach().max()) < 5e-20 and float(ours[~above].detach().max()) < 5e-20
 
 

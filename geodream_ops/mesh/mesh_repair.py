@@ -55,8 +55,12 @@ def clean_faces(vertices: torch.Tensor, faces: torch.Tensor, what: str, allow_em
         extent = vertices.detach().double()
         scale = float((extent.max(dim=0).values - extent.min(dim=0).values).square().sum())
         keep &= doubled_area > ZERO_AREA * max(scale, 1e-300)
-        # First of each vertex set: unique over sorted triples, then the smallest original index per group.
-        _, group = torch.unique(faces.sort(dim=1).values, dim=0, return_inverse=True)
+        # First of each vertex set: groups of equal sorted triples, then the smallest original index per group. The
+        # triples are grouped as two int64 keys in turn, (a, b) then (its group, c): a 1-D unique is ~10x faster
+        # than torch.unique(dim=0), and neither key can overflow below 3e9 vertices and faces.
+        a, b, c = faces.sort(dim=1).values.unbind(1)
+        _, pair = torch.unique(a * vertices.shape[0] + b, return_inverse=True)
+        _, group = torch.unique(pair * vertices.shape[0] + c, return_inverse=True)
         first = torch.full((int(group.max()) + 1,), faces.shape[0], dtype=torch.long, device=faces.device)
         first.scatter_reduce_(0, group, torch.arange(faces.shape[0], device=faces.device), reduce="amin")
         keep &= first[group] == torch.arange(faces.shape[0], device=faces.device)

@@ -27,19 +27,21 @@ BETA = 100.0  # softplus(beta=100), the release's LatentSDFLayer
 SOFTPLUS_FLOOR = -40.0 / BETA
 
 
-def floored(h: torch.Tensor) -> torch.Tensor:
+def floored(h: torch.Tensor, fresh: bool = False) -> torch.Tensor:
     """``h`` clamped at SOFTPLUS_FLOOR. Under autograd the clamp is added as a constant, h + (clamp(h) - h) detached,
     so that the graph keeps no copy of h for it (clamp_min would: +64 MB per 131,072 samples of f_g's second
-    layer); the gradient passes through unchanged, sigmoid(-40) < 4.3e-18 below the floor instead of 0."""
+    layer); the gradient passes through unchanged, sigmoid(-40) < 4.3e-18 below the floor instead of 0. ``fresh``:
+    h is a pre-activation nothing else holds, clamped in place outside autograd (a copy costs 8x the clamp: 144
+    against 18 ns a point of 128 values on the build machine)."""
     if not h.requires_grad:
-        return h.clamp_min(SOFTPLUS_FLOOR)
+        return h.clamp_min_(SOFTPLUS_FLOOR) if fresh else h.clamp_min(SOFTPLUS_FLOOR)
     fixed = h.detach()
     return h + (fixed.clamp_min(SOFTPLUS_FLOOR) - fixed)
 
 
-def softplus(h: torch.Tensor) -> torch.Tensor:
-    """The release's softplus(beta=100) with its input floored at SOFTPLUS_FLOOR."""
-    return F.softplus(floored(h), beta=BETA)
+def softplus(h: torch.Tensor, fresh: bool = False) -> torch.Tensor:
+    """The release's softplus(beta=100) with its input floored at SOFTPLUS_FLOOR (``fresh``: as ``floored``)."""
+    return F.softplus(floored(h, fresh), beta=BETA)
 
 
 def positional_encoding(x: torch.Tensor, frequencies: int = POSITION_FREQUENCIES) -> torch.Tensor:
@@ -84,8 +86,8 @@ class GeometryDecoder(nn.Module):
 
     def _hidden(self, points: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
         """The second hidden layer [P, 128] from points [P, 3] in the release's frame and V(x) [P, 16]."""
-        x = softplus(self.lin0(positional_encoding(points)))
-        return softplus(self.lin1(torch.cat([x, latent], dim=-1)))
+        x = softplus(self.lin0(positional_encoding(points)), fresh=True)
+        return softplus(self.lin1(torch.cat([x, latent], dim=-1)), fresh=True)
 
     def forward_release(self, points: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
         """The release's computation: points [P, 3] in its frame, V(x) [P, 16] -> [P, 128] (SDF first)."""

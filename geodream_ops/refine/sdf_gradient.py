@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..prior import release_frame
-from ..prior.geometry_decoder import BETA, POSITION_FREQUENCIES, GeometryDecoder, floored
+from ..prior.geometry_decoder import BETA, POSITION_FREQUENCIES, GeometryDecoder, floored, positional_encoding
 from ..texture.hash_grid import WeightedRows
 
 log = logging.getLogger("GeoDream")
@@ -65,8 +65,7 @@ def position_encoding(points: torch.Tensor, frame: torch.Tensor) -> tuple[torch.
     axes = release_frame._AXES.to(points)  # u = (x - centre) / scale @ axes, of the decoder's frame box
     frame = frame.to(points)
     u = ((points - release_frame.box_centre(frame)) / release_frame.box_scale(frame)) @ axes
-    frequencies = [2.0 ** k for k in range(POSITION_FREQUENCIES)]
-    return u, torch.cat([u] + [f(k * u) for k in frequencies for f in (torch.sin, torch.cos)], -1)
+    return u, positional_encoding(u)
 
 
 def decoder_chain(decoder: GeometryDecoder, u, encoded, latent, latent_slope):
