@@ -41,19 +41,25 @@ def _human(size: int) -> str:
 
 # --- list / check ------------------------------------------------------------------------------------------------
 def list_models(manifest, models_dir=None, out=print) -> int:
-    """One line per model: present / missing / incomplete, its size and path; problems and cut downloads below."""
+    """One line per model: present / missing / incomplete, its size and path, in columns as wide as their longest
+    cell (a manifest's size text can be long); problems and cut downloads below, under the model's name."""
+    rows, notes = [], []
     for entry in manifest.values():
         folders = search_folders(entry.folder, models_dir)
         status = mm.model_status(entry, folders)
         where = status.path or folders[0] / entry.name
         size = _human(status.size) if status.path else entry.size
-        out(f"{status.state:<10} {entry.key:<22} {size:>10}  {where}")
-        for problem in status.problems:
-            out(f"{'':<11}{problem}: `{entry.command}` completes it")
+        rows.append((status.state, entry.key, size, str(where)))
+        notes.append([f"{problem}: `{entry.command}` completes it" for problem in status.problems])
         partial = mm.staging_dir(folders[0]) / entry.key
         if status.state != "present" and partial.is_dir():
             done = sum(p.stat().st_size for p in partial.rglob("*") if p.is_file())
-            out(f"{'':<11}a download was cut at {_human(done)}; `{entry.command}` resumes it")
+            notes[-1].append(f"a download was cut at {_human(done)}; `{entry.command}` resumes it")
+    state_width, key_width, size_width = (max((len(row[i]) for row in rows), default=0) for i in range(3))
+    for (state, key, size, where), below in zip(rows, notes):
+        out(f"{state:<{state_width}}  {key:<{key_width}}  {size:<{size_width}}  {where}")
+        for note in below:
+            out(f"{'':<{state_width}}  {note}")
     return 0
 
 

@@ -4,6 +4,7 @@ a checksum mismatch installs nothing, `list`/`check` name incomplete and corrupt
 the models each example workflow needs."""
 import dataclasses
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +186,28 @@ def test_list_and_check_name_incomplete_truncated_and_corrupt_files(hub, pack_di
     assert f"{path} is corrupt" in capsys.readouterr().out
     assert _run(hub, "download", "sparseneus-lod0") == 0  # fetched again, verified
     assert path.read_bytes() == data and _run(hub, "check", "sparseneus-lod0", "u2net") == 0
+
+
+def test_list_lines_up_its_columns_whatever_the_size_texts(hub, pack_dirs):
+    """Every cell of a column starts where the column does, in every row, however long a manifest's size text
+    (zero123-xl's runs to 70 characters); the notes below a model start under its name."""
+    assert _run(hub, "download", "sparseneus-lod0", "u2net") == 0
+    path = pack_dirs["models"] / "geodream" / "ckpt_215000.pth"
+    path.write_bytes(path.read_bytes()[:100])  # incomplete: a note below its row
+    lines = []
+    assert command.list_models(hub.manifest, out=lines.append) == 0
+    rows = [line for line in lines if not line.startswith(" ")]
+    assert len(rows) == len(hub.manifest) and len(lines) > len(rows)
+    # Cells are parted by two spaces or more; inside one (a size text, a path here) there is at most one.
+    starts = [[0] + [m.end() for m in re.finditer(r" {2,}", row)] for row in rows]
+    assert {len(s) for s in starts} == {4}
+    assert all(len({s[column] for s in starts}) == 1 for column in range(4)), "\n".join(rows)
+    key_column = starts[0][1]
+    assert all(len(line) - len(line.lstrip(" ")) == key_column for line in lines if line.startswith(" "))
+    longest = max((e.size for e in hub.manifest.values()), key=len)
+    assert len(longest) > 40 and any(longest in row for row in rows)
+    assert all(row[starts[0][3]:] == str(pack_dirs["models"] / e.folder / e.name)
+               for row, e in zip(rows, hub.manifest.values()))
 
 
 @pytest.mark.parametrize("name, expected", [
