@@ -183,12 +183,13 @@ def _verify(path: Path, digests: dict, what: str) -> None:
                                 "source has changed and models.json needs updating.")
 
 
-def download_summary(entries, models_dir=None, out=print) -> None:
-    """Before the first byte: what each model takes (already there, or its size less what a cut transfer left),
-    the total, and the free space of each target folder's disk; a GeoDreamError with the figures when a disk cannot
-    hold what goes to it (with 1% of its free space to spare)."""
+def download_summary(entries, models_dir=None, out=print) -> list:
+    """Before the first byte (and for a dry run): what each model takes (already there, or its size as the hub
+    lists it now less what a cut transfer left), the total, and the free space of each target folder's disk; a
+    GeoDreamError with the figures when a disk cannot hold what goes to it (with 1% of its free space to spare).
+    Returns the entries that are not there yet. Asks the hub for file lists only; fetches nothing."""
     needs: dict[int, list] = {}
-    total = 0
+    total, missing = 0, []
     for entry in entries:
         folders = search_folders(entry.folder, models_dir)
         status = mm.model_status(entry, folders)
@@ -209,6 +210,7 @@ def download_summary(entries, models_dir=None, out=print) -> None:
                          default=0)
             need += max(size - staged, 0)
         out(f"  {entry.key:<22} {_human(need):>10} to fetch into {root}")
+        missing.append(entry)
         needs.setdefault(existing_folder(root).stat().st_dev, []).append((root, need))
         total += need
     out(f"total to fetch: {_human(total)}")
@@ -218,11 +220,13 @@ def download_summary(entries, models_dir=None, out=print) -> None:
         if free is None:
             out(f"free space at {root}: unknown")
             continue
-        out(f"free space at {root}: {_human(free)}")
-        if need > 0.99 * free:
+        fits = need <= 0.99 * free
+        out(f"free space at {root}: {_human(free)}" + (f", enough for the {_human(need)} going there" if fits else ""))
+        if not fits:
             raise GeoDreamError(f"GeoDream: the models need {_human(need)} at {root} but its disk has "
                                 f"{_human(free)} free; free space there, or give another folder with --models-dir "
                                 "(or in ComfyUI's extra_model_paths.yaml). Nothing was downloaded.")
+    return missing
 
 
 def download(entry, models_dir=None, out=print) -> Path:
@@ -340,7 +344,8 @@ def main(argv=None, manifest=None) -> int:
     get = commands.add_parser("download", help="fetch models by name, or all that a workflow needs")
     get.add_argument("names", nargs="*")
     get.add_argument("--for", dest="workflow", metavar="WORKFLOW.json", help="only what this workflow needs")
-    get.add_argument("--dry-run", action="store_true", help="say what would be fetched, fetch nothing")
+    get.add_argument("--dry-run", action="store_true",
+                     help="say what would be fetched, how large, and whether the disk holds it; fetch nothing")
     args = parser.parse_args(argv)
     print(models_folder_reason(args.models_dir))
     # The models asked for, and the one being fetched: a gated one's licence hint names it (the size summary asks
@@ -363,12 +368,13 @@ def main(argv=None, manifest=None) -> int:
             entries = _select(manifest, args.names)
         else:
             parser.error("download needs model names or --for WORKFLOW.json; `list` shows the names")
+        missing = download_summary(entries, args.models_dir)
         if args.dry_run:
-            for entry in entries:
-                print(f"would fetch {entry.key} ({entry.size}) from {entry.origin} to "
+            for entry in missing:
+                print(f"would fetch {entry.key} from {entry.origin} to "
                       f"{search_folders(entry.folder, args.models_dir)[0] / entry.name}")
+            print("dry run: nothing was fetched")
             return 0
-        download_summary(entries, args.models_dir)
         for entry in entries:
             current = entry
             download(entry, args.models_dir)

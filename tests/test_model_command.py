@@ -293,10 +293,14 @@ def test_a_pack_linked_into_custom_nodes_uses_that_comfyuis_models_folder(tmp_pa
     env = {k: v for k, v in os.environ.items() if k != "GEODREAM_MODELS_DIR"}
 
     def dry_run(folder):
-        run = subprocess.run([sys.executable, "-m", "headless.models", "download", "--dry-run", "sparseneus-lod0"],
-                             cwd=folder, env={**env, "PWD": str(folder)}, capture_output=True, text=True, timeout=120)
+        # A dry run asks the hub for the file list (sizes), so the command gets a hub twin serving the model.
+        with HubTwin({"One-2-3-45/code": {PRIOR_FILE: b"lod0"}}) as hub:
+            run = subprocess.run([sys.executable, "-m", "headless.models", "download", "--dry-run", "sparseneus-lod0"],
+                                 cwd=folder, env={**env, "PWD": str(folder), "HF_ENDPOINT": hub.endpoint},
+                                 capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, run.stderr
-        return run.stdout.splitlines()
+        lines = run.stdout.splitlines()
+        return lines[0], next(line for line in lines if line.startswith("would fetch"))
 
     reason, fetch = dry_run(link)
     assert reason == (f"models folder {root / 'models'} (the ComfyUI install the pack is in, reached through the "
@@ -350,3 +354,43 @@ def test_download_says_what_it_will_take_and_refuses_when_the_disk_cannot_hold_i
     out = capsys.readouterr().out
     assert "zero123plus-v1.2       already there" in out and "total to fetch: 0 B" in out
     assert not hub.requests
+
+
+def test_a_dry_run_says_what_it_would_fetch_how_large_and_whether_it_fits(hub, pack_dirs, monkeypatch, capsys):
+    """The summary a download prints before its first byte, from the hub's file list, and then nothing fetched:
+    each model's size (a model already there is said to be), the total, the free space said to hold it; a disk too
+    small is refused as a real download refuses it."""
+    import shutil as shell
+
+    models = pack_dirs["models"]
+    prior = len(hub.repos["One-2-3-45/code"][PRIOR_FILE])
+    u2net = len(hub.urls["/rembg/u2net.onnx"])
+    assert _run(hub, "download", "u2net") == 0
+    capsys.readouterr()
+    real = shell.disk_usage
+    free = {"bytes": 10 * prior}
+    monkeypatch.setattr(command.shutil, "disk_usage", lambda path: real(path)._replace(free=free["bytes"]))
+    before = sorted(models.rglob("*"))
+    hub.requests.clear()
+    assert _run(hub, "download", "--dry-run", "sparseneus-lod0", "u2net") == 0
+    out = capsys.readouterr().out
+    assert f"sparseneus-lod0        {command._human(prior):>10} to fetch into {models / 'geodream'}" in out
+    assert f"u2net                  already there ({models / 'rembg' / 'u2net.onnx'})" in out
+    assert f"total to fetch: {command._human(prior)}" in out
+    assert f"free space at {models / 'geodream'}: {command._human(free['bytes'])}, enough for the " \
+           f"{command._human(prior)} going there" in out
+    fetch = [line for line in out.splitlines() if line.startswith("would fetch")]
+    assert fetch == [f"would fetch sparseneus-lod0 from {hub.manifest['sparseneus-lod0'].origin} to "
+                     f"{models / 'geodream' / 'ckpt_215000.pth'}"]
+    assert "nothing was fetched" in out
+    assert not [r for r in hub.requests if r[0] == "GET" and "/resolve/" in r[1]]  # the file list only
+    assert sorted(models.rglob("*")) == before
+    # One byte short: the dry run says so, as the download would, and fails.
+    hub.manifest["u2net"] = dataclasses.replace(hub.manifest["u2net"], folder="geodream")  # both to one folder
+    free["bytes"] = prior + u2net - 1
+    assert _run(hub, "download", "--dry-run", "sparseneus-lod0", "u2net") == 1
+    out, err = capsys.readouterr()
+    assert f"total to fetch: {command._human(prior + u2net)}" in out and "would fetch" not in out
+    assert f"need {command._human(prior + u2net)} at {models / 'geodream'} but its disk has" in err
+    assert not [r for r in hub.requests if r[0] == "GET" and "/resolve/" in r[1]]
+    assert sorted(models.rglob("*")) == before
