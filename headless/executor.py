@@ -10,11 +10,14 @@ from .validation import validate
 from .workflow import WorkflowError, is_link  # noqa: F401  (WorkflowError: what execute raises for a bad graph)
 
 
-def execute(api: dict, node_classes: dict, log=print) -> dict:
+def execute(api: dict, node_classes: dict, log=print, before_run=None) -> dict:
     """Returns {node_id: outputs tuple}; output nodes' "ui" dicts are collected under the key "ui", and each node's
     wall-clock seconds under "seconds" ({node_id: s}). A graph that cannot run raises WorkflowError before any
-    node runs."""
+    node runs; ``before_run()``, when given, is called once the graph is valid and before the first node runs (the
+    runner checks the models there, so a bad value, quick to fix, is reported before a download is asked for)."""
     order = validate(api, node_classes)
+    if before_run is not None:
+        before_run()
     results, ui, seconds = {}, {}, {}
     for step, node_id in enumerate(order, 1):
         node = api[node_id]

@@ -1,5 +1,5 @@
-"""Load the pack, convert a workflow file to API format, apply overrides, check its models, execute (the whole
-graph validated first), and list the files written."""
+"""Load the pack, convert a workflow file to API format, apply overrides, validate the whole graph, check its
+models, execute, and list the files written."""
 from __future__ import annotations
 
 from . import executor, validation, workflow
@@ -37,9 +37,10 @@ def require_models(api: dict, path, log=print) -> None:
 
 def run_workflow(path, overrides: dict | None = None, log=print) -> list[str]:
     """Run a workflow file; ``overrides`` maps node type -> {input: value}, each of which must match a node and
-    an input of the workflow (validation.apply_overrides). Returns the paths of written files."""
+    an input of the workflow (validation.apply_overrides). Before any node runs: the graph's values are checked
+    (a WorkflowError listing every problem), then its models (a GeoDreamError listing the missing ones and the
+    command that fetches them). Returns the paths of written files."""
     classes = node_classes()
     api = validation.apply_overrides(workflow.load_api(path, classes), overrides or {}, classes)
-    require_models(api, path, log)
-    results = executor.execute(api, classes, log=log)
+    results = executor.execute(api, classes, log=log, before_run=lambda: require_models(api, path, log))
     return written_files(results["ui"])

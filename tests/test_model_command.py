@@ -257,8 +257,41 @@ def test_missing_models_name_the_folder_and_the_command(pack_dirs):
     with pytest.raises(executor.WorkflowError, match=r"searched .*diffusers.*download zero123plus-v1.2"):
         validation.validate(graph, node_classes())
     # ... and before running anything, the missing models of a workflow are listed with one command for all.
+    from PIL import Image
+
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(pack_dirs["input"] / "example.png")
     with pytest.raises(GeoDreamError, match=r"(?s)Zero123\+\+ v1.2.*SparseNeuS.*download --for .*prior_only.json"):
         run_workflow(WORKFLOWS / "prior_only.json", tiny_for(WORKFLOWS / "prior_only.json"), log=lambda *_: None)
+
+
+def test_bad_values_are_reported_before_missing_models_and_nothing_runs(pack_dirs, capsys):
+    """A workflow with its models missing and a bad value on its last node: the value first (no download fixes
+    it, and it costs a second to mend), then, with the value mended, the missing models; each one clear error
+    before any node runs or any file is written."""
+    from PIL import Image
+
+    from headless.__main__ import main as run_command
+    from headless.workflow import WorkflowError
+
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(pack_dirs["input"] / "example.png")
+    path = WORKFLOWS / "prior_only.json"
+    bad = {**tiny_for(path), "GeoDreamPriorToMesh": {"resolution": 4}, "GeoDreamSaveMesh": {"filename_prefix": "../x"}}
+    log = []
+    with pytest.raises(WorkflowError) as caught:
+        run_workflow(path, bad, log=log.append)
+    message = str(caught.value)
+    assert "(GeoDreamPriorToMesh): resolution=4 is outside" in message and "points outside the output folder" in message
+    assert "not downloaded" not in message and log == [] and list(pack_dirs["output"].rglob("*")) == []
+    with pytest.raises(GeoDreamError, match="needs models that are not downloaded yet"):
+        run_workflow(path, tiny_for(path), log=log.append)
+    assert not any("..." in line for line in log) and list(pack_dirs["output"].rglob("*")) == []
+    # The command line: the same order, each as its error message, no traceback.
+    assert run_command([str(path), "--set", "GeoDreamPriorToMesh.resolution=4"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: the workflow cannot run:") and "resolution=4" in err and "Traceback" not in err
+    assert run_command([str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: GeoDream: this workflow needs models") and "Traceback" not in err
 
 
 def test_models_folder_of_the_comfyui_install_with_extra_model_paths(tmp_path, monkeypatch):
