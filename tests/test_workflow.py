@@ -78,6 +78,38 @@ def test_executor_errors_are_clear():
         executor.execute(missing, classes, log=lambda *_: None)
 
 
+def test_a_failing_node_is_named_by_id_and_type():
+    """An error of a node's own (not a GeoDreamError) says which node failed, as validation's do; a GeoDreamError,
+    worded for the user already, and a cancel pass as they are."""
+    from geodream_pack.geodream_ops.errors import GeoDreamError
+    from geodream_pack.nodes.host import Interrupted
+
+    class Raises:
+        RETURN_TYPES = ()
+        FUNCTION = "run"
+        OUTPUT_NODE = True
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"kind": (["value", "geodream", "cancel"],)}}
+
+        def run(self, kind):
+            raise {"value": ValueError("no such colour"), "geodream": GeoDreamError("GeoDream: fix it so"),
+                   "cancel": Interrupted("interrupted by request")}[kind]
+
+    classes = {"Raises": Raises}
+    graph = {"7": {"class_type": "Raises", "inputs": {"kind": "value"}}}
+    with pytest.raises(executor.NodeError) as caught:
+        executor.execute(graph, classes, log=lambda *_: None)
+    assert str(caught.value) == "node #7 (Raises) failed: ValueError: no such colour"
+    assert isinstance(caught.value.__cause__, ValueError)
+    for kind, error in (("geodream", GeoDreamError), ("cancel", Interrupted)):
+        graph["7"]["inputs"]["kind"] = kind
+        with pytest.raises(error) as caught:
+            executor.execute(graph, classes, log=lambda *_: None)
+        assert type(caught.value) is error and "node #7" not in str(caught.value)
+
+
 def test_runner_runs_example_workflow_end_to_end(pack_dirs):
     lines = []
     written = run_workflow(PACK_ROOT / "example_workflows" / "camera_rig.json",
