@@ -41,6 +41,7 @@ class SaveImage:
     OUTPUT_NODE = True
     CATEGORY = "image"
     PREFIX_DEFAULT = "ComfyUI"
+    KIND = "output"  # where the files go and how the "ui" result names them
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -55,18 +56,21 @@ class SaveImage:
         for image in images:
             picture = _images().to_pil(image)
             path = host.save_output(filename_prefix, (".png",),
-                                    lambda finals, temps: picture.save(temps[".png"]))[".png"]
-            out.append(host.output_entry(path))
+                                    lambda finals, temps: picture.save(temps[".png"]), kind=self.KIND)[".png"]
+            out.append(host.output_entry(path, self.KIND))
         return {"ui": {"images": out}}
 
 
 class PreviewImage(SaveImage):
+    """As core's: the images go to the temp folder (type "temp"), to be seen, not kept as outputs."""
+    KIND = "temp"
+
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"images": ("IMAGE",)}, "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
 
     def save(self, images):
-        return super().save(images, "preview/GeoDreamPreview")
+        return super().save(images, "GeoDreamPreview")
 
 
 # Core's 3D nodes take either a value of their own type or a 3D file (comfy_api MultiType inputs): the editor sees

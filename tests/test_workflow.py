@@ -139,6 +139,31 @@ def test_runner_command_line_and_api_format(pack_dirs, tmp_path, capsys):
     assert "azimuths must be numbers" in capsys.readouterr().err
 
 
+def test_previews_are_temporary_and_not_listed_as_written(pack_dirs, tmp_path, capsys):
+    """As in ComfyUI: PreviewImage's files go to the temp folder ("type": "temp"), SaveImage's to the output
+    folder; only the saved ones are written outputs, the previews are mentioned apart."""
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.full((8, 6, 3), 90, np.uint8)).save(pack_dirs["input"] / "cat.png")
+    api = {"1": {"class_type": "LoadImage", "inputs": {"image": "cat.png"}},
+           "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+           "3": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "kept/cat"}}}
+    path = tmp_path / "api.json"
+    path.write_text(json.dumps(api))
+    lines = []
+    written = run_workflow(path, log=lines.append)
+    assert written == [str(pack_dirs["output"] / "kept" / "cat_00001_.png")]
+    (preview,) = pack_dirs["temp"].rglob("*.png")
+    assert sorted(p for p in pack_dirs["output"].rglob("*") if p.is_file()) == [pack_dirs["output"] / "kept" /
+                                                                              "cat_00001_.png"]
+    assert np.array_equal(np.asarray(Image.open(preview)), np.asarray(Image.open(written[0])))
+    assert f"1 preview image (temporary, not outputs) in {pack_dirs['temp']}" in lines
+    assert main([str(path)]) == 0
+    wrote = [line for line in capsys.readouterr().out.splitlines() if line.startswith("wrote")]
+    assert wrote == [f"wrote {pack_dirs['output'] / 'kept' / 'cat_00002_.png'}"]
+
+
 def test_executor_enforces_widget_bounds_as_comfyui_does():
     classes = node_classes()
     api = {"1": {"class_type": "GeoDreamCustomCameras", "inputs": {"elevations": "0", "azimuths": "0",
