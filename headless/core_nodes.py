@@ -51,6 +51,11 @@ class SaveImage:
                                  "%date:yyyy-MM-dd% or %Empty Latent Image.width% to include values from nodes.")})},
                 "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename_prefix=None):
+        # Stricter than core, which meets a bad prefix only when it saves: headless, that can be hours in.
+        return _host().check_prefix(filename_prefix, (".png",))
+
     def save(self, images, filename_prefix=PREFIX_DEFAULT):
         host, out = _host(), []
         for image in images:
@@ -92,6 +97,10 @@ class SaveGLB:
         return {"required": {"mesh": (mesh_or_file, {"tooltip": "Mesh or 3D file to save"}),
                              "filename_prefix": ("STRING", {"default": "3d/ComfyUI", "multiline": False})},
                 "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename_prefix=None):
+        return _host().check_prefix(filename_prefix, (".glb",))  # as SaveImage's
 
     def save(self, mesh, filename_prefix):
         host, out = _host(), []

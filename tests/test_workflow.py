@@ -164,6 +164,25 @@ def test_previews_are_temporary_and_not_listed_as_written(pack_dirs, tmp_path, c
     assert wrote == [f"wrote {pack_dirs['output'] / 'kept' / 'cat_00002_.png'}"]
 
 
+def test_core_save_stand_ins_refuse_a_bad_prefix_before_anything_runs(pack_dirs):
+    """Core's SaveImage and SaveGLB stand-ins check their filename_prefix as the pack's save nodes do, at
+    validation, so a prefix Windows cannot use (or one outside the output folder) fails before the graph runs."""
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.full((8, 6, 3), 90, np.uint8)).save(pack_dirs["input"] / "cat.png")
+    classes = node_classes()
+    graph = {"1": {"class_type": "LoadImage", "inputs": {"image": "cat.png"}},
+             "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "a|b"}}}
+    with pytest.raises(executor.WorkflowError, match=r"node #2 \(SaveImage\): GeoDream: filename_prefix 'a\|b' has "
+                                                     r"'\|': characters Windows"):
+        executor.execute(graph, classes, log=lambda *_: None)
+    assert list(pack_dirs["output"].rglob("*")) == []
+    assert "points outside the output folder" in classes["SaveGLB"].VALIDATE_INPUTS(filename_prefix="../glb")
+    assert classes["SaveImage"].VALIDATE_INPUTS(filename_prefix="GeoDream/views") is True
+    assert classes["PreviewImage"].VALIDATE_INPUTS() is True  # no prefix of its own
+
+
 def test_executor_enforces_widget_bounds_as_comfyui_does():
     classes = node_classes()
     api = {"1": {"class_type": "GeoDreamCustomCameras", "inputs": {"elevations": "0", "azimuths": "0",
