@@ -12,6 +12,8 @@ ComfyUI, for each kind of prefix, and what the pack does:
 - ``GeoDream/`` (ending in a separator): ``GeoDream_00001_.png`` *beside* the folder it names; refused (add the
   file's name after the folder).
 - a NUL character: a raw ``ValueError: embedded null byte``; refused.
+- ``<>:"|?*`` or a control character: written on Linux and macOS, an ``OSError`` on Windows; refused everywhere, so
+  a workflow saves the same files on every system (``/`` and ``\\`` stay folder separators).
 - a name longer than the file system allows: a raw ``OSError: File name too long``; refused, with the length
   allowed (the counter, the extension and the writer's temporary name take their share)."""
 from __future__ import annotations
@@ -26,6 +28,9 @@ from .errors import GeoDreamError
 NAME_MAX = 255  # bytes per name on ext4, XFS, APFS, NTFS (UTF-16 units there)
 COUNTER = len("_00001_")
 DATE_FIELDS = ("year", "month", "day", "hour", "minute", "second")
+# What Windows refuses in a file or folder name (Win32 "Naming Files, Paths, and Namespaces"): these and the
+# control characters 1-31.
+WINDOWS_FORBIDDEN = '<>:"|?*'
 
 
 class PrefixError(GeoDreamError, ValueError):
@@ -48,6 +53,14 @@ def problem(prefix, suffixes: tuple[str, ...] = (".glb",)) -> str | None:
     shown = repr(prefix)
     if "\0" in prefix:
         return f"filename_prefix {shown} contains a NUL character, which no file system allows in a name"
+    forbidden = list(dict.fromkeys(c for c in prefix if c in WINDOWS_FORBIDDEN or ord(c) < 32))
+    if forbidden:
+        # ComfyUI's editor fills in %date:yyyy-MM-dd% before it queues a prompt; outside it the text stays as it is.
+        hint = " (%date:...% is filled in by ComfyUI's editor only; here use %year%-%month%-%day%)" \
+            if "%date:" in prefix else ""
+        return (f"filename_prefix {shown} has {', '.join(map(repr, forbidden))}: characters Windows does not allow "
+                f"in a file or folder name (nor control characters), so the workflow would not save there; remove "
+                f"them{hint}")
     prefix = _with_date(prefix)
     if prefix.endswith(("/", "\\")):
         return (f"filename_prefix {shown} ends with a folder separator, so it names no file (ComfyUI would write "

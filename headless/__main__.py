@@ -2,8 +2,8 @@
 
 Runs a workflow (UI or API format) with this pack's nodes and core stand-ins, printing progress and the files
 written. Models are read from $GEODREAM_MODELS_DIR (else the ComfyUI install's models folder, else ./models; a
-workflow's missing models are listed before anything runs, with `python -m headless.models download --for` it),
-outputs go to $GEODREAM_OUTPUT_DIR."""
+workflow's missing models are listed before anything runs, once its values check out, with
+`python -m headless.models download --for` it), outputs go to $GEODREAM_OUTPUT_DIR, previews to $GEODREAM_TEMP_DIR."""
 from __future__ import annotations
 
 import argparse

@@ -41,6 +41,7 @@ class SaveImage:
     OUTPUT_NODE = True
     CATEGORY = "image"
     PREFIX_DEFAULT = "ComfyUI"
+    KIND = "output"  # where the files go and how the "ui" result names them
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -50,23 +51,31 @@ class SaveImage:
                                  "%date:yyyy-MM-dd% or %Empty Latent Image.width% to include values from nodes.")})},
                 "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename_prefix=None):
+        # Stricter than core, which meets a bad prefix only when it saves: headless, that can be hours in.
+        return _host().check_prefix(filename_prefix, (".png",))
+
     def save(self, images, filename_prefix=PREFIX_DEFAULT):
         host, out = _host(), []
         for image in images:
             picture = _images().to_pil(image)
             path = host.save_output(filename_prefix, (".png",),
-                                    lambda finals, temps: picture.save(temps[".png"]))[".png"]
-            out.append(host.output_entry(path))
+                                    lambda finals, temps: picture.save(temps[".png"]), kind=self.KIND)[".png"]
+            out.append(host.output_entry(path, self.KIND))
         return {"ui": {"images": out}}
 
 
 class PreviewImage(SaveImage):
+    """As core's: the images go to the temp folder (type "temp"), to be seen, not kept as outputs."""
+    KIND = "temp"
+
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"images": ("IMAGE",)}, "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
 
     def save(self, images):
-        return super().save(images, "preview/GeoDreamPreview")
+        return super().save(images, "GeoDreamPreview")
 
 
 # Core's 3D nodes take either a value of their own type or a 3D file (comfy_api MultiType inputs): the editor sees
@@ -88,6 +97,10 @@ class SaveGLB:
         return {"required": {"mesh": (mesh_or_file, {"tooltip": "Mesh or 3D file to save"}),
                              "filename_prefix": ("STRING", {"default": "3d/ComfyUI", "multiline": False})},
                 "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename_prefix=None):
+        return _host().check_prefix(filename_prefix, (".glb",))  # as SaveImage's
 
     def save(self, mesh, filename_prefix):
         host, out = _host(), []

@@ -41,19 +41,25 @@ def _human(size: int) -> str:
 
 # --- list / check ------------------------------------------------------------------------------------------------
 def list_models(manifest, models_dir=None, out=print) -> int:
-    """One line per model: present / missing / incomplete, its size and path; problems and cut downloads below."""
+    """One line per model: present / missing / incomplete, its size and path, in columns as wide as their longest
+    cell (a manifest's size text can be long); problems and cut downloads below, under the model's name."""
+    rows, notes = [], []
     for entry in manifest.values():
         folders = search_folders(entry.folder, models_dir)
         status = mm.model_status(entry, folders)
         where = status.path or folders[0] / entry.name
         size = _human(status.size) if status.path else entry.size
-        out(f"{status.state:<10} {entry.key:<22} {size:>10}  {where}")
-        for problem in status.problems:
-            out(f"{'':<11}{problem}: `{entry.command}` completes it")
+        rows.append((status.state, entry.key, size, str(where)))
+        notes.append([f"{problem}: `{entry.command}` completes it" for problem in status.problems])
         partial = mm.staging_dir(folders[0]) / entry.key
         if status.state != "present" and partial.is_dir():
             done = sum(p.stat().st_size for p in partial.rglob("*") if p.is_file())
-            out(f"{'':<11}a download was cut at {_human(done)}; `{entry.command}` resumes it")
+            notes[-1].append(f"a download was cut at {_human(done)}; `{entry.command}` resumes it")
+    state_width, key_width, size_width = (max((len(row[i]) for row in rows), default=0) for i in range(3))
+    for (state, key, size, where), below in zip(rows, notes):
+        out(f"{state:<{state_width}}  {key:<{key_width}}  {size:<{size_width}}  {where}")
+        for note in below:
+            out(f"{'':<{state_width}}  {note}")
     return 0
 
 
@@ -177,12 +183,13 @@ def _verify(path: Path, digests: dict, what: str) -> None:
                                 "source has changed and models.json needs updating.")
 
 
-def download_summary(entries, models_dir=None, out=print) -> None:
-    """Before the first byte: what each model takes (already there, or its size less what a cut transfer left),
-    the total, and the free space of each target folder's disk; a GeoDreamError with the figures when a disk cannot
-    hold what goes to it (with 1% of its free space to spare)."""
+def download_summary(entries, models_dir=None, out=print) -> list:
+    """Before the first byte (and for a dry run): what each model takes (already there, or its size as the hub
+    lists it now less what a cut transfer left), the total, and the free space of each target folder's disk; a
+    GeoDreamError with the figures when a disk cannot hold what goes to it (with 1% of its free space to spare).
+    Returns the entries that are not there yet. Asks the hub for file lists only; fetches nothing."""
     needs: dict[int, list] = {}
-    total = 0
+    total, missing = 0, []
     for entry in entries:
         folders = search_folders(entry.folder, models_dir)
         status = mm.model_status(entry, folders)
@@ -203,6 +210,7 @@ def download_summary(entries, models_dir=None, out=print) -> None:
                          default=0)
             need += max(size - staged, 0)
         out(f"  {entry.key:<22} {_human(need):>10} to fetch into {root}")
+        missing.append(entry)
         needs.setdefault(existing_folder(root).stat().st_dev, []).append((root, need))
         total += need
     out(f"total to fetch: {_human(total)}")
@@ -212,11 +220,13 @@ def download_summary(entries, models_dir=None, out=print) -> None:
         if free is None:
             out(f"free space at {root}: unknown")
             continue
-        out(f"free space at {root}: {_human(free)}")
-        if need > 0.99 * free:
+        fits = need <= 0.99 * free
+        out(f"free space at {root}: {_human(free)}" + (f", enough for the {_human(need)} going there" if fits else ""))
+        if not fits:
             raise GeoDreamError(f"GeoDream: the models need {_human(need)} at {root} but its disk has "
                                 f"{_human(free)} free; free space there, or give another folder with --models-dir "
                                 "(or in ComfyUI's extra_model_paths.yaml). Nothing was downloaded.")
+    return missing
 
 
 def download(entry, models_dir=None, out=print) -> Path:
@@ -334,7 +344,8 @@ def main(argv=None, manifest=None) -> int:
     get = commands.add_parser("download", help="fetch models by name, or all that a workflow needs")
     get.add_argument("names", nargs="*")
     get.add_argument("--for", dest="workflow", metavar="WORKFLOW.json", help="only what this workflow needs")
-    get.add_argument("--dry-run", action="store_true", help="say what would be fetched, fetch nothing")
+    get.add_argument("--dry-run", action="store_true",
+                     help="say what would be fetched, how large, and whether the disk holds it; fetch nothing")
     args = parser.parse_args(argv)
     print(models_folder_reason(args.models_dir))
     # The models asked for, and the one being fetched: a gated one's licence hint names it (the size summary asks
@@ -357,12 +368,13 @@ def main(argv=None, manifest=None) -> int:
             entries = _select(manifest, args.names)
         else:
             parser.error("download needs model names or --for WORKFLOW.json; `list` shows the names")
+        missing = download_summary(entries, args.models_dir)
         if args.dry_run:
-            for entry in entries:
-                print(f"would fetch {entry.key} ({entry.size}) from {entry.origin} to "
+            for entry in missing:
+                print(f"would fetch {entry.key} from {entry.origin} to "
                       f"{search_folders(entry.folder, args.models_dir)[0] / entry.name}")
+            print("dry run: nothing was fetched")
             return 0
-        download_summary(entries, args.models_dir)
         for entry in entries:
             current = entry
             download(entry, args.models_dir)

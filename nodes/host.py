@@ -2,7 +2,8 @@
 equivalents: tqdm progress, a cooperative interrupt flag, cuda-if-available, CUDA's cache for ComfyUI's memory
 manager, model folders under
 ``$GEODREAM_MODELS_DIR`` (else the ComfyUI install the pack sits in, else ``./models``; geodream_ops/model_paths.py)
-and output under ``$GEODREAM_OUTPUT_DIR`` (default ``./output``)."""
+output under ``$GEODREAM_OUTPUT_DIR`` (default ``./output``) and previews under ``$GEODREAM_TEMP_DIR`` (default
+the system's temporary folder, ``geodream-previews``)."""
 from __future__ import annotations
 
 import contextlib
@@ -10,6 +11,7 @@ import functools
 import hashlib
 import logging
 import os
+import tempfile
 import threading
 from pathlib import Path
 
@@ -292,20 +294,32 @@ def input_dir() -> Path:
     return Path(os.environ.get("GEODREAM_INPUT_DIR", "input")).resolve()
 
 
-def output_entry(path: Path) -> dict:
-    """How ComfyUI names a file written to the output folder in a node's "ui" result."""
-    subfolder = Path(path).parent.relative_to(output_dir()).as_posix()
-    return {"filename": Path(path).name, "subfolder": "" if subfolder == "." else subfolder, "type": "output"}
+def temp_dir() -> Path:
+    """Where previews go (ComfyUI's temp folder, which it empties at start): not outputs, never listed as written."""
+    comfy = _comfy()
+    if comfy is not None:
+        return Path(comfy[2].get_temp_directory())
+    return Path(os.environ.get("GEODREAM_TEMP_DIR", Path(tempfile.gettempdir()) / "geodream-previews")).resolve()
+
+
+FOLDERS = {"output": output_dir, "temp": temp_dir}  # a "ui" file entry's "type" -> its folder
+
+
+def output_entry(path: Path, kind: str = "output") -> dict:
+    """How ComfyUI names a file written to the output (or, ``kind`` "temp", the temp) folder in a node's "ui"
+    result."""
+    subfolder = Path(path).parent.relative_to(FOLDERS[kind]()).as_posix()
+    return {"filename": Path(path).name, "subfolder": "" if subfolder == "." else subfolder, "type": kind}
 
 
 def save_output(filename_prefix: str, suffixes: tuple[str, ...], write, needed: int | None = None,
-                rename=None) -> dict[str, Path]:
-    """Write a new numbered set of files for ``filename_prefix`` under the output folder, as ComfyUI names them
-    (``<prefix>_00001_<suffix>``), each name claimed exclusively and every file whole or absent
-    (geodream_ops/atomic.write_new: ``write(finals, temps)`` fills the temporaries). A prefix that cannot name files
-    there is a GeoDreamError naming it and the rule (geodream_ops/output_names.py). ``rename`` maps the file stem
-    (e.g. to a name an OBJ can reference). Returns {suffix: final path}."""
-    folder, stem = output_names.resolve(filename_prefix, output_dir(), suffixes)
+                rename=None, kind: str = "output") -> dict[str, Path]:
+    """Write a new numbered set of files for ``filename_prefix`` under the output folder (``kind`` "temp": the
+    temp folder, for previews), as ComfyUI names them (``<prefix>_00001_<suffix>``), each name claimed exclusively
+    and every file whole or absent (geodream_ops/atomic.write_new: ``write(finals, temps)`` fills the temporaries).
+    A prefix that cannot name files there is a GeoDreamError naming it and the rule (geodream_ops/output_names.py).
+    ``rename`` maps the file stem (e.g. to a name an OBJ can reference). Returns {suffix: final path}."""
+    folder, stem = output_names.resolve(filename_prefix, FOLDERS[kind](), suffixes)
     stem = rename(stem) if rename else stem
     return atomic.write_new(folder, stem, suffixes, write, needed)
 

@@ -20,8 +20,9 @@ torch.set_num_threads(1)
 
 @pytest.fixture(autouse=True)
 def pack_dirs(tmp_path, monkeypatch):
-    """Fresh models/, input/ and output/ folders for every test, as the host module reads them outside ComfyUI."""
-    dirs = {name: tmp_path / name for name in ("models", "input", "output")}
+    """Fresh models/, input/, output/ and temp/ folders for every test, as the host module reads them outside
+    ComfyUI."""
+    dirs = {name: tmp_path / name for name in ("models", "input", "output", "temp")}
     for name, path in dirs.items():
         path.mkdir()
         monkeypatch.setenv(f"GEODREAM_{name.upper()}_DIR", str(path))

@@ -10,7 +10,7 @@ import trimesh
 from PIL import Image
 
 from headless import api_to_ui as a2u
-from headless import workflow
+from headless import executor, workflow
 from headless.pack import PACK_ROOT
 from headless.run import node_classes, run_workflow
 
@@ -139,8 +139,10 @@ def test_converted_workflow_runs_and_core_3d_stand_ins_write_the_mesh(input_imag
     assert texture.shape[:2] == (4, 4) and np.abs(texture[..., :3].astype(int) - 128).max() <= 1
     # Preview3D refuses a file that is not there: the GLB now goes elsewhere than the path TinyMesh reports.
     glb.unlink()
-    with pytest.raises(FileNotFoundError, match="tiny_00001_.glb' is not a file"):
+    with pytest.raises(executor.NodeError, match=r"\(Preview3D\) failed: FileNotFoundError: .*tiny_00001_.glb' is "
+                                                 r"not a file") as caught:
         run_workflow(path, {"SaveGLB": {"filename_prefix": "3d/other"}}, log=lambda *_: None)
+    assert isinstance(caught.value.__cause__, FileNotFoundError)
 
 
 def test_every_example_workflow_is_a_template_with_consistent_links():

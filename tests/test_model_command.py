@@ -4,6 +4,7 @@ a checksum mismatch installs nothing, `list`/`check` name incomplete and corrupt
 the models each example workflow needs."""
 import dataclasses
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +188,28 @@ def test_list_and_check_name_incomplete_truncated_and_corrupt_files(hub, pack_di
     assert path.read_bytes() == data and _run(hub, "check", "sparseneus-lod0", "u2net") == 0
 
 
+def test_list_lines_up_its_columns_whatever_the_size_texts(hub, pack_dirs):
+    """Every cell of a column starts where the column does, in every row, however long a manifest's size text
+    (zero123-xl's runs to 70 characters); the notes below a model start under its name."""
+    assert _run(hub, "download", "sparseneus-lod0", "u2net") == 0
+    path = pack_dirs["models"] / "geodream" / "ckpt_215000.pth"
+    path.write_bytes(path.read_bytes()[:100])  # incomplete: a note below its row
+    lines = []
+    assert command.list_models(hub.manifest, out=lines.append) == 0
+    rows = [line for line in lines if not line.startswith(" ")]
+    assert len(rows) == len(hub.manifest) and len(lines) > len(rows)
+    # Cells are parted by two spaces or more; inside one (a size text, a path here) there is at most one.
+    starts = [[0] + [m.end() for m in re.finditer(r" {2,}", row)] for row in rows]
+    assert {len(s) for s in starts} == {4}
+    assert all(len({s[column] for s in starts}) == 1 for column in range(4)), "\n".join(rows)
+    key_column = starts[0][1]
+    assert all(len(line) - len(line.lstrip(" ")) == key_column for line in lines if line.startswith(" "))
+    longest = max((e.size for e in hub.manifest.values()), key=len)
+    assert len(longest) > 40 and any(longest in row for row in rows)
+    assert all(row[starts[0][3]:] == str(pack_dirs["models"] / e.folder / e.name)
+               for row, e in zip(rows, hub.manifest.values()))
+
+
 @pytest.mark.parametrize("name, expected", [
     ("text_to_3d_mvdream", ["zero123plus-v1.1", "mvdream-sd21-4view", "sparseneus-lod0", "sd21-base", "sd21"]),
     ("image_to_3d_zero123plus", ["zero123plus-v1.2", "sparseneus-lod0", "sd21-base", "sd21"]),
@@ -234,8 +257,41 @@ def test_missing_models_name_the_folder_and_the_command(pack_dirs):
     with pytest.raises(executor.WorkflowError, match=r"searched .*diffusers.*download zero123plus-v1.2"):
         validation.validate(graph, node_classes())
     # ... and before running anything, the missing models of a workflow are listed with one command for all.
+    from PIL import Image
+
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(pack_dirs["input"] / "example.png")
     with pytest.raises(GeoDreamError, match=r"(?s)Zero123\+\+ v1.2.*SparseNeuS.*download --for .*prior_only.json"):
         run_workflow(WORKFLOWS / "prior_only.json", tiny_for(WORKFLOWS / "prior_only.json"), log=lambda *_: None)
+
+
+def test_bad_values_are_reported_before_missing_models_and_nothing_runs(pack_dirs, capsys):
+    """A workflow with its models missing and a bad value on its last node: the value first (no download fixes
+    it, and it costs a second to mend), then, with the value mended, the missing models; each one clear error
+    before any node runs or any file is written."""
+    from PIL import Image
+
+    from headless.__main__ import main as run_command
+    from headless.workflow import WorkflowError
+
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(pack_dirs["input"] / "example.png")
+    path = WORKFLOWS / "prior_only.json"
+    bad = {**tiny_for(path), "GeoDreamPriorToMesh": {"resolution": 4}, "GeoDreamSaveMesh": {"filename_prefix": "../x"}}
+    log = []
+    with pytest.raises(WorkflowError) as caught:
+        run_workflow(path, bad, log=log.append)
+    message = str(caught.value)
+    assert "(GeoDreamPriorToMesh): resolution=4 is outside" in message and "points outside the output folder" in message
+    assert "not downloaded" not in message and log == [] and list(pack_dirs["output"].rglob("*")) == []
+    with pytest.raises(GeoDreamError, match="needs models that are not downloaded yet"):
+        run_workflow(path, tiny_for(path), log=log.append)
+    assert not any("..." in line for line in log) and list(pack_dirs["output"].rglob("*")) == []
+    # The command line: the same order, each as its error message, no traceback.
+    assert run_command([str(path), "--set", "GeoDreamPriorToMesh.resolution=4"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: the workflow cannot run:") and "resolution=4" in err and "Traceback" not in err
+    assert run_command([str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: GeoDream: this workflow needs models") and "Traceback" not in err
 
 
 def test_models_folder_of_the_comfyui_install_with_extra_model_paths(tmp_path, monkeypatch):
@@ -270,10 +326,14 @@ def test_a_pack_linked_into_custom_nodes_uses_that_comfyuis_models_folder(tmp_pa
     env = {k: v for k, v in os.environ.items() if k != "GEODREAM_MODELS_DIR"}
 
     def dry_run(folder):
-        run = subprocess.run([sys.executable, "-m", "headless.models", "download", "--dry-run", "sparseneus-lod0"],
-                             cwd=folder, env={**env, "PWD": str(folder)}, capture_output=True, text=True, timeout=120)
+        # A dry run asks the hub for the file list (sizes), so the command gets a hub twin serving the model.
+        with HubTwin({"One-2-3-45/code": {PRIOR_FILE: b"lod0"}}) as hub:
+            run = subprocess.run([sys.executable, "-m", "headless.models", "download", "--dry-run", "sparseneus-lod0"],
+                                 cwd=folder, env={**env, "PWD": str(folder), "HF_ENDPOINT": hub.endpoint},
+                                 capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, run.stderr
-        return run.stdout.splitlines()
+        lines = run.stdout.splitlines()
+        return lines[0], next(line for line in lines if line.startswith("would fetch"))
 
     reason, fetch = dry_run(link)
     assert reason == (f"models folder {root / 'models'} (the ComfyUI install the pack is in, reached through the "
@@ -327,3 +387,43 @@ def test_download_says_what_it_will_take_and_refuses_when_the_disk_cannot_hold_i
     out = capsys.readouterr().out
     assert "zero123plus-v1.2       already there" in out and "total to fetch: 0 B" in out
     assert not hub.requests
+
+
+def test_a_dry_run_says_what_it_would_fetch_how_large_and_whether_it_fits(hub, pack_dirs, monkeypatch, capsys):
+    """The summary a download prints before its first byte, from the hub's file list, and then nothing fetched:
+    each model's size (a model already there is said to be), the total, the free space said to hold it; a disk too
+    small is refused as a real download refuses it."""
+    import shutil as shell
+
+    models = pack_dirs["models"]
+    prior = len(hub.repos["One-2-3-45/code"][PRIOR_FILE])
+    u2net = len(hub.urls["/rembg/u2net.onnx"])
+    assert _run(hub, "download", "u2net") == 0
+    capsys.readouterr()
+    real = shell.disk_usage
+    free = {"bytes": 10 * prior}
+    monkeypatch.setattr(command.shutil, "disk_usage", lambda path: real(path)._replace(free=free["bytes"]))
+    before = sorted(models.rglob("*"))
+    hub.requests.clear()
+    assert _run(hub, "download", "--dry-run", "sparseneus-lod0", "u2net") == 0
+    out = capsys.readouterr().out
+    assert f"sparseneus-lod0        {command._human(prior):>10} to fetch into {models / 'geodream'}" in out
+    assert f"u2net                  already there ({models / 'rembg' / 'u2net.onnx'})" in out
+    assert f"total to fetch: {command._human(prior)}" in out
+    assert f"free space at {models / 'geodream'}: {command._human(free['bytes'])}, enough for the " \
+           f"{command._human(prior)} going there" in out
+    fetch = [line for line in out.splitlines() if line.startswith("would fetch")]
+    assert fetch == [f"would fetch sparseneus-lod0 from {hub.manifest['sparseneus-lod0'].origin} to "
+                     f"{models / 'geodream' / 'ckpt_215000.pth'}"]
+    assert "nothing was fetched" in out
+    assert not [r for r in hub.requests if r[0] == "GET" and "/resolve/" in r[1]]  # the file list only
+    assert sorted(models.rglob("*")) == before
+    # One byte short: the dry run says so, as the download would, and fails.
+    hub.manifest["u2net"] = dataclasses.replace(hub.manifest["u2net"], folder="geodream")  # both to one folder
+    free["bytes"] = prior + u2net - 1
+    assert _run(hub, "download", "--dry-run", "sparseneus-lod0", "u2net") == 1
+    out, err = capsys.readouterr()
+    assert f"total to fetch: {command._human(prior + u2net)}" in out and "would fetch" not in out
+    assert f"need {command._human(prior + u2net)} at {models / 'geodream'} but its disk has" in err
+    assert not [r for r in hub.requests if r[0] == "GET" and "/resolve/" in r[1]]
+    assert sorted(models.rglob("*")) == before

@@ -42,6 +42,8 @@ def _problems(api):
 @pytest.mark.parametrize("change, expected", [
     ({"formt": "json"}, r"node #2 \(GeoDreamSaveCameras\) has no input 'formt'; its inputs are cameras, filename_prefix"),
     ({"filename_prefix": ""}, r"node #2 \(GeoDreamSaveCameras\): GeoDream: filename_prefix '' names no file"),
+    ({"filename_prefix": "rig/a:b?"}, r"node #2 \(GeoDreamSaveCameras\): GeoDream: filename_prefix 'rig/a:b\?' has "
+                                      r"':', '\?': characters Windows does not allow"),
     ({"cameras": ["9", 0]}, r"node #2 \(GeoDreamSaveCameras\) input 'cameras' links to node #9, which is not in"),
     ({"cameras": ["1", 3]}, r"input 'cameras' links to output 3 of node #1, which has 1 outputs"),
     ({"cameras": ["1"]}, r"input 'cameras' is \['1'\]: a link is"),

@@ -78,6 +78,38 @@ def test_executor_errors_are_clear():
         executor.execute(missing, classes, log=lambda *_: None)
 
 
+def test_a_failing_node_is_named_by_id_and_type():
+    """An error of a node's own (not a GeoDreamError) says which node failed, as validation's do; a GeoDreamError,
+    worded for the user already, and a cancel pass as they are."""
+    from geodream_pack.geodream_ops.errors import GeoDreamError
+    from geodream_pack.nodes.host import Interrupted
+
+    class Raises:
+        RETURN_TYPES = ()
+        FUNCTION = "run"
+        OUTPUT_NODE = True
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"kind": (["value", "geodream", "cancel"],)}}
+
+        def run(self, kind):
+            raise {"value": ValueError("no such colour"), "geodream": GeoDreamError("GeoDream: fix it so"),
+                   "cancel": Interrupted("interrupted by request")}[kind]
+
+    classes = {"Raises": Raises}
+    graph = {"7": {"class_type": "Raises", "inputs": {"kind": "value"}}}
+    with pytest.raises(executor.NodeError) as caught:
+        executor.execute(graph, classes, log=lambda *_: None)
+    assert str(caught.value) == "node #7 (Raises) failed: ValueError: no such colour"
+    assert isinstance(caught.value.__cause__, ValueError)
+    for kind, error in (("geodream", GeoDreamError), ("cancel", Interrupted)):
+        graph["7"]["inputs"]["kind"] = kind
+        with pytest.raises(error) as caught:
+            executor.execute(graph, classes, log=lambda *_: None)
+        assert type(caught.value) is error and "node #7" not in str(caught.value)
+
+
 def test_runner_runs_example_workflow_end_to_end(pack_dirs):
     lines = []
     written = run_workflow(PACK_ROOT / "example_workflows" / "camera_rig.json",
@@ -105,6 +137,50 @@ def test_runner_command_line_and_api_format(pack_dirs, tmp_path, capsys):
     path.write_text(json.dumps({"1": api["1"] | {"inputs": {**api["1"]["inputs"], "azimuths": "0, x"}}, "2": api["2"]}))
     assert main([str(path)]) == 1
     assert "azimuths must be numbers" in capsys.readouterr().err
+
+
+def test_previews_are_temporary_and_not_listed_as_written(pack_dirs, tmp_path, capsys):
+    """As in ComfyUI: PreviewImage's files go to the temp folder ("type": "temp"), SaveImage's to the output
+    folder; only the saved ones are written outputs, the previews are mentioned apart."""
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.full((8, 6, 3), 90, np.uint8)).save(pack_dirs["input"] / "cat.png")
+    api = {"1": {"class_type": "LoadImage", "inputs": {"image": "cat.png"}},
+           "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+           "3": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "kept/cat"}}}
+    path = tmp_path / "api.json"
+    path.write_text(json.dumps(api))
+    lines = []
+    written = run_workflow(path, log=lines.append)
+    assert written == [str(pack_dirs["output"] / "kept" / "cat_00001_.png")]
+    (preview,) = pack_dirs["temp"].rglob("*.png")
+    assert sorted(p for p in pack_dirs["output"].rglob("*") if p.is_file()) == [pack_dirs["output"] / "kept" /
+                                                                              "cat_00001_.png"]
+    assert np.array_equal(np.asarray(Image.open(preview)), np.asarray(Image.open(written[0])))
+    assert f"1 preview image (temporary, not outputs) in {pack_dirs['temp']}" in lines
+    assert main([str(path)]) == 0
+    wrote = [line for line in capsys.readouterr().out.splitlines() if line.startswith("wrote")]
+    assert wrote == [f"wrote {pack_dirs['output'] / 'kept' / 'cat_00002_.png'}"]
+
+
+def test_core_save_stand_ins_refuse_a_bad_prefix_before_anything_runs(pack_dirs):
+    """Core's SaveImage and SaveGLB stand-ins check their filename_prefix as the pack's save nodes do, at
+    validation, so a prefix Windows cannot use (or one outside the output folder) fails before the graph runs."""
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.full((8, 6, 3), 90, np.uint8)).save(pack_dirs["input"] / "cat.png")
+    classes = node_classes()
+    graph = {"1": {"class_type": "LoadImage", "inputs": {"image": "cat.png"}},
+             "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "a|b"}}}
+    with pytest.raises(executor.WorkflowError, match=r"node #2 \(SaveImage\): GeoDream: filename_prefix 'a\|b' has "
+                                                     r"'\|': characters Windows"):
+        executor.execute(graph, classes, log=lambda *_: None)
+    assert list(pack_dirs["output"].rglob("*")) == []
+    assert "points outside the output folder" in classes["SaveGLB"].VALIDATE_INPUTS(filename_prefix="../glb")
+    assert classes["SaveImage"].VALIDATE_INPUTS(filename_prefix="GeoDream/views") is True
+    assert classes["PreviewImage"].VALIDATE_INPUTS() is True  # no prefix of its own
 
 
 def test_executor_enforces_widget_bounds_as_comfyui_does():
