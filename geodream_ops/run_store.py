@@ -10,8 +10,9 @@ apart from the seed and the length (the input's content, the prompt, the guidanc
 - a finished run of the queued seed returns at once; asked for more steps, the family's latest finished run
   continues (whatever the seed), its schedules staying those of the length it started with, as threestudio's
   absolute milestones do when a run is resumed longer; the same length with another seed is a new run;
-- a finished run keeps only its result (the optimiser moments, two thirds of a checkpoint, are dropped) and the
-  images its node returned (``<checkpoint>.preview.safetensors``, so queueing it again returns at once), and at most
+- a finished run keeps only its result (the optimiser moments, two thirds of a checkpoint, are dropped) and what
+  its node returned (``<checkpoint>.result.safetensors``: the turntable, the baked mesh; so queueing it again
+  returns at once), and at most
   ``keep_unfinished`` unfinished runs stay in a stage's folder, the most recently written first.
 
 Files appear whole or not at all (atomic.py): the .pt is replaced before its .json, so a .json never describes a
@@ -141,31 +142,37 @@ def choose(folder: Path, family: str, seed: int, steps: int) -> tuple[Path, RunI
     return None, None
 
 
-def preview_path(checkpoint: Path) -> Path:
-    return Path(checkpoint).with_suffix(".preview.safetensors")
+def result_path(checkpoint: Path) -> Path:
+    return Path(checkpoint).with_suffix(".result.safetensors")
 
 
-def keep_preview(checkpoint: Path, step: int, images: torch.Tensor) -> None:
-    """Keep the images [N, H, W, 3] a run's node returned at ``step`` beside its checkpoint (atomically)."""
-    with atomic_write(preview_path(checkpoint)) as tmp:
-        save_file({"images": images.detach().cpu().contiguous()}, str(tmp), metadata={"step": str(int(step))})
+def keep_result(checkpoint: Path, step: int, tensors: dict[str, torch.Tensor]) -> None:
+    """Keep what a run's node returned at ``step`` (named tensors: a refinement's turntable, DMTet's baked mesh)
+    beside its checkpoint, atomically, so that the finished run queued again returns it instead of computing it
+    again. Nothing is kept beside a checkpoint that was never written (pruning would never remove it)."""
+    if not Path(checkpoint).exists():
+        return
+    with atomic_write(result_path(checkpoint)) as tmp:
+        save_file({name: t.detach().cpu().contiguous() for name, t in tensors.items()}, str(tmp),
+                  metadata={"step": str(int(step))})
 
 
-def kept_preview(checkpoint: Path, step: int) -> torch.Tensor | None:
-    """The images kept for the run at ``step``; None when there are none, they are of another step (the run went
-    on since) or the file is unreadable (then they are rendered again)."""
+def kept_result(checkpoint: Path, step: int) -> dict[str, torch.Tensor] | None:
+    """The tensors kept for the run at ``step``; None when there are none, they are of another step (the run went
+    on since) or the file is unreadable (then the node computes them again)."""
     try:
-        with safe_open(str(preview_path(checkpoint)), "pt") as f:
+        with safe_open(str(result_path(checkpoint)), "pt") as f:
             if (f.metadata() or {}).get("step") != str(step):
                 return None
-            return f.get_tensor("images")
+            return {name: f.get_tensor(name) for name in f.keys()}
     except (OSError, RuntimeError, ValueError, SafetensorError):
         return None
 
 
 def remove(path: Path) -> None:
-    """A checkpoint, its .json and its kept preview (any may be missing)."""
-    for p in (Path(path), info_path(path), preview_path(path)):
+    """A checkpoint, its .json and its kept result (any may be missing; also the kept preview that earlier versions
+    wrote in its place, .preview.safetensors)."""
+    for p in (Path(path), info_path(path), result_path(path), Path(path).with_suffix(".preview.safetensors")):
         p.unlink(missing_ok=True)
 
 

@@ -2,6 +2,7 @@
 with the geometry frozen, and baked into a UV-textured GEODREAM_MESH."""
 import hashlib
 import json
+from dataclasses import fields
 
 import torch
 
@@ -10,6 +11,7 @@ from ..geodream_ops.images import to_pil
 from ..geodream_ops.mesh.mesh_finetune import (CHECKPOINT_FORMAT, GEOMETRY_GUIDANCE, TEXTURE_GUIDANCE, FineTuneConfig,
                                            MeshFineTuner, resumable_settings)
 from ..geodream_ops.mesh.texture_bake import bake_texture
+from ..geodream_ops.mesh.textured_mesh import TexturedMesh
 from ..geodream_ops.guidance.reconstruction import ReconstructionTarget
 from ..geodream_ops.texture.grid_presets import GRID_PRESETS, TOOLTIP as GRID_TOOLTIP
 from . import categories
@@ -127,9 +129,16 @@ class GeoDreamDMTetFineTune:
             finally:
                 progress.close()
                 run_store.prune(folder, keep_unfinished_runs, checkpoint, tuner.step < tuner.total_steps)
-            color_fn = tuner.texture if texture_steps else field.color
-            mesh = bake_texture(vertices, faces, color_fn, texture_size, rasterizer=tuner.renderer.rasterizer)
-            return mesh, tuner.preview(min(render_size, 512))[None]
+            # A finished run queued again returns the mesh and preview kept with it instead of baking them again.
+            kept = run_store.kept_result(checkpoint, tuner.step)
+            if kept is None:
+                color_fn = tuner.texture if texture_steps else field.color
+                mesh = bake_texture(vertices, faces, color_fn, texture_size, rasterizer=tuner.renderer.rasterizer)
+                kept = {f.name: getattr(mesh, f.name) for f in fields(mesh) if getattr(mesh, f.name) is not None}
+                kept["preview"] = tuner.preview(min(render_size, 512))[None]
+                run_store.keep_result(checkpoint, tuner.step, kept)
+            preview = kept.pop("preview")
+            return TexturedMesh(**kept), preview
 
 
 NODES = {"GeoDreamDMTetFineTune": (GeoDreamDMTetFineTune, "GeoDream DMTet Fine-Tune")}

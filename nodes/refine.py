@@ -142,11 +142,13 @@ class GeoDreamVSDRefineNeuS:
                 run_store.prune(folder, keep_unfinished_runs, path, current_unfinished=run.step < steps)
             field.eval()
             # A finished run queued again returns the turntable kept with it instead of rendering it again.
-            frames = run_store.kept_preview(path, run.step)
-            if frames is None:
+            kept = run_store.kept_result(path, run.step)
+            if kept is None:
                 with torch.no_grad():
                     frames = turntable(field, size=min(resolution, 256), settings=settings.render)
-                run_store.keep_preview(path, run.step, frames)
+                run_store.keep_result(path, run.step, {"images": frames})
+            else:
+                frames = kept["images"]
         return (field, frames)
 
 

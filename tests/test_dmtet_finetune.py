@@ -350,6 +350,28 @@ def test_node_end_to_end_then_save_and_convert(pack_dirs, simple_guidance):
         node.run(**{**args, "field": object()})
 
 
+def test_finished_run_queued_again_returns_its_kept_mesh_without_baking(pack_dirs, simple_guidance, monkeypatch):
+    """The baked mesh and preview are kept beside a finished run's checkpoint: queued again, the node returns them
+    as they were and bakes nothing; a kept file that is damaged, or a run started over, bakes again."""
+    from geodream_pack.nodes import dmtet
+
+    baked, bake = [], dmtet.bake_texture
+    monkeypatch.setattr(dmtet, "bake_texture", lambda *a, **k: baked.append(1) or bake(*a, **k))
+    args = dict(field=SphereField(), guidance=_STAND_IN, prompt="a red ball", tet_resolution=8, geometry_steps=1,
+                texture_steps=1, render_size=32, seed=3, preview_every=0, geometry_batch=1, texture_size=32)
+    mesh, preview = dmtet.GeoDreamDMTetFineTune().run(**args)
+    again, again_preview = dmtet.GeoDreamDMTetFineTune().run(**args)
+    assert len(baked) == 1 and torch.equal(again_preview, preview)
+    for name in ("vertices", "faces", "uvs", "texture"):
+        assert torch.equal(getattr(again, name), getattr(mesh, name)), name
+    (kept,) = (pack_dirs["output"] / "GeoDream" / "checkpoints").glob("dmtet-*.result.safetensors")
+    kept.write_bytes(b"not a safetensors file")
+    damaged, _ = dmtet.GeoDreamDMTetFineTune().run(**args)
+    assert len(baked) == 2 and torch.equal(damaged.texture, mesh.texture)
+    dmtet.GeoDreamDMTetFineTune().run(**args, resume=False)
+    assert len(baked) == 3
+
+
 def test_node_stops_on_interrupt_and_resumes_from_its_checkpoint(pack_dirs, simple_guidance, monkeypatch):
     from geodream_pack.nodes import host
     from geodream_pack.nodes.dmtet import GeoDreamDMTetFineTune
